@@ -1,0 +1,428 @@
+"""The warehouse: canonical tables in one DuckDB file, written atomically through their contracts.
+
+Every write validates rows against the table's contract; rows that break it go to the
+``quarantine`` table with the rules they broke, and a per-table reconciliation (rows read =
+accepted + quarantined, by rule) is stored in ``_shopml_loads``. A batch of tables is written in
+one transaction, so a crash leaves the old state or the new, never half of one. Each table gets a
+data version, a content hash, so a model can say exactly which data it was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+import pandas as pd
+
+from shopml.data.contracts import (
+    CONTRACTS,
+    ContractError,
+    get_contract,
+    required_tables,
+    validate,
+)
+
+if TYPE_CHECKING:
+    import ibis.backends.duckdb
+
+    from shopml.settings import Settings
+
+WriteMode = Literal["dataset", "replace", "upsert"]
+
+_META_DDL = (
+    """CREATE TABLE IF NOT EXISTS _shopml_versions (
+        table_name VARCHAR PRIMARY KEY, version VARCHAR, rows BIGINT,
+        written_at TIMESTAMP, source VARCHAR, batch_id VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS _shopml_loads (
+        batch_id VARCHAR, source VARCHAR, table_name VARCHAR, mode VARCHAR, rows_read BIGINT,
+        rows_accepted BIGINT, rows_quarantined BIGINT, by_rule VARCHAR, loaded_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        batch_id VARCHAR, table_name VARCHAR, rules VARCHAR, row_json VARCHAR,
+        source VARCHAR, quarantined_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS _shopml_meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+)
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot do what was asked (missing table, locked file, ...)."""
+
+
+@dataclass
+class TableLoad:
+    """Reconciliation of one table in one write: rows_read = rows_accepted + rows_quarantined."""
+
+    table: str
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    by_rule: dict[str, int] = field(default_factory=dict)
+    version: str = ""
+    rows_after: int = 0
+
+
+@dataclass
+class WriteReport:
+    batch_id: str
+    source: str
+    mode: str
+    tables: list[TableLoad] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    # Rows an importer set aside before they reached a contract (e.g. lines with no customer).
+    set_aside: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(t.rows_quarantined for t in self.tables)
+
+    def table(self, name: str) -> TableLoad:
+        for t in self.tables:
+            if t.table == name:
+                return t
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TableInfo:
+    table: str
+    rows: int
+    version: str | None
+    quarantined: int
+    written_at: datetime | None
+    source: str | None
+    oracle: bool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Warehouse:
+    """A DuckDB warehouse file. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, read_only: bool = False) -> Warehouse:
+        """Open the warehouse configured in settings (creating the home folder if needed)."""
+        from shopml.settings import get_settings
+
+        s = settings or get_settings()
+        if not read_only:
+            s.ensure_home()
+        return cls(s.warehouse, read_only=read_only)
+
+    # -- connection --------------------------------------------------------------------------
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            if self.read_only and not self.path.exists():
+                raise WarehouseError(
+                    f"no warehouse at {self.path}; run `shopml simulate` or `shopml ingest` first"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._con = duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as exc:
+                raise WarehouseError(f"cannot open warehouse {self.path}: {exc}") from exc
+            if not self.read_only:
+                for ddl in _META_DDL:
+                    self._con.execute(ddl)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    # -- reading -----------------------------------------------------------------------------
+    def exists(self, table: str) -> bool:
+        if self._con is None and not self.path.exists():
+            return False
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def require(self, *tables: str) -> None:
+        missing = [t for t in tables if not self.exists(t)]
+        if missing:
+            raise WarehouseError(
+                f"warehouse {self.path} has no table(s) {', '.join(missing)}; "
+                "run `shopml simulate` or `shopml ingest` first"
+            )
+
+    def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A whole table as a pandas frame (canonical tables come back with their contract types)."""
+        self.require(table)
+        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        return self.con.execute(f'SELECT {cols} FROM "{table}"').df()
+
+    def sql(self, query: str, params: list[Any] | None = None) -> pd.DataFrame:
+        return self.con.execute(query, params or []).df()
+
+    def ibis(self) -> ibis.backends.duckdb.Backend:
+        """An Ibis backend on this warehouse; feature queries are written against it."""
+        import ibis
+
+        return ibis.duckdb.from_connection(self.con)
+
+    def table_names(self) -> list[str]:
+        rows = self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def versions(self, tables: list[str] | None = None) -> dict[str, str]:
+        """Data version (content hash) per table."""
+        if not self.exists("_shopml_versions"):
+            return {}
+        df = self.con.execute("SELECT table_name, version FROM _shopml_versions").df()
+        out = dict(zip(df.table_name, df.version, strict=True))
+        if tables is not None:
+            out = {t: out[t] for t in tables if t in out}
+        return out
+
+    def dataset_version(self, tables: list[str] | None = None) -> str:
+        """One hash over the versions of the given tables (all canonical ones by default)."""
+        v = self.versions(tables)
+        blob = json.dumps(sorted(v.items())).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def info(self) -> list[TableInfo]:
+        """Row counts, versions and quarantine counts for every contracted table present."""
+        present = set(self.table_names()) if self.path.exists() or self._con else set()
+        meta: dict[str, tuple[str, datetime, str]] = {}
+        q: dict[str, int] = {}
+        if "_shopml_versions" in present:
+            for name, version, written_at, source in self.con.execute(
+                "SELECT table_name, version, written_at, source FROM _shopml_versions"
+            ).fetchall():
+                meta[name] = (version, written_at, source)
+        if "quarantine" in present:
+            q = dict(
+                self.con.execute(
+                    "SELECT table_name, count(*) FROM quarantine GROUP BY table_name"
+                ).fetchall()
+            )
+        out = []
+        for name, contract in CONTRACTS.items():
+            if name not in present:
+                continue
+            row = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
+            version, written_at, source = meta.get(name, (None, None, None))
+            out.append(
+                TableInfo(name, int(row[0]) if row else 0, version, q.get(name, 0), written_at,
+                          source, contract.oracle)
+            )
+        return out
+
+    def quarantine(self, table: str | None = None) -> pd.DataFrame:
+        if not self.exists("quarantine"):
+            return pd.DataFrame(columns=["batch_id", "table_name", "rules", "row_json"])
+        if table is None:
+            return self.sql("SELECT * FROM quarantine ORDER BY quarantined_at")
+        return self.sql("SELECT * FROM quarantine WHERE table_name = ?", [table])
+
+    def loads(self) -> pd.DataFrame:
+        return self.sql("SELECT * FROM _shopml_loads ORDER BY loaded_at")
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        if not self.exists("_shopml_meta"):
+            return default
+        row = self.con.execute("SELECT value FROM _shopml_meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else default
+
+    # -- writing -----------------------------------------------------------------------------
+    def write_tables(
+        self,
+        tables: Mapping[str, pd.DataFrame],
+        *,
+        source: str,
+        mode: WriteMode = "replace",
+        meta: Mapping[str, str] | None = None,
+        set_aside: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> WriteReport:
+        """Validate and write a batch of canonical tables in one transaction.
+
+        ``mode``: ``dataset`` replaces the whole dataset (contracted tables not in the batch are
+        dropped, so an import never mixes with a previous one), ``replace`` replaces only the
+        given tables, ``upsert`` inserts rows and replaces those whose primary key exists.
+        ``set_aside`` records rows an importer dropped deliberately before validation, by
+        reason, so the reconciliation still adds up.
+        """
+        if self.read_only:
+            raise WarehouseError("warehouse opened read-only")
+        order = required_tables(tables)
+        batch_id = uuid.uuid4().hex[:12]
+        report = WriteReport(batch_id, source, mode,
+                             set_aside={k: dict(v) for k, v in (set_aside or {}).items()})
+        accepted: dict[str, pd.DataFrame] = {}
+        results = []
+        for name in order:
+            contract = get_contract(name)
+            parents: dict[str, pd.DataFrame] = {}
+            for fk in contract.foreign_keys:
+                parents[fk.table] = self._parent_keys(fk.table, fk.ref_columns, accepted, mode)
+            res = validate(name, tables[name], parents)
+            accepted[name] = res.accepted
+            results.append(res)
+
+        now = _now()
+        with self.transaction() as con:
+            if mode == "dataset":
+                for name in CONTRACTS:
+                    if name not in tables and self.exists(name):
+                        con.execute(f'DROP TABLE "{name}"')
+                        con.execute("DELETE FROM _shopml_versions WHERE table_name = ?", [name])
+                        con.execute("DELETE FROM quarantine WHERE table_name = ?", [name])
+                        report.removed.append(name)
+            for res in results:
+                name = res.table
+                contract = get_contract(name)
+                if mode in ("dataset", "replace"):
+                    con.execute(f'DROP TABLE IF EXISTS "{name}"')
+                    con.execute("DELETE FROM quarantine WHERE table_name = ?", [name])
+                if not self.exists(name):
+                    con.execute(contract.ddl())
+                staged = f"_staged_{name}"
+                con.register(staged, res.accepted)
+                try:
+                    if mode == "upsert" and len(res.accepted):
+                        keys = ", ".join(f'"{k}"' for k in contract.primary_key)
+                        con.execute(
+                            f'DELETE FROM "{name}" WHERE ({keys}) IN '
+                            f"(SELECT ({keys}) FROM {staged})"
+                        )
+                    cols = ", ".join(f'"{c}"' for c in contract.column_names)
+                    con.execute(f'INSERT INTO "{name}" ({cols}) SELECT {cols} FROM {staged}')
+                finally:
+                    con.unregister(staged)
+                if len(res.quarantined):
+                    self._quarantine(con, batch_id, name, source, res.quarantined, now)
+                version, rows_after = self._version(con, name)
+                con.execute(
+                    "INSERT OR REPLACE INTO _shopml_versions VALUES (?, ?, ?, ?, ?, ?)",
+                    [name, version, rows_after, now, source, batch_id],
+                )
+                rows_q = len(res.quarantined)
+                con.execute(
+                    "INSERT INTO _shopml_loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [batch_id, source, name, mode, res.rows_read, len(res.accepted), rows_q,
+                     json.dumps(res.by_rule), now],
+                )
+                report.tables.append(
+                    TableLoad(name, res.rows_read, len(res.accepted), rows_q, res.by_rule,
+                              version, rows_after)
+                )
+            for key, value in {"last_source": source, **(meta or {})}.items():
+                con.execute("INSERT OR REPLACE INTO _shopml_meta VALUES (?, ?)", [key, value])
+        return report
+
+    def write_frame(self, name: str, df: pd.DataFrame) -> None:
+        """Atomically replace a derived (non-canonical) table, such as materialised features."""
+        if name in CONTRACTS:
+            raise ContractError(f"{name!r} is a canonical table; use write_tables")
+        with self.transaction() as con:
+            con.register("_staged_frame", df)
+            try:
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _staged_frame')
+            finally:
+                con.unregister("_staged_frame")
+
+    def _parent_keys(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        batch: Mapping[str, pd.DataFrame],
+        mode: WriteMode,
+    ) -> pd.DataFrame:
+        cols = list(columns)
+        frames = []
+        if table in batch:
+            frames.append(batch[table][cols])
+            if mode != "upsert":
+                return frames[0]
+        elif mode == "dataset":
+            # The dataset is being replaced whole: a reference outside the batch dangles.
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+        if self.exists(table):
+            col_sql = ", ".join(f'"{c}"' for c in cols)
+            frames.append(self.con.execute(f'SELECT {col_sql} FROM "{table}"').df())
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+        return pd.concat(frames, ignore_index=True)
+
+    @staticmethod
+    def _quarantine(
+        con: duckdb.DuckDBPyConnection,
+        batch_id: str,
+        table: str,
+        source: str,
+        rows: pd.DataFrame,
+        now: datetime,
+    ) -> None:
+        data = rows.drop(columns=["rules"])
+        row_json = data.to_json(orient="records", lines=True, date_format="iso").splitlines()
+        frame = pd.DataFrame(
+            {
+                "batch_id": batch_id,
+                "table_name": table,
+                "rules": rows["rules"].to_numpy(),
+                "row_json": row_json,
+                "source": source,
+                "quarantined_at": now,
+            }
+        )
+        con.register("_staged_quarantine", frame)
+        try:
+            con.execute("INSERT INTO quarantine SELECT * FROM _staged_quarantine")
+        finally:
+            con.unregister("_staged_quarantine")
+
+    @staticmethod
+    def _version(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int]:
+        # An order-independent digest of every row (keys are unique, so rows cannot cancel out),
+        # plus the schema: the same content gives the same version however it was written.
+        row = con.execute(
+            f'SELECT count(*), coalesce(bit_xor(hash(t)), 0), coalesce(sum(hash(t)), 0) '
+            f'FROM "{table}" AS t'
+        ).fetchone()
+        assert row is not None
+        schema = con.execute(
+            "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) "
+            "FROM information_schema.columns WHERE table_name = ?",
+            [table],
+        ).fetchone()
+        blob = f"{table}|{schema[0] if schema else ''}|{row[0]}|{row[1]}|{row[2]}".encode()
+        return hashlib.sha256(blob).hexdigest()[:16], int(row[0])

@@ -1,0 +1,144 @@
+"""The one settings object for shopml.
+
+Values come, highest priority first, from keyword arguments, ``SHOPML_*`` environment variables,
+a ``.env`` file, and ``shopml.toml`` in the working directory (or the file named by
+``SHOPML_CONFIG``). Every path lives under ``home`` unless configured otherwise. Nothing here runs
+at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
+
+
+class SettingsError(ValueError):
+    """A configuration value a user set is unusable."""
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("SHOPML_CONFIG", "shopml.toml"))
+
+
+class Settings(BaseSettings):
+    """Configuration for every part of shopml; see README "Configuration" for the full list."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPML_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Field(default=Path(".shopml"), description="Folder that holds all local state.")
+
+    # Data layer.
+    warehouse_path: Path | None = Field(
+        default=None, description="DuckDB warehouse file; default <home>/warehouse.duckdb."
+    )
+    shared_data_dir: Path = Field(
+        default=Path("../shared/data"), description="Where the public sample datasets live."
+    )
+    landing_dir: Path | None = Field(
+        default=None, description="Folder watched for new files; default <home>/landing."
+    )
+
+    # Tracking and registry (used from the models issue on).
+    mlflow_tracking_uri: str | None = None
+    mlflow_registry_uri: str | None = None
+    mlflow_artifact_root: str | None = None
+
+    # Object storage (s3:// outputs, artifacts); any S3-compatible endpoint.
+    s3_endpoint_url: str | None = None
+
+    # Serving.
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    admin_keys: list[SecretStr] = Field(default_factory=list)
+    online_store_uri: str | None = None
+    monitoring_store_uri: str | None = None
+
+    # Reproducibility.
+    seed: int = 42
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # Environment variables carry lists as comma-separated strings.
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.env == "production":
+            for name in ("api_keys", "admin_keys"):
+                for key in getattr(self, name):
+                    if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                        raise SettingsError(
+                            f"SHOPML_{name.upper()} holds a placeholder key; set a real secret "
+                            "or run with SHOPML_ENV=development"
+                        )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, dotenv_settings, toml, file_secret_settings)
+
+    # Derived locations. Properties, so that changing ``home`` moves everything with it.
+    @property
+    def warehouse(self) -> Path:
+        return self.warehouse_path or self.home / "warehouse.duckdb"
+
+    @property
+    def landing(self) -> Path:
+        return self.landing_dir or self.home / "landing"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+
+    def ensure_home(self) -> Path:
+        """Create the home folder (and nothing else) when something is about to be written."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and long-lived processes that change the environment)."""
+    get_settings.cache_clear()
