@@ -1,0 +1,86 @@
+"""Shared plumbing for benchmarks: timing, results files, and the README's results block.
+
+Each benchmark module ``benchmarks/bench_<name>.py`` defines ``run(quick: bool = False) -> Result``.
+``python -m benchmarks [NAME ...] [--quick]`` runs them, writes ``benchmarks/results/<name>.json``
+and ``.md``, and rewrites the README between ``<!-- bench:<name> -->`` and ``<!-- /bench:<name> -->``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+
+
+@dataclass
+class Result:
+    """What a benchmark measured: a markdown table for people, figures for scripts."""
+
+    name: str
+    title: str
+    markdown: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    measured_at: str = field(
+        default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    )
+    machine: str = field(
+        default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+
+@contextmanager
+def timer() -> Iterator[Callable[[], float]]:
+    """``with timer() as elapsed: ...`` then ``elapsed()`` gives seconds (frozen at exit)."""
+    start = time.perf_counter()
+    end: list[float] = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time of ``repeat`` calls: the least disturbed run on a shared machine."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def save(result: Result) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{result.name}.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    block = (
+        f"{result.markdown.strip()}\n\n"
+        f"_Measured {result.measured_at} on {result.machine}; "
+        f"`python -m benchmarks {result.name}` reproduces it._"
+    )
+    (RESULTS / f"{result.name}.md").write_text(block + "\n")
+    update_readme(result.name, block)
+
+
+def update_readme(name: str, block: str, readme: Path = README) -> bool:
+    """Replace the README's block for ``name``; returns False when the markers are absent."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    pattern = re.compile(
+        rf"(<!-- bench:{re.escape(name)} -->\n).*?(\n<!-- /bench:{re.escape(name)} -->)", re.S
+    )
+    if not pattern.search(text):
+        return False
+    readme.write_text(pattern.sub(lambda m: m.group(1) + block + m.group(2), text))
+    return True
