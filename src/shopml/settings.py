@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -66,8 +67,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
 
     # Serving.
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    admin_keys: list[SecretStr] = Field(default_factory=list)
+    # NoDecode: the environment gives "k1,k2", not JSON; _split_keys parses it.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     online_store_uri: str | None = None
     monitoring_store_uri: str | None = None
 
@@ -88,7 +90,7 @@ class Settings(BaseSettings):
             for name in ("api_keys", "admin_keys"):
                 for key in getattr(self, name):
                     if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                        raise SettingsError(
+                        raise ValueError(
                             f"SHOPML_{name.upper()} holds a placeholder key; set a real secret "
                             "or run with SHOPML_ENV=development"
                         )
@@ -135,8 +137,17 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once on first use."""
-    return Settings()
+    """The process-wide settings, read once on first use.
+
+    Raises :class:`SettingsError` with one line per bad value instead of pydantic's report.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
 
 
 def reset_settings() -> None:

@@ -1,0 +1,475 @@
+"""The ``shopml`` command line: thin, it parses, calls the layer below and prints.
+
+Every command that prints a table accepts ``--json``. Errors a user can cause end with one line
+on stderr naming what and where, and exit code 2; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="shopml",
+    help="MLOps for e-commerce: simulate or import a shop, then train, track, gate, serve and "
+    "watch its models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ingest_app = typer.Typer(help="Import a real dataset into the warehouse (replaces the current one).")
+app.add_typer(ingest_app, name="ingest")
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from shopml.data.contracts import ContractError
+    from shopml.data.warehouse import WarehouseError
+    from shopml.settings import SettingsError
+
+    errors: list[type[BaseException]] = [UserError, ContractError, WarehouseError, SettingsError]
+    try:
+        from shopml.data.importers import ImportFormatError
+
+        errors.append(ImportFormatError)
+    except ImportError:  # pragma: no cover - importers are part of the package
+        pass
+    return tuple(errors)
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
+
+
+def _settings() -> Any:
+    from shopml.settings import get_settings
+
+    return get_settings()
+
+
+def _warehouse(read_only: bool = False) -> Any:
+    from shopml.data.warehouse import Warehouse
+
+    return Warehouse.open(_settings(), read_only=read_only)
+
+
+@contextmanager
+def _progress(description: str, quiet: bool = False) -> Iterator[Callable[[str, float], None]]:
+    """A Rich progress bar driven by ``update(stage, fraction)`` callbacks."""
+    if quiet:
+        yield lambda stage, fraction: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=1.0)
+
+        def update(stage: str, fraction: float) -> None:
+            bar.update(task, completed=min(max(fraction, 0.0), 1.0),
+                       description=f"{description}: {stage}")
+
+        yield update
+
+
+def _parse_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option} expects a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def _parse_datetime(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option} expects a date or time as YYYY-MM-DD[THH:MM], got {value!r}") \
+            from None
+
+
+# -- data ------------------------------------------------------------------------------------
+def _print_report(report: Any, as_json: bool, title: str) -> None:
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=title)
+    for col in ("table", "read", "accepted", "quarantined", "set aside", "version"):
+        table.add_column(col, justify="left" if col in ("table", "version") else "right")
+    for t in report.tables:
+        aside = sum(report.set_aside.get(t.table, {}).values())
+        table.add_row(t.table, f"{t.rows_read + aside:,}", f"{t.rows_accepted:,}",
+                      f"{t.rows_quarantined:,}", f"{aside:,}" if aside else "", t.version)
+    console.print(table)
+    reasons = [
+        (t.table, rule, n) for t in report.tables for rule, n in sorted(t.by_rule.items())
+    ] + [
+        (name, f"set aside: {reason}", n)
+        for name, reasons_ in sorted(report.set_aside.items())
+        for reason, n in sorted(reasons_.items())
+    ]
+    if reasons:
+        why = Table(title="Rows not accepted, by rule")
+        for col in ("table", "rule", "rows"):
+            why.add_column(col, justify="right" if col == "rows" else "left")
+        for name, rule, n in reasons:
+            why.add_row(name, rule, f"{n:,}")
+        console.print(why)
+    if report.removed:
+        console.print(f"Removed tables of the previous dataset: {', '.join(report.removed)}")
+
+
+@app.command()
+def simulate(
+    customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 20_000,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2023-01-01",
+    days: Annotated[int, typer.Option(min=30, help="Number of days to simulate.")] = 730,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same shop.")] = 42,
+    scenario: Annotated[str, typer.Option(help="World change from --scenario-start on; "
+                                          "see `shopml scenarios`.")] = "none",
+    scenario_start: Annotated[str | None, typer.Option(
+        help="When the scenario starts (default: three quarters of the way).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a shop (ShopSim) and load it into the warehouse, replacing the current data."""
+    from shopml.data.scenarios import SCENARIOS
+    from shopml.data.simulator import SimConfig
+    from shopml.data.simulator import simulate as run_simulation
+
+    if scenario not in SCENARIOS:
+        raise UserError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    config = SimConfig(
+        customers=customers, start=_parse_date(start, "--start") or date(2023, 1, 1), days=days,
+        seed=seed, scenario=scenario,
+        scenario_start=_parse_date(scenario_start, "--scenario-start"),
+    )
+    with _progress("Simulating", quiet=as_json) as update:
+        dataset = run_simulation(config, progress=update)
+        update("loading into the warehouse", 0.99)
+        with _warehouse() as wh:
+            report = dataset.load(wh)
+    _print_report(report, as_json, f"Simulated shop (seed {seed}, scenario {scenario})")
+
+
+@app.command()
+def scenarios(as_json: JsonOpt = False) -> None:
+    """List the simulator's scenarios."""
+    from shopml.data.scenarios import SCENARIOS
+
+    rows = [{"name": name, "description": s.description} for name, s in SCENARIOS.items()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="Scenarios")
+    table.add_column("name")
+    table.add_column("what changes")
+    for r in rows:
+        table.add_row(r["name"], r["description"])
+    console.print(table)
+
+
+def _ingest(kind: str, path: Path, as_json: bool) -> None:
+    from shopml.data.importers import IMPORTERS
+
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    with _progress(f"Importing {kind}", quiet=as_json) as update:
+        update("reading", 0.1)
+        dataset = IMPORTERS[kind](path)
+        update("validating and loading", 0.6)
+        with _warehouse() as wh:
+            report = dataset.load(wh)
+    _print_report(report, as_json, f"Imported {kind} from {path}")
+
+
+@ingest_app.command("olist")
+def ingest_olist(
+    directory: Annotated[Path, typer.Argument(help="Folder with the nine Olist CSVs.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Import the Olist Brazilian e-commerce dataset (the nine Kaggle CSVs)."""
+    _ingest("olist", directory, as_json)
+
+
+@ingest_app.command("online-retail")
+def ingest_online_retail(
+    file: Annotated[Path, typer.Argument(help="CSV, gzip CSV, XLSX or Parquet.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Import Online Retail (II) invoice lines; cancellations become returns."""
+    _ingest("online-retail", file, as_json)
+
+
+@ingest_app.command("cdnow")
+def ingest_cdnow(
+    file: Annotated[Path, typer.Argument(help="CDNOW master or sample text file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Import the CDNOW purchase history (master or sample layout)."""
+    _ingest("cdnow", file, as_json)
+
+
+@app.command()
+def tables(as_json: JsonOpt = False) -> None:
+    """Row counts, data versions and quarantine counts of the warehouse's tables."""
+    with _warehouse(read_only=True) as wh:
+        info = wh.info()
+        source = wh.get_meta("source")
+        dataset_version = wh.dataset_version()
+    if as_json:
+        print_json({"source": source, "dataset_version": dataset_version, "tables": info})
+        return
+    table = Table(title=f"Warehouse ({source or 'empty'}; dataset version {dataset_version})")
+    for col in ("table", "rows", "quarantined", "version", "written at"):
+        table.add_column(col, justify="right" if col in ("rows", "quarantined") else "left")
+    for t in info:
+        name = f"{t.table} [dim](oracle)[/dim]" if t.oracle else t.table
+        table.add_row(name, f"{t.rows:,}", f"{t.quarantined:,}", t.version or "",
+                      t.written_at.strftime("%Y-%m-%d %H:%M") if t.written_at else "")
+    console.print(table)
+
+
+@app.command()
+def quarantine(
+    table: Annotated[str | None, typer.Argument(help="Only this table.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rows that broke a contract, with the rules they broke."""
+    from shopml.data.contracts import get_contract
+
+    if table is not None:
+        get_contract(table)
+    with _warehouse(read_only=True) as wh:
+        q = wh.quarantine(table)
+    counts = (
+        q.groupby(["table_name", "rules"]).size().reset_index(name="rows")
+        if len(q) else q.assign(rows=0)[["table_name", "rules", "rows"]]
+    )
+    if as_json:
+        print_json({
+            "counts": counts.to_dict(orient="records"),
+            "rows": [
+                {"table": r.table_name, "rules": r.rules, "row": json.loads(r.row_json)}
+                for r in q.head(limit).itertuples()
+            ],
+        })
+        return
+    summary = Table(title="Quarantine: rows by rule")
+    for col in ("table", "rules", "rows"):
+        summary.add_column(col, justify="right" if col == "rows" else "left")
+    for r in counts.itertuples():
+        summary.add_row(r.table_name, r.rules, f"{r.rows:,}")
+    console.print(summary)
+    if len(q):
+        sample = Table(title=f"First {min(limit, len(q))} quarantined rows")
+        sample.add_column("table")
+        sample.add_column("rules")
+        sample.add_column("row", overflow="fold")
+        for r in q.head(limit).itertuples():
+            sample.add_row(r.table_name, r.rules, r.row_json)
+        console.print(sample)
+
+
+def _default_cutoff(wh: Any) -> datetime:
+    wh.require("orders")
+    row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
+    if not row or row[0] is None:
+        raise UserError("the orders table is empty; nothing to build features from")
+    latest: datetime = row[0]
+    return datetime(latest.year, latest.month, latest.day) + _one_day()
+
+
+def _one_day() -> Any:
+    from datetime import timedelta
+
+    return timedelta(days=1)
+
+
+def _feature_summary(wh: Any, cutoff: datetime, entities: list[str]) -> list[dict[str, Any]]:
+    from shopml.features import FEATURE_SETS, build_features
+
+    rows = []
+    for entity in entities:
+        df = build_features(wh, cutoff, entity)
+        numeric = df.select_dtypes("number")
+        rows.append({
+            "entity": entity,
+            "rows": len(df),
+            "columns": len(df.columns),
+            "null_share": float(df.isna().mean().mean()) if len(df) else 0.0,
+            "numeric_columns": list(numeric.columns),
+            "description": FEATURE_SETS[entity].description,
+        })
+    return rows
+
+
+@app.command()
+def features(
+    entity: Annotated[str | None, typer.Argument(help="Feature set (default: all).")] = None,
+    cutoff: Annotated[str | None, typer.Option(
+        help="Use only what was known before this time (default: the day after the last order)."
+    )] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the feature table (parquet or csv).")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build point-in-time features at a cutoff and summarise them (or write them to a file)."""
+    from shopml.features import FEATURE_SETS, build_features
+
+    if entity is not None and entity not in FEATURE_SETS:
+        raise UserError(f"unknown feature set {entity!r}; choose one of: {', '.join(FEATURE_SETS)}")
+    if output is not None and entity is None:
+        raise UserError("--output needs a single feature set, e.g. `shopml features customers`")
+    with _warehouse(read_only=True) as wh:
+        at = _parse_datetime(cutoff, "--cutoff") or _default_cutoff(wh)
+        if output is not None:
+            assert entity is not None
+            df = build_features(wh, at, entity)
+            _write_frame(df, output)
+            console.print(f"Wrote {len(df):,} rows of {entity} features at {at} to {output}")
+            return
+        rows = _feature_summary(wh, at, [entity] if entity else list(FEATURE_SETS))
+    _print_feature_summary(rows, at, as_json)
+
+
+def _print_feature_summary(rows: list[dict[str, Any]], at: datetime, as_json: bool) -> None:
+    if as_json:
+        print_json({"cutoff": at, "feature_sets": rows})
+        return
+    table = Table(title=f"Point-in-time features at {at:%Y-%m-%d %H:%M}")
+    for col in ("feature set", "rows", "columns", "null share", "what"):
+        table.add_column(col, justify="right" if col in ("rows", "columns", "null share") else
+                         "left")
+    for r in rows:
+        table.add_row(r["entity"], f"{r['rows']:,}", str(r["columns"]), f"{r['null_share']:.1%}",
+                      r["description"])
+    console.print(table)
+
+
+def _write_frame(df: Any, output: Path) -> None:
+    suffix = output.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise UserError(f"{output}: output must end in .parquet or .csv")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    if suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    tmp.replace(output)  # atomic: readers see the old file or the new one
+
+
+@app.command()
+def config(as_json: JsonOpt = False) -> None:
+    """Show the effective configuration (secrets masked)."""
+    s = _settings()
+    values = {
+        "env": s.env, "home": str(s.home), "warehouse": str(s.warehouse),
+        "landing": str(s.landing), "tracking_uri": s.tracking_uri,
+        "artifact_root": s.artifact_root, "api_keys": f"{len(s.api_keys)} configured",
+        "admin_keys": f"{len(s.admin_keys)} configured",
+    }
+    if as_json:
+        print_json(values)
+        return
+    table = Table(title="Configuration")
+    table.add_column("setting")
+    table.add_column("value")
+    for k, v in values.items():
+        table.add_row(k, v)
+    console.print(table)
+
+
+@app.command()
+def run(
+    customers: Annotated[int, typer.Option(min=10, help="Customers to simulate.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job: simulate a shop, load it, build every feature set and summarise."""
+    from shopml.data.simulator import SimConfig
+    from shopml.data.simulator import simulate as run_simulation
+
+    with _progress("Simulating", quiet=as_json) as update:
+        dataset = run_simulation(SimConfig(customers=customers, seed=seed), progress=update)
+    with _warehouse() as wh:
+        report = dataset.load(wh)
+        if not as_json:
+            _print_report(report, False, f"Simulated shop (seed {seed})")
+        from shopml.features import FEATURE_SETS
+
+        at = _default_cutoff(wh)
+        rows = _feature_summary(wh, at, list(FEATURE_SETS))
+    if as_json:
+        print_json({"load": report, "cutoff": at, "feature_sets": rows})
+        return
+    _print_feature_summary(rows, at, False)
+    console.print(f"Warehouse: {_settings().warehouse}  (inspect with `shopml tables`)")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one line and exit 2."""
+    import click
+
+    errors = _user_errors()
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except errors as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
