@@ -1,0 +1,199 @@
+"""Registry operations over aliases (``champion``, ``challenger``), never the deprecated stages.
+
+Every move of the champion alias is recorded: on the model version (who or what moved it, when,
+why) and in the registered model's champion history, which is what ``rollback`` walks back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shopml.lifecycle.tracking import model_name
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from shopml.lifecycle.gate import GateDecision
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "shopml.champion_history"
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be honoured (unknown version, nothing to roll back to)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def alias_version(client: MlflowClient, usecase: str, alias: str) -> ModelVersion | None:
+    """The version an alias points to, or None (no model or no alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name(usecase), alias)
+    except MlflowException:
+        return None
+
+
+def _history(client: MlflowClient, usecase: str) -> list[str]:
+    model = client.get_registered_model(model_name(usecase))
+    raw = model.tags.get(HISTORY_TAG)
+    return list(json.loads(raw)) if raw else []
+
+
+def _set_history(client: MlflowClient, usecase: str, history: list[str]) -> None:
+    # Keep the tag short: the last 50 champions are plenty to roll back through.
+    client.set_registered_model_tag(model_name(usecase), HISTORY_TAG, json.dumps(history[-50:]))
+
+
+def record_decision(
+    client: MlflowClient, usecase: str, version: str, decision: GateDecision
+) -> None:
+    """Write the gate's decision and reasons on the model version (tags and description)."""
+    name = model_name(usecase)
+    tags = {
+        "shopml.gate.verdict": decision.verdict,
+        "shopml.gate.metric": decision.metric,
+        "shopml.gate.reasons": json.dumps(decision.reasons)[:4900],
+        "shopml.gate.champion_version": decision.champion_version or "",
+        "shopml.gate.decided_at": _now(),
+        "shopml.gate.manual": str(decision.manual).lower(),
+    }
+    if decision.sanity is not None:
+        tags["shopml.gate.latency_ms"] = f"{decision.sanity.latency_ms:.3f}"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=decision.summary()[:4900])
+
+
+def set_champion(
+    client: MlflowClient, usecase: str, version: str, *, reason: str, manual: bool
+) -> str | None:
+    """Move the champion alias to ``version``; returns the previous champion's version."""
+    name = model_name(usecase)
+    previous = alias_version(client, usecase, CHAMPION)
+    prev_version = previous.version if previous is not None else None
+    if prev_version == str(version):
+        return prev_version
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    history = _history(client, usecase)
+    if not history and prev_version is not None:
+        history.append(str(prev_version))
+    history.append(str(version))
+    _set_history(client, usecase, history)
+    client.set_model_version_tag(
+        name, str(version), "shopml.promotion",
+        json.dumps({"at": _now(), "manual": manual, "previous": prev_version,
+                    "reason": reason[:500]}),
+    )
+    challenger = alias_version(client, usecase, CHALLENGER)
+    if challenger is not None and challenger.version == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return prev_version
+
+
+def set_challenger(client: MlflowClient, usecase: str, version: str) -> None:
+    client.set_registered_model_alias(model_name(usecase), CHALLENGER, str(version))
+
+
+def promote(client: MlflowClient, usecase: str, version: str, reason: str = "") -> str | None:
+    """Manual override: make ``version`` champion whatever the gate said, recorded as such."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(model_name(usecase), str(version))
+    except MlflowException:
+        raise RegistryError(
+            f"{model_name(usecase)} has no version {version}; see `shopml models`"
+        ) from None
+    why = reason or "manual promotion with `shopml promote`"
+    previous = set_champion(client, usecase, str(version), reason=why, manual=True)
+    client.set_model_version_tag(model_name(usecase), str(version), "shopml.gate.override",
+                                 json.dumps({"at": _now(), "reason": why}))
+    return previous
+
+
+def rollback(client: MlflowClient, usecase: str) -> tuple[str, str]:
+    """Move the champion back to the previous champion; returns (from, to)."""
+    current = alias_version(client, usecase, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{model_name(usecase)} has no champion to roll back from")
+    history = _history(client, usecase)
+    # Drop the current champion (and any trailing duplicates of it) from the end of the history.
+    while history and history[-1] == current.version:
+        history.pop()
+    if not history:
+        raise RegistryError(
+            f"{model_name(usecase)} v{current.version} is the only champion there has been; "
+            "nothing to roll back to"
+        )
+    target = history[-1]
+    name = model_name(usecase)
+    client.set_registered_model_alias(name, CHAMPION, target)
+    _set_history(client, usecase, history)
+    client.set_model_version_tag(
+        name, target, "shopml.rollback",
+        json.dumps({"at": _now(), "from": current.version}),
+    )
+    client.set_model_version_tag(name, current.version, "shopml.rolled_back_at", _now())
+    return current.version, target
+
+
+@dataclass
+class VersionSummary:
+    version: str
+    run_id: str | None
+    created_at: str
+    metrics: dict[str, float]
+    cutoff: str | None
+    dataset_version: str | None
+    verdict: str | None
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelSummary:
+    usecase: str
+    model: str
+    champion: VersionSummary | None
+    challenger: VersionSummary | None
+    versions: int
+
+
+def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | None:
+    if mv is None:
+        return None
+    tags: dict[str, Any] = dict(mv.tags or {})
+    metrics = json.loads(tags.get("shopml.metrics", "{}"))
+    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
+        "%Y-%m-%d %H:%M UTC")
+    return VersionSummary(
+        version=str(mv.version), run_id=mv.run_id, created_at=created, metrics=metrics,
+        cutoff=tags.get("shopml.cutoff"), dataset_version=tags.get("shopml.dataset_version"),
+        verdict=tags.get("shopml.gate.verdict"),
+        reasons=json.loads(tags.get("shopml.gate.reasons", "[]")),
+    )
+
+
+def describe(client: MlflowClient, usecase: str) -> ModelSummary:
+    """Champion and challenger of one use case, with their metrics and data."""
+    from mlflow.exceptions import MlflowException
+
+    name = model_name(usecase)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        versions = []
+    return ModelSummary(
+        usecase, name,
+        _summary(client, alias_version(client, usecase, CHAMPION) if versions else None),
+        _summary(client, alias_version(client, usecase, CHALLENGER) if versions else None),
+        len(versions),
+    )

@@ -1,0 +1,77 @@
+"""MLflow set-up from settings: the same code for the embedded store (SQLite and local files),
+a PostgreSQL backend store, an S3 artifact store and a remote tracking server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from shopml.settings import Settings
+
+
+def model_name(usecase: str) -> str:
+    """The registered model's name for a use case."""
+    return f"shopml-{usecase}"
+
+
+def experiment_name(usecase: str) -> str:
+    return f"shopml-{usecase}"
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured stores and return a client for them."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if settings.s3_endpoint_url:
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    registry = settings.mlflow_registry_uri or uri
+    mlflow.set_registry_uri(registry)
+    return MlflowClient(tracking_uri=uri, registry_uri=registry)
+
+
+def _uses_local_artifacts(settings: Settings) -> bool:
+    # A tracking server decides where artifacts go unless a root is configured explicitly.
+    remote = settings.tracking_uri.startswith(("http://", "https://", "databricks"))
+    return settings.mlflow_artifact_root is not None or not remote
+
+
+def ensure_experiment(client: MlflowClient, settings: Settings, usecase: str) -> str:
+    """The experiment id for a use case, created on first use."""
+    name = experiment_name(usecase)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return str(exp.experiment_id)
+    location = f"{settings.artifact_root.rstrip('/')}/{usecase}" if _uses_local_artifacts(
+        settings) else None
+    return str(client.create_experiment(name, artifact_location=location,
+                                        tags={"shopml.usecase": usecase}))
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit the code runs from ('unknown' outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent, check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+            text=True, timeout=5, cwd=Path(__file__).resolve().parent, check=False,
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

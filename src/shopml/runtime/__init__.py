@@ -1,0 +1,1 @@
+"""What a registered model needs at prediction time, and nothing more (no training libraries)."""

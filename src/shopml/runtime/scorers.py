@@ -1,0 +1,346 @@
+"""Scorers: the fitted, self-contained objects that are registered in MLflow and served.
+
+A scorer holds everything a prediction needs (feature order, defaults, the fitted model's own
+state) and depends only on numpy, pandas and, for boosted trees, LightGBM's booster, so the
+serving image needs no training library. Each scorer answers :meth:`Scorer.predict_frame` for
+batch work and :meth:`Scorer.predict_matrix` for the fast single-row path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Scorer:
+    """Base: a list of input features and a prediction over a float matrix in that order."""
+
+    features: list[str]
+    outputs: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Columns in training order as float64; a missing column is all-missing (NaN)."""
+        cols = [
+            pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            if c in frame.columns
+            else np.full(len(frame), np.nan)
+            for c in self.features
+        ]
+        if not cols:
+            return np.empty((len(frame), 0))
+        return np.column_stack(cols)
+
+    def row_matrix(self, values: Mapping[str, Any]) -> np.ndarray:
+        """One instance as a 1-row matrix; missing or null features are NaN."""
+        row = np.empty((1, len(self.features)))
+        for i, name in enumerate(self.features):
+            v = values.get(name)
+            row[0, i] = np.nan if v is None else float(v)
+        return row
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = self.predict_matrix(self.to_matrix(frame))
+        if out.ndim == 1:
+            out = out.reshape(-1, 1)
+        return pd.DataFrame(out, columns=self.outputs, index=frame.index)
+
+
+def _booster_from_string(model: str) -> Any:
+    import lightgbm
+
+    return lightgbm.Booster(model_str=model)
+
+
+@dataclass
+class BoosterScorer(Scorer):
+    """One or more LightGBM boosters stored as model strings (portable across versions).
+
+    ``kind`` ``probability``: the first booster's output is a probability; ``value``: each
+    booster gives one output column (for example the median and the 90th percentile).
+    ``offsets`` add a calibrated shift per output (conformal adjustment of a quantile), and
+    ``clip`` bounds the outputs.
+    """
+
+    models: list[str] = field(default_factory=list)
+    kind: str = "value"
+    offsets: list[float] = field(default_factory=list)
+    clip: tuple[float | None, float | None] = (None, None)
+    monotone_outputs: bool = False  # enforce out[:, i] <= out[:, i+1] (quantiles)
+
+    def __post_init__(self) -> None:
+        self._boosters: list[Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_boosters"] = None  # rebuilt from the model strings on load
+        return state
+
+    @property
+    def boosters(self) -> list[Any]:
+        if self._boosters is None:
+            self._boosters = [_booster_from_string(m) for m in self.models]
+        return self._boosters
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        cols = [b.predict(x, num_threads=1) for b in self.boosters]
+        out = np.column_stack(cols) if len(cols) > 1 else cols[0].reshape(-1, 1)
+        if self.offsets:
+            out = out + np.asarray(self.offsets)
+        if self.monotone_outputs and out.shape[1] > 1:
+            out = np.maximum.accumulate(out, axis=1)
+        lo, hi = self.clip
+        if lo is not None or hi is not None:
+            out = np.clip(out, lo, hi)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+@dataclass
+class UpliftScorer(Scorer):
+    """Two-model (T-learner) uplift: P(response | treated) - P(response | control)."""
+
+    treated: BoosterScorer | None = None
+    control: BoosterScorer | None = None
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        assert self.treated is not None and self.control is not None
+        pt = np.asarray(self.treated.predict_matrix(x)).reshape(-1)
+        pc = np.asarray(self.control.predict_matrix(x)).reshape(-1)
+        return np.column_stack([pt, pc, pt - pc])
+
+
+@dataclass
+class LinearScorer(Scorer):
+    """A linear model on standardised inputs (baselines and simple models)."""
+
+    coef: list[float] = field(default_factory=list)
+    intercept: float = 0.0
+    mean: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    fill: list[float] = field(default_factory=list)
+    link: str = "identity"  # or "logit"
+    clip: tuple[float | None, float | None] = (None, None)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        x = np.where(np.isnan(x), np.asarray(self.fill), x)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        eta = z @ np.asarray(self.coef) + self.intercept
+        out = 1.0 / (1.0 + np.exp(-eta)) if self.link == "logit" else eta
+        lo, hi = self.clip
+        if lo is not None or hi is not None:
+            out = np.clip(out, lo, hi)
+        return out
+
+
+@dataclass
+class ConstantScorer(Scorer):
+    """Predicts the same values for everyone (a base rate, a global median)."""
+
+    values: list[float] = field(default_factory=list)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        out = np.tile(np.asarray(self.values, dtype="float64"), (x.shape[0], 1))
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+@dataclass
+class ColumnScorer(Scorer):
+    """Passes input columns through, optionally scaled: for baselines that are a feature
+    already (the shop's own estimated delivery days, a customer's past spend)."""
+
+    scale: list[float] = field(default_factory=list)
+    fill: list[float] = field(default_factory=list)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if self.fill:
+            x = np.where(np.isnan(x), np.asarray(self.fill), x)
+        out = x * (np.asarray(self.scale) if self.scale else 1.0)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+@dataclass
+class SegmentScorer(Scorer):
+    """k-means assignment on standardised (log-scaled where stated) features."""
+
+    centroids: list[list[float]] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    fill: list[float] = field(default_factory=list)
+    log_features: list[bool] = field(default_factory=list)
+    segment_ids: list[int] = field(default_factory=list)
+    segment_names: list[str] = field(default_factory=list)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.where(np.isnan(x), np.asarray(self.fill), x)
+        logm = np.asarray(self.log_features, dtype=bool)
+        if logm.any():
+            x = x.copy()
+            x[:, logm] = np.log1p(np.clip(x[:, logm], 0, None))
+        return (x - np.asarray(self.mean)) / np.asarray(self.scale)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        z = self.transform(x)
+        c = np.asarray(self.centroids)
+        d = ((z[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
+        nearest = d.argmin(axis=1)
+        return np.asarray(self.segment_ids, dtype="float64")[nearest]
+
+    def name_of(self, segment_id: int) -> str:
+        return self.segment_names[self.segment_ids.index(int(segment_id))]
+
+
+@dataclass
+class RecommenderScorer(Scorer):
+    """Ranks products for a customer by factor dot products (from ALS), with popularity as
+    the answer for customers the model has never seen."""
+
+    customer_ids: list[str] = field(default_factory=list)
+    product_ids: list[str] = field(default_factory=list)
+    customer_factors: np.ndarray | None = None
+    product_factors: np.ndarray | None = None
+    popularity: np.ndarray | None = None  # a score per product
+    seen: dict[str, list[int]] = field(default_factory=dict)  # products bought before
+
+    def __post_init__(self) -> None:
+        self._cindex: dict[str, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cindex"] = None
+        return state
+
+    @property
+    def cindex(self) -> dict[str, int]:
+        if self._cindex is None:
+            self._cindex = {c: i for i, c in enumerate(self.customer_ids)}
+        return self._cindex
+
+    def knows(self, customer_id: str) -> bool:
+        return customer_id in self.cindex
+
+    def scores(self, customer_id: str) -> np.ndarray:
+        assert self.popularity is not None
+        i = self.cindex.get(customer_id)
+        if i is None or self.customer_factors is None or self.product_factors is None:
+            return np.asarray(self.popularity, dtype="float64")
+        return self.product_factors @ self.customer_factors[i]
+
+    def recommend(
+        self,
+        customer_id: str,
+        k: int = 10,
+        exclude: Sequence[str] = (),
+        exclude_seen: bool = False,
+    ) -> list[tuple[str, float]]:
+        s = self.scores(customer_id).astype("float64", copy=True)
+        banned: list[int] = []
+        if exclude:
+            pindex = self._pindex()
+            banned.extend(pindex[p] for p in exclude if p in pindex)
+        if exclude_seen:
+            banned.extend(self.seen.get(customer_id, []))
+        if banned:
+            s[np.asarray(banned, dtype=int)] = -np.inf
+        k = min(k, len(s))
+        top = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
+        top = top[np.argsort(-s[top], kind="stable")]
+        return [(self.product_ids[j], float(s[j])) for j in top if np.isfinite(s[j])]
+
+    def _pindex(self) -> dict[str, int]:
+        cached: dict[str, int] | None = self.meta.get("_pindex")
+        if cached is None:
+            cached = {p: j for j, p in enumerate(self.product_ids)}
+            self.meta["_pindex"] = cached
+        return cached
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        k = int(self.meta.get("k", 10))
+        recs = [
+            ",".join(p for p, _ in self.recommend(str(c), k)) for c in frame["customer_id"]
+        ]
+        return pd.DataFrame({"recommendations": recs}, index=frame.index)
+
+
+@dataclass
+class PricingScorer(Scorer):
+    """Constant-elasticity demand per product, and the price that maximises the objective
+    (revenue or margin) within guardrails: a band around the current price and a maximum
+    change per step."""
+
+    product_ids: list[str] = field(default_factory=list)
+    elasticity: list[float] = field(default_factory=list)
+    base_demand: list[float] = field(default_factory=list)  # units/day at the reference price
+    ref_price: list[float] = field(default_factory=list)
+    current_price: list[float] = field(default_factory=list)
+    unit_cost: list[float] = field(default_factory=list)
+    objective: str = "revenue"
+    max_change: float = 0.10  # fraction of the current price per step
+    min_factor: float = 0.5  # absolute band relative to the reference price
+    max_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        self._index: dict[str, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_index"] = None
+        return state
+
+    def index(self, product_id: str) -> int | None:
+        if self._index is None:
+            self._index = {p: i for i, p in enumerate(self.product_ids)}
+        return self._index.get(product_id)
+
+    def demand(self, i: int, price: float | np.ndarray) -> Any:
+        return self.base_demand[i] * (np.asarray(price) / self.ref_price[i]) ** self.elasticity[i]
+
+    def suggest(
+        self,
+        product_id: str,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        max_change: float | None = None,
+        current_price: float | None = None,
+    ) -> dict[str, Any]:
+        i = self.index(product_id)
+        if i is None:
+            raise KeyError(product_id)
+        cur = float(current_price if current_price is not None else self.current_price[i])
+        step = self.max_change if max_change is None else max_change
+        lo = max(cur * (1 - step), self.ref_price[i] * self.min_factor, min_price or 0.0)
+        hi = min(cur * (1 + step), self.ref_price[i] * self.max_factor,
+                 max_price if max_price is not None else np.inf)
+        cost = self.unit_cost[i] if self.objective == "margin" else 0.0
+        if lo > hi:  # guardrails disagree: stay as close to the current price as allowed
+            lo = hi = min(max(cur, lo), hi) if np.isfinite(hi) else lo
+        grid = np.linspace(lo, hi, 41) if hi > lo else np.asarray([lo])
+        value = (grid - cost) * self.demand(i, grid)
+        best = float(grid[int(np.argmax(value))])
+        d_cur, d_new = float(self.demand(i, cur)), float(self.demand(i, best))
+        return {
+            "product_id": product_id,
+            "current_price": round(cur, 2),
+            "suggested_price": round(best, 2),
+            "elasticity": float(self.elasticity[i]),
+            "expected_units_current": d_cur,
+            "expected_units_suggested": d_new,
+            "expected_revenue_change": best * d_new - cur * d_cur,
+            "guardrails": {"min_price": round(lo, 2), "max_price": round(hi, 2),
+                           "max_change": step},
+        }
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        rows = [self.suggest(str(p)) for p in frame["product_id"]]
+        return pd.DataFrame(
+            {"suggested_price": [r["suggested_price"] for r in rows],
+             "expected_revenue_change": [r["expected_revenue_change"] for r in rows]},
+            index=frame.index,
+        )

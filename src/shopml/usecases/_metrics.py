@@ -1,0 +1,160 @@
+"""Metrics shared by the use cases, in numpy (fast, and no training library needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _clean(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype="float64")
+    p = np.asarray(p, dtype="float64")
+    ok = np.isfinite(y) & np.isfinite(p)
+    return y[ok], p[ok]
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (ties get half credit); NaN when only one class is present."""
+    y, p = _clean(y, p)
+    pos = y > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    sorted_p = p[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def pr_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision (area under the precision-recall curve, step-wise)."""
+    y, p = _clean(y, p)
+    pos = y > 0.5
+    if not pos.any():
+        return float("nan")
+    order = np.argsort(-p, kind="mergesort")
+    hits = pos[order]
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def log_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-12) -> float:
+    y, p = _clean(y, p)
+    if len(y) == 0:
+        return float("nan")
+    p = np.clip(p, eps, 1 - eps)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def brier(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = _clean(y, p)
+    return float(((p - y) ** 2).mean()) if len(y) else float("nan")
+
+
+def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-count bins (weighted |mean p - mean y|)."""
+    y, p = _clean(y, p)
+    if len(y) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    err = 0.0
+    for chunk in np.array_split(order, min(bins, len(order))):
+        if len(chunk):
+            err += len(chunk) * abs(p[chunk].mean() - y[chunk].mean())
+    return float(err / len(y))
+
+
+def mae(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = _clean(y, p)
+    return float(np.abs(y - p).mean()) if len(y) else float("nan")
+
+
+def rmse(y: np.ndarray, p: np.ndarray) -> float:
+    y, p = _clean(y, p)
+    return float(np.sqrt(((y - p) ** 2).mean())) if len(y) else float("nan")
+
+
+def coverage(y: np.ndarray, upper: np.ndarray) -> float:
+    """Share of outcomes at or below a predicted upper quantile."""
+    y, upper = _clean(y, upper)
+    return float((y <= upper).mean()) if len(y) else float("nan")
+
+
+def gini(y: np.ndarray, p: np.ndarray) -> float:
+    """Normalised Gini: how well the prediction orders the actual values (1 = perfectly)."""
+    y, p = _clean(y, p)
+    if len(y) < 2 or y.sum() <= 0:
+        return float("nan")
+
+    def raw(order_by: np.ndarray) -> float:
+        order = np.lexsort((np.arange(len(y)), -order_by))
+        cum = np.cumsum(y[order]) / y.sum()
+        return float(cum.sum() / len(y) - (len(y) + 1) / (2 * len(y)))
+
+    best = raw(y)
+    return raw(p) / best if best else float("nan")
+
+
+def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
+    """Response rate in the top ``share`` by score over the overall rate."""
+    y, p = _clean(y, p)
+    if len(y) == 0 or y.mean() == 0:
+        return float("nan")
+    k = max(1, int(len(y) * share))
+    top = np.argsort(-p, kind="mergesort")[:k]
+    return float(y[top].mean() / y.mean())
+
+
+def qini_coefficient(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray) -> float:
+    """Area between the Qini curve and the random-targeting line, normalised by the number of
+    people (so it reads as extra responses per person targeted, averaged over depths)."""
+    y = np.asarray(y, dtype="float64")
+    t = np.asarray(treated, dtype=bool)
+    u = np.asarray(uplift, dtype="float64")
+    if t.all() or not t.any():
+        return float("nan")
+    order = np.argsort(-u, kind="mergesort")
+    y, t = y[order], t[order]
+    n_t = np.cumsum(t)
+    n_c = np.cumsum(~t)
+    r_t = np.cumsum(y * t)
+    r_c = np.cumsum(y * ~t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        qini = r_t - np.where(n_c > 0, r_c * n_t / n_c, 0.0)
+    total = qini[-1]
+    n = len(y)
+    random_line = total * np.arange(1, n + 1) / n
+    return float((qini - random_line).sum() / (n * n))
+
+
+def ranking_metrics(
+    recommended: list[list[str]], actual: list[set[str]], k: int = 10
+) -> dict[str, float]:
+    """precision@k, recall@k and NDCG@k averaged over users with at least one actual item."""
+    precisions, recalls, ndcgs = [], [], []
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for rec, act in zip(recommended, actual, strict=True):
+        if not act:
+            continue
+        hits = np.asarray([1.0 if r in act else 0.0 for r in rec[:k]])
+        if len(hits) < k:
+            hits = np.pad(hits, (0, k - len(hits)))
+        precisions.append(hits.sum() / k)
+        recalls.append(hits.sum() / len(act))
+        ideal = discounts[: min(len(act), k)].sum()
+        ndcgs.append((hits * discounts).sum() / ideal)
+    if not precisions:
+        return {f"precision@{k}": float("nan"), f"recall@{k}": float("nan"),
+                f"ndcg@{k}": float("nan")}
+    return {f"precision@{k}": float(np.mean(precisions)), f"recall@{k}": float(np.mean(recalls)),
+            f"ndcg@{k}": float(np.mean(ndcgs))}
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"auc": auc(y, p), "pr_auc": pr_auc(y, p), "log_loss": log_loss(y, p),
+            "brier": brier(y, p), "calibration_error": calibration_error(y, p),
+            "lift_at_10pct": lift_at(y, p, 0.1)}

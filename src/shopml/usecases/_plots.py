@@ -1,0 +1,80 @@
+"""Diagnostic figures logged with every run (matplotlib, written to files)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def importance(values: Mapping[str, float], path: Path, top: int = 20) -> Path:
+    plt = _plt()
+    items = sorted(values.items(), key=lambda kv: kv[1])[-top:]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b6ea5")
+    ax.set_xlabel("share of total gain")
+    ax.set_title("Feature importance")
+    return _save(fig, path)
+
+
+def calibration(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> Path:
+    plt = _plt()
+    order = np.argsort(p)
+    chunks = [c for c in np.array_split(order, bins) if len(c)]
+    mp = [p[c].mean() for c in chunks]
+    my = [y[c].mean() for c in chunks]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = max(max(mp), max(my)) * 1.05 or 1.0
+    ax.plot([0, top], [0, top], "--", color="grey", label="perfect")
+    ax.plot(mp, my, "o-", label="model")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    ax.set_title("Calibration (equal-count bins)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def lift(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> Path:
+    plt = _plt()
+    order = np.argsort(-p)
+    chunks = [c for c in np.array_split(order, bins) if len(c)]
+    base = y.mean() or 1.0
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(range(1, len(chunks) + 1), [y[c].mean() / base for c in chunks], color="#3b6ea5")
+    ax.axhline(1.0, color="grey", linestyle="--")
+    ax.set_xlabel("decile by score (1 = highest)")
+    ax.set_ylabel("lift over average")
+    ax.set_title("Lift by decile")
+    return _save(fig, path)
+
+
+def residuals(y: np.ndarray, pred: np.ndarray, path: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].scatter(pred, y, s=4, alpha=0.3)
+    lim = float(np.nanpercentile(np.concatenate([y, pred]), 99.5))
+    axes[0].plot([0, lim], [0, lim], "--", color="grey")
+    axes[0].set_xlabel("predicted")
+    axes[0].set_ylabel("actual")
+    axes[1].hist(y - pred, bins=50, color="#3b6ea5")
+    axes[1].set_xlabel("actual - predicted")
+    fig.suptitle("Residuals")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    _plt().close(fig)
+    return path

@@ -1,0 +1,205 @@
+"""The use-case extension point: one subclass of :class:`UseCase` per commerce question.
+
+A use case declares, as data, its name, entity, the tables it needs, its metrics and gate, and
+implements four things: build a labelled dataset at a cutoff (features strictly before, labels
+strictly after), fit a model, fit a baseline, and evaluate a scorer. Everything generic (time
+splits, tuning, tracking, registering, gating, serving, monitoring) is written once in
+``shopml.lifecycle`` and friends and takes a use case.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+from shopml.runtime.scorers import Scorer
+
+if TYPE_CHECKING:
+    import optuna
+
+    from shopml.data.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """When a candidate may replace the champion.
+
+    The candidate must beat the champion's ``metric`` on the same fresh test window by at least
+    ``min_improvement`` (relative), keep every floor (``metric >= value``) and ceiling
+    (``metric <= value``), and pass sanity checks: no missing predictions, predictions within
+    ``output_range``, and single-row prediction time within ``max_latency_ms``.
+    """
+
+    metric: str
+    higher_is_better: bool = True
+    min_improvement: float = 0.0
+    floors: Mapping[str, float] = field(default_factory=dict)
+    ceilings: Mapping[str, float] = field(default_factory=dict)
+    output_range: tuple[float | None, float | None] = (None, None)
+    max_latency_ms: float = 25.0
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """What monitoring watches for a use case: inputs, the prediction, the delayed label."""
+
+    features: tuple[str, ...] = ()
+    prediction: str = "prediction"
+    label: str | None = None
+    label_delay_days: int = 0
+    performance_metric: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Time-based split: training cutoffs, then a validation and a test cutoff after them.
+
+    Rows built at a training cutoff have their labels complete before the validation cutoff,
+    and validation labels before the test cutoff: no label window overlaps the next split.
+    """
+
+    train_cutoffs: tuple[datetime, ...]
+    valid_cutoff: datetime
+    test_cutoff: datetime
+    data_end: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "train_cutoffs": [c.isoformat() for c in self.train_cutoffs],
+            "valid_cutoff": self.valid_cutoff.isoformat(),
+            "test_cutoff": self.test_cutoff.isoformat(),
+            "data_end": self.data_end.isoformat(),
+        }
+
+
+@dataclass
+class LabelledData:
+    """A labelled dataset: one frame with keys, features, label(s) and, on simulated data, the
+    oracle's truth for the same rows."""
+
+    frame: pd.DataFrame
+    keys: list[str]
+    features: list[str]
+    labels: list[str]
+    oracle: list[str] = field(default_factory=list)
+    cutoffs: list[datetime] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def X(self) -> pd.DataFrame:  # noqa: N802 - the usual name for a feature matrix
+        return self.frame[self.features]
+
+    @property
+    def y(self) -> pd.Series:
+        return self.frame[self.labels[0]]
+
+    @property
+    def has_oracle(self) -> bool:
+        return bool(self.oracle) and all(c in self.frame.columns for c in self.oracle)
+
+    @staticmethod
+    def concat(parts: list[LabelledData]) -> LabelledData:
+        if not parts:
+            raise ValueError("no data to concatenate")
+        first = parts[0]
+        frame = pd.concat([p.frame for p in parts], ignore_index=True)
+        return LabelledData(frame, first.keys, first.features, first.labels, first.oracle,
+                            [c for p in parts for c in p.cutoffs])
+
+
+class UseCase(ABC):
+    """Base class of every use case. Subclasses set the class attributes and implement
+    :meth:`dataset`, :meth:`fit`, :meth:`baseline` and :meth:`evaluate`."""
+
+    name: ClassVar[str]
+    question: ClassVar[str]
+    entity: ClassVar[str]
+    key: ClassVar[str]
+    kind: ClassVar[str]
+    required_tables: ClassVar[tuple[str, ...]]
+    metrics: ClassVar[tuple[str, ...]]
+    gate: ClassVar[GatePolicy]
+    monitoring: ClassVar[MonitorSpec] = MonitorSpec()
+
+    # Time split: labels of rows built at a cutoff are complete `horizon_days` later.
+    horizon_days: ClassVar[int] = 30
+    train_cutoffs: ClassVar[int] = 6
+    train_step_days: ClassVar[int] = 30
+
+    # -- declared behaviour ------------------------------------------------------------------
+    def skip_reason(self, wh: Warehouse) -> str | None:
+        """Why this use case cannot run on the warehouse's data, or None."""
+        missing = [t for t in self.required_tables if not wh.exists(t)]
+        if missing:
+            return f"the data has no {', '.join(missing)} table(s)"
+        empty = [t for t in self.required_tables if wh.sql(f'SELECT 1 FROM "{t}" LIMIT 1').empty]
+        if empty:
+            return f"the {', '.join(empty)} table(s) are empty"
+        return None
+
+    def data_end(self, wh: Warehouse) -> datetime:
+        row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
+        if not row or row[0] is None:
+            raise ValueError("no orders in the warehouse")
+        end: datetime = row[0]
+        return datetime(end.year, end.month, end.day) + timedelta(days=1)
+
+    def split(self, wh: Warehouse, end: datetime | None = None) -> SplitPlan:
+        """Cutoffs walking back from the end of the data, one label horizon apart."""
+        end = end or self.data_end(wh)
+        h = timedelta(days=self.horizon_days)
+        test = end - h
+        valid = test - h
+        first = valid - h
+        step = timedelta(days=self.train_step_days)
+        train = tuple(sorted(first - i * step for i in range(self.train_cutoffs)))
+        return SplitPlan(train, valid, test, end)
+
+    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Hyper-parameters to tune; an empty dict means nothing to tune."""
+        return {}
+
+    def default_params(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
+        """Rows known at ``cutoff`` with features strictly before it, labels strictly after."""
+
+    @abstractmethod
+    def fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+    ) -> Scorer:
+        """Fit the model; ``valid`` may be used for early stopping or calibration."""
+
+    @abstractmethod
+    def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
+        """The simple model to beat, fitted on the same training data."""
+
+    @abstractmethod
+    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
+        """Metrics of a scorer on a labelled dataset (the gate's metric among them)."""
+
+    def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
+        """The same metrics scored with the simulator's truth, when the data has an oracle."""
+        return None
+
+    def plots(self, scorer: Scorer, data: LabelledData, outdir: Any) -> list[Any]:
+        """Diagnostic figures written under ``outdir`` (paths returned)."""
+        return []
+
+    def input_example(self, data: LabelledData) -> pd.DataFrame:
+        """A few rows of model input, for the registered model's signature and docs."""
+        return data.frame[[*data.keys, *data.features]].head(5)
