@@ -1,0 +1,190 @@
+"""What the warehouse knew at a cutoff: the canonical tables filtered to facts strictly before it.
+
+Every feature builder starts from a :class:`Snapshot`, so the point-in-time rules live in one
+place: an order exists once purchased, its later milestones (approval, shipping, delivery) only
+once they happened, a return once returned, a review once written, a price once valid, a campaign
+response once responded. Optional tables a dataset lacks read as empty tables of the canonical
+schema, so the features built from them come out as 0 or null rather than an error.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from shopml.data.contracts import get_contract
+
+_IBIS_TYPES = {
+    "string": "string",
+    "int": "int64",
+    "float": "float64",
+    "bool": "boolean",
+    "timestamp": "timestamp",
+}
+
+SECONDS_PER_DAY = 86_400.0
+
+
+def as_cutoff(cutoff: datetime | date | str) -> datetime:
+    """A cutoff as a naive UTC datetime (the warehouse stores naive UTC timestamps)."""
+    if isinstance(cutoff, str):
+        cutoff = datetime.fromisoformat(cutoff)
+    elif not isinstance(cutoff, datetime):  # a date: midnight at its start
+        cutoff = datetime(cutoff.year, cutoff.month, cutoff.day)
+    if cutoff.tzinfo is not None:
+        cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)
+    # pandas.Timestamp is a datetime subclass; a plain datetime keeps literals portable.
+    c = cutoff
+    return datetime(c.year, c.month, c.day, c.hour, c.minute, c.second, c.microsecond)
+
+
+def canonical_schema(table: str) -> ibis.Schema:
+    """The Ibis schema of a canonical table, from its contract."""
+    return ibis.schema({c.name: _IBIS_TYPES[c.dtype] for c in get_contract(table).columns})
+
+
+def days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
+    """Fractional days from ``earlier`` to ``later`` (null if either is null)."""
+    # Epoch seconds rather than interval types: the arithmetic then means the same on every
+    # backend Ibis compiles to (DuckDB, Spark).
+    diff = later.epoch_seconds() - earlier.epoch_seconds()
+    return diff / SECONDS_PER_DAY
+
+
+def ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
+    """``num / den`` as a float, null when the denominator is 0 or null."""
+    return num.cast("float64") / den.cast("float64").nullif(0.0)
+
+
+def attach(base: ir.Table, parts: list[ir.Table], key: str | list[str]) -> ir.Table:
+    """Left-join each part (keyed like ``base``) onto ``base``, keeping one copy of the key."""
+    keys = [key] if isinstance(key, str) else list(key)
+    for part in parts:
+        joined = base.left_join(part, keys)
+        extra = [f"{k}_right" for k in keys if f"{k}_right" in joined.columns]
+        base = joined.drop(*extra) if extra else joined
+    return base
+
+
+class Snapshot:
+    """The canonical tables as known strictly before ``cutoff``, on an Ibis backend."""
+
+    def __init__(self, backend: Any, cutoff: datetime | date | str) -> None:
+        self.backend = backend
+        self.cutoff = as_cutoff(cutoff)
+        self.c: ir.TimestampScalar = ibis.literal(self.cutoff, type="timestamp")
+        self._present = set(backend.list_tables())
+
+    # -- raw tables ------------------------------------------------------------------------
+    def has(self, table: str) -> bool:
+        return table in self._present
+
+    def table(self, name: str) -> ir.Table:
+        """A canonical table with exactly its contract columns, or an empty one if absent."""
+        schema = canonical_schema(name)
+        if not self.has(name):
+            return ibis.memtable(schema.to_pyarrow().empty_table())
+        t = self.backend.table(name)
+        # Only the contract's columns, cast only where an imported table's type differs.
+        cols = {
+            c: t[c]
+            if t[c].type().copy(nullable=True) == dtype.copy(nullable=True)
+            else t[c].cast(dtype)
+            for c, dtype in schema.items()
+        }
+        return t.select(**cols)
+
+    def ago(self, days: float) -> ir.TimestampScalar:
+        """The instant ``days`` before the cutoff, as a literal."""
+        return ibis.literal(self.cutoff - timedelta(days=days), type="timestamp")
+
+    def days_before_cutoff(self, at: ir.Value) -> ir.FloatingValue:
+        return days_between(self.c, at)
+
+    def _known(self, at: ir.TimestampValue) -> ir.TimestampValue:
+        """``at`` if it happened before the cutoff, else null (not yet known)."""
+        return (at < self.c).ifelse(at, ibis.null("timestamp"))
+
+    # -- facts known at the cutoff -----------------------------------------------------------
+    @cached_property
+    def orders(self) -> ir.Table:
+        """Orders purchased before the cutoff; later milestones nulled; no ``status``.
+
+        ``status`` is the order's *current* status (it may have changed after the cutoff and
+        carries no timestamp), so it is left out. ``estimated_delivery_at`` and ``carrier`` are
+        taken as fixed at purchase: the promise and the shipping option chosen at checkout.
+        """
+        o = self.table("orders")
+        o = o.filter(o.purchased_at < self.c)
+        return o.select(
+            "order_id",
+            "customer_id",
+            "purchased_at",
+            approved_at=self._known(o.approved_at),
+            shipped_at=self._known(o.shipped_at),
+            delivered_at=self._known(o.delivered_at),
+            estimated_delivery_at=o.estimated_delivery_at,
+            carrier=o.carrier,
+        )
+
+    @cached_property
+    def items(self) -> ir.Table:
+        """Order lines of the known orders, with their order's customer and purchase time."""
+        i = self.table("order_items")
+        o = self.orders.select("order_id", "customer_id", "purchased_at")
+        j = i.join(o, "order_id")
+        return j.mutate(line_value=j.unit_price * j.quantity)
+
+    @cached_property
+    def returns(self) -> ir.Table:
+        """Returns made before the cutoff, of lines of known orders, with the line's columns."""
+        r = self.table("returns")
+        r = r.filter(r.returned_at < self.c).select(
+            "return_id",
+            "order_item_id",
+            "returned_at",
+            return_quantity=r.quantity,
+            refund_amount=r.refund_amount,
+        )
+        return r.join(self.items, "order_item_id")
+
+    @cached_property
+    def reviews(self) -> ir.Table:
+        """Reviews written before the cutoff, of known orders, with the order's customer."""
+        r = self.table("reviews")
+        r = r.filter(r.created_at < self.c).select("review_id", "order_id", "score", "created_at")
+        return r.join(self.orders.select("order_id", "customer_id"), "order_id")
+
+    @cached_property
+    def web_events(self) -> ir.Table:
+        e = self.table("web_events")
+        return e.filter(e.event_at < self.c)
+
+    @cached_property
+    def campaign_sends(self) -> ir.Table:
+        """Sends assigned (and, when the campaign is known, sent) before the cutoff.
+
+        ``responded`` is replaced by whether the response happened before the cutoff: the stored
+        flag is the current state and would reveal responses that came later.
+        """
+        s = self.table("campaign_sends")
+        camp = self.table("campaigns").select("campaign_id", "sent_at")
+        j = s.left_join(camp, "campaign_id").drop("campaign_id_right")
+        started = ibis.coalesce(j.sent_at, j.assigned_at)
+        j = j.filter((j.assigned_at < self.c) & (started < self.c))
+        return j.select(
+            "campaign_id",
+            "customer_id",
+            "group",
+            "assigned_at",
+            responded=(j.responded_at < self.c).fill_null(False),
+        )
+
+    @cached_property
+    def price_history(self) -> ir.Table:
+        p = self.table("price_history")
+        return p.filter(p.valid_from < self.c)
