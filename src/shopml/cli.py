@@ -45,7 +45,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from shopml.data.warehouse import WarehouseError
     from shopml.settings import SettingsError
 
-    errors: list[type[BaseException]] = [UserError, ContractError, WarehouseError, SettingsError]
+    from shopml.lifecycle.registry import RegistryError
+
+    errors: list[type[BaseException]] = [
+        UserError, ContractError, WarehouseError, SettingsError, RegistryError,
+    ]
     try:
         from shopml.data.importers import ImportFormatError
 
@@ -422,6 +426,161 @@ def config(as_json: JsonOpt = False) -> None:
     for k, v in values.items():
         table.add_row(k, v)
     console.print(table)
+
+
+# -- models ----------------------------------------------------------------------------------
+def _usecase_names(names: list[str] | None, all_: bool) -> list[str]:
+    from shopml.usecases import get_usecases
+
+    known = list(get_usecases())
+    if all_ or not names:
+        if not all_ and not names:
+            raise UserError("name the use cases to train, or pass --all; known: "
+                            + ", ".join(known))
+        return known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
+def _fmt_metric(value: Any) -> str:
+    if value is None:
+        return ""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "" if f != f else f"{f:.4g}"  # NaN prints as blank
+
+
+@app.command()
+def train(
+    usecases: Annotated[list[str] | None, typer.Argument(help="Use cases to train.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Train every use case.")] = False,
+    trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per use case.")] = 45.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train, evaluate, register and gate use cases on the warehouse's data."""
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.usecases import get_usecase
+
+    names = _usecase_names(usecases, all_)
+    settings = _settings()
+    config = TrainConfig(trials=trials, timeout_s=timeout, seed=settings.seed)
+    results = []
+    with _warehouse() as wh, _progress("Training", quiet=as_json) as update:
+        for i, name in enumerate(names):
+            def say(msg: str, i: int = i) -> None:
+                update(msg, i / len(names))
+
+            results.append(train_usecase(get_usecase(name), wh, settings, config, say))
+    _print_train_results(results, as_json)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+def _print_train_results(results: list[Any], as_json: bool) -> None:
+    if as_json:
+        print_json([r.to_dict() for r in results])
+        return
+    table = Table(title="Training")
+    for col in ("use case", "status", "version", "metric", "model", "baseline", "oracle", "s"):
+        table.add_column(col, justify="right" if col in ("model", "baseline", "oracle", "s")
+                         else "left")
+    for r in results:
+        m = r.metric
+        table.add_row(
+            r.usecase, r.status, r.version or "", m or "",
+            _fmt_metric(r.metrics.get(m) if m else None),
+            _fmt_metric(r.baseline.get(m) if m else None),
+            _fmt_metric((r.oracle or {}).get(m) if m else None), f"{r.seconds:.0f}",
+        )
+    console.print(table)
+    for r in results:
+        if r.reason:
+            style = {"failed": "red", "skipped": "yellow"}.get(r.status, "dim")
+            console.print(f"[{style}]{r.usecase}[/{style}]: {r.reason}", highlight=False)
+
+
+def _client() -> Any:
+    from shopml.lifecycle.tracking import configure
+
+    return configure(_settings())
+
+
+@app.command()
+def models(as_json: JsonOpt = False) -> None:
+    """Champion and challenger per use case: versions, metrics, when and on which data."""
+    from shopml.lifecycle.registry import describe
+    from shopml.usecases import get_usecases
+
+    client = _client()
+    summaries = [describe(client, name) for name in get_usecases()]
+    if as_json:
+        print_json(summaries)
+        return
+    table = Table(title="Models")
+    for col in ("use case", "alias", "version", "metric", "value", "trained", "test cutoff",
+                "data", "gate"):
+        table.add_column(col)
+    for s in summaries:
+        uc_metric = _gate_metric(s.usecase)
+        shown = False
+        for alias, v in (("champion", s.champion), ("challenger", s.challenger)):
+            if v is None:
+                continue
+            shown = True
+            table.add_row(s.usecase, alias, v.version, uc_metric,
+                          _fmt_metric(v.metrics.get(uc_metric)), v.created_at,
+                          (v.cutoff or "")[:10], v.dataset_version or "", v.verdict or "")
+        if not shown:
+            table.add_row(s.usecase, "", "", uc_metric, "", "", "", "",
+                          "not trained" if not s.versions else "no alias")
+    console.print(table)
+
+
+def _gate_metric(usecase: str) -> str:
+    from shopml.usecases import get_usecase
+
+    return get_usecase(usecase).gate.metric
+
+
+@app.command()
+def promote(
+    usecase: Annotated[str, typer.Argument(help="Use case.")],
+    version: Annotated[str, typer.Argument(help="Model version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a version champion regardless of the gate (an explicit, recorded override)."""
+    from shopml.lifecycle.registry import promote as do_promote
+
+    _usecase_names([usecase], False)
+    previous = do_promote(_client(), usecase, version, reason)
+    out = {"usecase": usecase, "champion": version, "previous": previous, "manual": True}
+    if as_json:
+        print_json(out)
+    else:
+        console.print(f"{usecase}: champion is now v{version} (was "
+                      f"{'v' + previous if previous else 'none'}); recorded as a manual override")
+
+
+@app.command()
+def rollback(
+    usecase: Annotated[str, typer.Argument(help="Use case.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Move the champion back to the previous champion."""
+    from shopml.lifecycle.registry import rollback as do_rollback
+
+    _usecase_names([usecase], False)
+    old, new = do_rollback(_client(), usecase)
+    if as_json:
+        print_json({"usecase": usecase, "from": old, "to": new})
+    else:
+        console.print(f"{usecase}: champion rolled back from v{old} to v{new}")
 
 
 @app.command()

@@ -1,0 +1,131 @@
+"""returns: will this order item be returned within 30 days of delivery?
+
+Rows are the lines of orders placed in a four-week window after the cutoff and delivered; the
+features are what is known when the order is placed (the line, its product and order) plus
+history strictly before the cutoff. The baseline is what a shop does without a model: expect
+each line to come back at its category's historical return rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from shopml.runtime.scorers import ColumnScorer, Scorer
+from shopml.usecases import _boosting, _metrics, _plots
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+
+if TYPE_CHECKING:
+    import optuna
+
+    from shopml.data.warehouse import Warehouse
+
+RETURN_WINDOW_DAYS = 30
+KEYS = ["order_item_id", "order_id", "product_id", "seller_id", "customer_id"]
+NON_FEATURES = {*KEYS, "category", "size_type"}
+
+
+class Returns(UseCase):
+    name = "returns"
+    question = "Will this order item be returned?"
+    entity = "order_item"
+    key = "order_item_id"
+    kind = "binary"
+    required_tables = ("customers", "sellers", "products", "orders", "order_items", "returns")
+    metrics = ("auc", "pr_auc", "log_loss", "brier", "calibration_error", "lift_at_10pct")
+    gate = GatePolicy("auc", higher_is_better=True, min_improvement=0.002,
+                      floors={"auc": 0.60}, output_range=(0.0, 1.0))
+    monitoring = MonitorSpec(
+        features=("unit_price", "line_value", "price_vs_list", "category_return_rate",
+                  "customer_return_rate", "distance_km", "estimated_delivery_days"),
+        prediction="p_return", label="returned", label_delay_days=60,
+        performance_metric="auc",
+    )
+    # Lines ordered in 4 weeks after the cutoff; their labels are complete 90 days after it.
+    entity_window_days: ClassVar[int] = 28
+    horizon_days = 90
+    train_cutoffs = 8
+    train_step_days = 28
+
+    def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
+        import ibis
+
+        from shopml.features import FEATURE_SETS, order_item_features
+
+        b = wh.ibis()
+        o = b.table("orders")
+        window_end = cutoff + timedelta(days=self.entity_window_days)
+        label_end = cutoff + timedelta(days=self.horizon_days)
+        ret_window = ibis.interval(days=RETURN_WINDOW_DAYS)
+        orders = o.filter(
+            o.purchased_at >= cutoff, o.purchased_at < window_end, o.delivered_at.notnull(),
+            (o.delivered_at + ret_window) < label_end,
+        )
+        items = b.table("order_items").semi_join(orders, "order_id")
+        feats = order_item_features(b, cutoff, items, orders=orders)
+        r = b.table("returns")
+        od = orders.select("order_id", "delivered_at")
+        li = items.select("order_item_id", "order_id").join(od, "order_id")
+        returned = (
+            r.join(li, "order_item_id")
+            .filter(lambda t: t.returned_at <= t.delivered_at + ret_window)
+            .select("order_item_id").distinct().mutate(returned=ibis.literal(1))
+        )
+        t = feats.left_join(returned, "order_item_id").drop("order_item_id_right")
+        oracle: list[str] = []
+        if wh.exists("oracle_order_items"):
+            t = t.left_join(b.table("oracle_order_items"), "order_item_id").drop(
+                "order_item_id_right")
+            oracle = ["p_return"]
+        df = t.order_by("order_item_id").to_pandas()
+        df["returned"] = df["returned"].fillna(0).astype("int64")
+        features = [c for c in FEATURE_SETS["order_items"].columns if c not in NON_FEATURES]
+        return LabelledData(df, KEYS, features, ["returned"], oracle, [cutoff])
+
+    def default_params(self) -> dict[str, Any]:
+        return dict(_boosting.DEFAULTS)
+
+    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
+        return _boosting.search_space(trial)
+
+    def fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+    ) -> Scorer:
+        return _boosting.fit_booster_scorer(
+            train, valid, params, [("binary", {})], ["p_return"], seed=seed,
+            kind="probability", clip=(0.0, 1.0),
+        )
+
+    def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
+        # The category's historical return rate; the overall rate where a category is new.
+        rate = float(train.y.mean())
+        return ColumnScorer(features=["category_return_rate"], outputs=["p_return"],
+                            fill=[rate], meta={"name": "category return rate"})
+
+    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
+        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
+        return _metrics.binary_metrics(data.y.to_numpy(), p.reshape(-1))
+
+    def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
+        if not data.has_oracle:
+            return None
+        return _metrics.binary_metrics(data.y.to_numpy(), data.frame["p_return"].to_numpy())
+
+    def plots(self, scorer: Scorer, data: LabelledData, outdir: Path) -> list[Path]:
+        y = data.y.to_numpy(dtype="float64")
+        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame))).reshape(-1)
+        out = [_plots.calibration(y, p, outdir / "calibration.png"),
+               _plots.lift(y, p, outdir / "lift.png")]
+        if "feature_importance" in scorer.meta:
+            out.append(_plots.importance(scorer.meta["feature_importance"],
+                                         outdir / "feature_importance.png"))
+        return out
