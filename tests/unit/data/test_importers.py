@@ -358,7 +358,8 @@ def test_cdnow_master_layout(tmp_path: Path) -> None:
     [
         ("", "empty"),
         ("   \n\n", "empty"),
-        ('"order_id","customer_id"\n"a","b"\n', "line 1 has 1 field"),
+        ('"order_id","customer_id"\n"a","b"\n', "line 1 is delimited"),
+        ("a b c\n", "line 1 has 3 field"),
         (CDNOW_MASTER + CDNOW_SAMPLE, "line 5 has 5 field"),
         ("00001 19971301 1 11.77\n", r"column date \(yyyymmdd\) on line 1"),
         ("00001 19970101 one 11.77\n", "column n_cds on line 1"),
@@ -735,6 +736,9 @@ def test_olist_wrong_inputs(tmp_path: Path) -> None:
         read_olist(folder)
     with pytest.raises(ImportFormatError, match="no such folder"):
         read_olist(tmp_path / "nowhere")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ImportFormatError, match="none of the nine Olist CSVs"):
+        read_olist(tmp_path / "other")
 
 
 def test_wrong_importer_for_file(tmp_path: Path) -> None:

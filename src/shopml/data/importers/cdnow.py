@@ -68,6 +68,11 @@ def _parse(path: Path) -> pd.DataFrame:
         if not fields:
             continue
         if not width:
+            if "," in line or ";" in line or "\t" in line.strip():
+                raise ImportFormatError(
+                    f"{path} is not a CDNOW file: line {no} is delimited (a CSV?), expected "
+                    "whitespace-separated fields: customer_id yyyymmdd n_cds dollar_value"
+                )
             if len(fields) not in LAYOUTS:
                 raise ImportFormatError(
                     f"{path} is not a CDNOW file: line {no} has {len(fields)} field(s), expected "

@@ -171,6 +171,10 @@ def find_files(folder: Path) -> dict[str, Path]:
                 found[stem] = folder / f"{stem}{suffix}"
                 break
     missing = [f"{stem}.csv" for stem in FILES if stem not in found]
+    if len(missing) == len(FILES):
+        raise ImportFormatError(
+            f"{folder} holds none of the nine Olist CSVs (olist_orders_dataset.csv, ...)"
+        )
     if missing:
         raise ImportFormatError(f"{folder} is missing Olist file(s): {', '.join(missing)}")
     return found
