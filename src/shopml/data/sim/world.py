@@ -401,7 +401,7 @@ def build_world(config: SimConfig) -> World:
     weight = np.round(np.array([c.weight_g for c in cats])[cat] * wscale)
     dims = np.array([c.dims_cm for c in cats])[cat] * np.cbrt(wscale)[:, None]
     elast = np.array([c.elasticity for c in cats])[cat] * np.exp(rng.normal(0, 0.2, n_p))
-    popularity = rng.normal(0, 1.1, n_p)
+    popularity = rng.normal(0, 0.9, n_p)
     appeal = rng.normal(0, 0.5, n_p)
     prod_seller = _choice(rng, seller_size, n_p)
     v = rng.normal(0, 1, (n_p, FACTOR_DIM))
@@ -410,7 +410,7 @@ def build_world(config: SimConfig) -> World:
     logits = (
         popularity[None, :]
         + np.log(affinity[:, cat] + 1e-3)
-        + 1.3 * (centroids @ v.T) / math.sqrt(FACTOR_DIM)
+        + 1.8 * (centroids @ v.T) / math.sqrt(FACTOR_DIM)
     )
     phi = np.exp(logits - logits.max(axis=1, keepdims=True))
     phi /= phi.sum(axis=1, keepdims=True)
@@ -443,7 +443,7 @@ def build_world(config: SimConfig) -> World:
     returner = rng.normal(0, 0.9, n_c)
     discount_sens = rng.beta(2.0, 5.0, n_c)
     engagement = rng.normal(0, 0.5, n_c)
-    theta = rng.dirichlet(np.full(N_CLUSTERS, 0.3), n_c)
+    theta = rng.dirichlet(np.full(N_CLUSTERS, 0.2), n_c)
     spend_rate = np.log(lam * (1 + items_mean))
     value_z = (spend_rate - spend_rate.mean()) / (spend_rate.std() + 1e-9)
 
