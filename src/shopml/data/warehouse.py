@@ -301,6 +301,8 @@ class Warehouse:
         now = _now()
         with self.transaction() as con:
             if mode == "dataset":
+                # The previous dataset's description (source, seed, raw counts) goes with it.
+                con.execute("DELETE FROM _shopml_meta")
                 for name in CONTRACTS:
                     if name not in tables and self.exists(name):
                         con.execute(f'DROP TABLE "{name}"')

@@ -79,7 +79,7 @@ def set_champion(
     """Move the champion alias to ``version``; returns the previous champion's version."""
     name = model_name(usecase)
     previous = alias_version(client, usecase, CHAMPION)
-    prev_version = previous.version if previous is not None else None
+    prev_version = str(previous.version) if previous is not None else None
     if prev_version == str(version):
         return prev_version
     client.set_registered_model_alias(name, CHAMPION, str(version))
@@ -94,7 +94,7 @@ def set_champion(
                     "reason": reason[:500]}),
     )
     challenger = alias_version(client, usecase, CHALLENGER)
-    if challenger is not None and challenger.version == str(version):
+    if challenger is not None and str(challenger.version) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
     return prev_version
 
@@ -125,13 +125,14 @@ def rollback(client: MlflowClient, usecase: str) -> tuple[str, str]:
     current = alias_version(client, usecase, CHAMPION)
     if current is None:
         raise RegistryError(f"{model_name(usecase)} has no champion to roll back from")
+    current_version = str(current.version)
     history = _history(client, usecase)
     # Drop the current champion (and any trailing duplicates of it) from the end of the history.
-    while history and history[-1] == current.version:
+    while history and history[-1] == current_version:
         history.pop()
     if not history:
         raise RegistryError(
-            f"{model_name(usecase)} v{current.version} is the only champion there has been; "
+            f"{model_name(usecase)} v{current_version} is the only champion there has been; "
             "nothing to roll back to"
         )
     target = history[-1]
@@ -140,10 +141,10 @@ def rollback(client: MlflowClient, usecase: str) -> tuple[str, str]:
     _set_history(client, usecase, history)
     client.set_model_version_tag(
         name, target, "shopml.rollback",
-        json.dumps({"at": _now(), "from": current.version}),
+        json.dumps({"at": _now(), "from": current_version}),
     )
-    client.set_model_version_tag(name, current.version, "shopml.rolled_back_at", _now())
-    return current.version, target
+    client.set_model_version_tag(name, current_version, "shopml.rolled_back_at", _now())
+    return current_version, target
 
 
 @dataclass

@@ -88,8 +88,12 @@ def test_upsert_checks_references_against_existing_rows(wh: Warehouse) -> None:
 def test_dataset_mode_removes_tables_of_the_previous_dataset(wh: Warehouse) -> None:
     wh.write_tables({"customers": _customers(["a"]), "orders": _orders([("o1", "a")])},
                     source="first", mode="dataset")
+    wh.write_tables({"customers": _customers(["a"])}, source="first", mode="dataset",
+                    meta={"rows_read:orders": "1"})
     report = wh.write_tables({"customers": _customers(["z"])}, source="second", mode="dataset")
-    assert report.removed == ["orders"]
+    assert wh.get_meta("rows_read:orders") is None, "meta of the previous dataset must go"
+    assert wh.get_meta("last_source") == "second"
+    assert report.removed == []
     assert not wh.exists("orders")
     assert "orders" not in wh.versions()
 

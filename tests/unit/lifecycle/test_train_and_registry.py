@@ -1,0 +1,109 @@
+"""The generic lifecycle on a toy use case: MLflow logging, registration, the gate both ways,
+manual promotion and rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from shopml.lifecycle import registry
+from shopml.lifecycle.tracking import configure, model_name
+from shopml.lifecycle.train import TrainConfig, train_usecase
+from shopml.runtime.pyfunc import load_scorer
+from shopml.settings import get_settings
+from tests.support.toy import ToyUseCase, toy_warehouse
+
+CONFIG = TrainConfig(trials=0, timeout_s=5)
+
+
+@pytest.fixture
+def wh(tmp_path: Path):
+    w = toy_warehouse(tmp_path / "toy.duckdb")
+    yield w
+    w.close()
+
+
+def test_gate_both_ways_promote_and_rollback(wh) -> None:
+    settings = get_settings()
+    first = train_usecase(ToyUseCase(strength=0.6), wh, settings, CONFIG)
+    assert first.status == "promoted", first.reason
+    worse = train_usecase(ToyUseCase(strength=0.0), wh, settings, CONFIG)
+    assert worse.status == "challenger"
+    assert "does not beat champion v1" in worse.reason or "below the floor" in worse.reason
+    better = train_usecase(ToyUseCase(strength=1.0), wh, settings, CONFIG)
+    assert better.status == "promoted" and "champion v1" in better.reason
+
+    client = configure(settings)
+    name = model_name("toy")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == better.version
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == worse.version
+    # The decision and its reasons are on the version.
+    tags = client.get_model_version(name, worse.version).tags
+    assert tags["shopml.gate.verdict"] == "rejected"
+    assert json.loads(tags["shopml.gate.reasons"])
+
+    # Manual override, recorded as such.
+    registry.promote(client, "toy", worse.version, "testing an override")
+    mv = client.get_model_version_by_alias(name, "champion")
+    assert str(mv.version) == worse.version and "shopml.gate.override" in mv.tags
+    assert json.loads(mv.tags["shopml.promotion"])["manual"] is True
+
+    # Rollback walks the champion history back.
+    assert registry.rollback(client, "toy") == (worse.version, better.version)
+    assert registry.rollback(client, "toy") == (better.version, first.version)
+    with pytest.raises(registry.RegistryError, match="nothing to roll back to"):
+        registry.rollback(client, "toy")
+
+    summary = registry.describe(client, "toy")
+    assert summary.champion is not None and summary.champion.version == first.version
+    assert summary.champion.metrics["auc"] > 0.6
+
+
+def test_run_logs_params_metrics_inputs_and_a_loadable_model(wh) -> None:
+    settings = get_settings()
+    result = train_usecase(ToyUseCase(), wh, settings, CONFIG)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["cutoff.test"].startswith("2024-12")
+    assert "test_auc" in run.data.metrics and "baseline_auc" in run.data.metrics
+    assert run.data.tags["shopml.dataset_version"] == wh.dataset_version(["customers"])
+    assert run.data.tags["shopml.git_commit"]
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "valid", "test"}
+    scorer = load_scorer(f"models:/{model_name('toy')}@champion")
+    assert scorer.features == ["x_signal", "x_noise"]
+    model = mlflow.pyfunc.load_model(f"models:/{model_name('toy')}/{result.version}")
+    assert model.metadata.signature is not None
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"thing_id": ["a"], "x_signal": [1.0], "x_noise": [0.0]}))
+    assert 0.5 < float(out["p"].iloc[0]) < 1.0
+
+
+def test_unknown_version_is_a_clear_error(wh) -> None:
+    settings = get_settings()
+    train_usecase(ToyUseCase(), wh, settings, CONFIG)
+    with pytest.raises(registry.RegistryError, match="has no version 99"):
+        registry.promote(configure(settings), "toy", "99")
+
+
+def test_a_failing_use_case_is_reported_not_raised(wh) -> None:
+    class Broken(ToyUseCase):
+        def fit(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    result = train_usecase(Broken(), wh, get_settings(), CONFIG)
+    assert result.status == "failed" and "boom" in result.reason
+
+
+def test_missing_tables_skip_with_a_reason(tmp_path: Path) -> None:
+    from shopml.data.warehouse import Warehouse
+
+    class NeedsReturns(ToyUseCase):
+        required_tables = ("customers", "returns")
+
+    with toy_warehouse(tmp_path / "w.duckdb") as w:
+        result = train_usecase(NeedsReturns(), w, get_settings(), CONFIG)
+    assert result.status == "skipped" and "no returns table" in result.reason
+    assert isinstance(w, Warehouse)
