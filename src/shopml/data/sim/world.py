@@ -406,11 +406,14 @@ def build_world(config: SimConfig) -> World:
     prod_seller = _choice(rng, seller_size, n_p)
     v = rng.normal(0, 1, (n_p, FACTOR_DIM))
     centroids = rng.normal(0, 1, (N_CLUSTERS, FACTOR_DIM))
-    affinity = rng.dirichlet(np.full(len(cats), 0.6), N_CLUSTERS) * len(cats)
+    affinity = rng.dirichlet(np.full(len(cats), 0.3), N_CLUSTERS) * len(cats)
     logits = (
         popularity[None, :]
         + np.log(affinity[:, cat] + 1e-3)
         + 1.8 * (centroids @ v.T) / math.sqrt(FACTOR_DIM)
+        # Clusters also have a price tier (budget or premium within each category), which
+        # makes a customer's order value persistent and learnable from their history.
+        + rng.normal(0, 1.2, N_CLUSTERS)[:, None] * np.log(ref / med)[None, :]
     )
     phi = np.exp(logits - logits.max(axis=1, keepdims=True))
     phi /= phi.sum(axis=1, keepdims=True)
@@ -439,7 +442,7 @@ def build_world(config: SimConfig) -> World:
     value_z = rng.normal(0, 1, n_c)
     lam = rng.gamma(0.9, 0.03 / 0.9, n_c) * np.exp(0.35 * value_z - 0.35**2 / 2)
     dropout = rng.beta(1.4, 9.0, n_c)
-    items_mean = 0.35 * np.exp(0.45 * value_z + rng.normal(0, 0.3, n_c) - 0.15)
+    items_mean = 0.3 * np.exp(0.6 * value_z + rng.normal(0, 0.5, n_c) - 0.3)
     returner = rng.normal(0, 0.9, n_c)
     discount_sens = rng.beta(2.0, 5.0, n_c)
     engagement = rng.normal(0, 0.5, n_c)
