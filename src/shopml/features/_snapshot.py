@@ -87,7 +87,9 @@ class Snapshot:
         """A canonical table with exactly its contract columns, or an empty one if absent."""
         schema = canonical_schema(name)
         if not self.has(name):
-            return ibis.memtable(schema.to_pyarrow().empty_table())
+            empty = ibis.memtable(schema.to_pyarrow().empty_table())
+            # Arrow gives timestamp(6); cast back so unions with real tables line up.
+            return empty.select(**{c: empty[c].cast(dtype) for c, dtype in schema.items()})
         t = self.backend.table(name)
         # Only the contract's columns, cast only where an imported table's type differs.
         cols = {
