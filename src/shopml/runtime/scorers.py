@@ -271,9 +271,21 @@ class RecommenderScorer(Scorer):
 
 @dataclass
 class PricingScorer(Scorer):
-    """Constant-elasticity demand per product, and the price that maximises the objective
-    (revenue or margin) within guardrails: a band around the current price and a maximum
-    change per step."""
+    """Constant-elasticity demand, and the price that maximises the objective (revenue or
+    margin) within guardrails: a minimum and maximum price and a maximum change per step.
+
+    Demand for a row of ``features``: ``level * exp(elasticity * x[price_feature])`` where
+    ``level`` is ``exp(intercept + coef . other features)`` (``link="log"``) or that linear
+    predictor itself (``link="identity"``), and ``price_feature`` is the log of the price over
+    the product's reference price. The elasticity of a row comes from its ``category`` (else
+    the pooled value); :meth:`to_matrix` appends it as a last column so
+    :meth:`predict_matrix` stays a pure function of one float matrix.
+
+    For :meth:`suggest` the scorer keeps, per product, the state as of its training cutoff:
+    elasticity, expected units per day at the reference price, the reference and current
+    prices, the unit cost and the default guardrails. With constant elasticity the best price
+    has a closed form (:meth:`optimal_prices`), so no grid search is needed.
+    """
 
     product_ids: list[str] = field(default_factory=list)
     elasticity: list[float] = field(default_factory=list)
@@ -281,10 +293,21 @@ class PricingScorer(Scorer):
     ref_price: list[float] = field(default_factory=list)
     current_price: list[float] = field(default_factory=list)
     unit_cost: list[float] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    min_price: list[float] = field(default_factory=list)  # default guardrails per product
+    max_price: list[float] = field(default_factory=list)
     objective: str = "revenue"
     max_change: float = 0.10  # fraction of the current price per step
-    min_factor: float = 0.5  # absolute band relative to the reference price
+    min_factor: float = 0.5  # fallback band relative to the reference price
     max_factor: float = 2.0
+    # The demand model over `features`.
+    price_feature: str = "log_price_ratio"
+    link: str = "log"
+    intercept: float = 0.0
+    coef: list[float] = field(default_factory=list)  # one per feature but the price feature
+    fill: list[float] = field(default_factory=list)  # one per feature but the price feature
+    pooled_elasticity: float = -1.0
+    category_elasticity: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index: dict[str, int] | None = None
@@ -294,13 +317,131 @@ class PricingScorer(Scorer):
         state["_index"] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index = None
+
     def index(self, product_id: str) -> int | None:
         if self._index is None:
             self._index = {p: i for i, p in enumerate(self.product_ids)}
         return self._index.get(product_id)
 
+    # -- demand ------------------------------------------------------------------------------
+    def elasticity_for(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per row: the category's elasticity, else the pooled one."""
+        if "category" not in frame.columns or not self.category_elasticity:
+            return np.full(len(frame), float(self.pooled_elasticity))
+        cats = frame["category"].astype(str)
+        return (
+            cats.map(self.category_elasticity)
+            .fillna(self.pooled_elasticity)
+            .to_numpy(dtype="float64")
+        )
+
+    def to_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The features in order, then each row's elasticity as one more column."""
+        x = super().to_matrix(frame)
+        return np.column_stack([x, self.elasticity_for(frame)])
+
+    def row_matrix(self, values: Mapping[str, Any]) -> np.ndarray:
+        x = super().row_matrix(values)
+        cat = values.get("category")
+        e = (
+            self.category_elasticity.get(str(cat), self.pooled_elasticity)
+            if cat is not None
+            else self.pooled_elasticity
+        )
+        return np.column_stack([x, [[float(e)]]])
+
+    def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = len(self.features)
+        e = x[:, k] if x.shape[1] > k else np.full(x.shape[0], float(self.pooled_elasticity))
+        pi = self.features.index(self.price_feature)
+        others = [j for j in range(k) if j != pi]
+        z = x[:, others]
+        if self.fill:
+            z = np.where(np.isnan(z), np.asarray(self.fill), z)
+        r = np.nan_to_num(x[:, pi])
+        return z, r, e
+
+    def base_units(self, x: np.ndarray) -> np.ndarray:
+        """Expected units per period at the reference price (price feature at 0)."""
+        z, _, _ = self._split(x)
+        eta = self.intercept + z @ np.asarray(self.coef, dtype="float64")
+        if self.link == "log":
+            return np.exp(np.clip(eta, -30, 30))
+        return np.maximum(eta, 0.0)
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Expected units per period at the row's price."""
+        _, r, e = self._split(x)
+        return self.base_units(x) * np.exp(e * r)
+
     def demand(self, i: int, price: float | np.ndarray) -> Any:
+        """Expected units per day of product ``i`` at ``price``."""
         return self.base_demand[i] * (np.asarray(price) / self.ref_price[i]) ** self.elasticity[i]
+
+    def load_state(self, frame: pd.DataFrame) -> None:
+        """Per-product state for :meth:`suggest` from one row per product (features as of a
+        cutoff, with ``product_id``, ``category``, ``current_price``, ``ref_price``,
+        ``unit_cost``, ``min_price`` and ``max_price``; periods of 7 days)."""
+        x = self.to_matrix(frame)
+        self.product_ids = frame["product_id"].astype(str).tolist()
+        self.categories = frame["category"].astype(str).tolist()
+        self.elasticity = [float(v) for v in self.elasticity_for(frame)]
+        self.base_demand = [float(v) / 7.0 for v in self.base_units(x)]
+
+        def col(name: str) -> list[float]:
+            return [float(v) for v in frame[name].to_numpy(dtype="float64")]
+
+        self.ref_price = col("ref_price")
+        self.current_price = col("current_price")
+        self.unit_cost = col("unit_cost")
+        self.min_price = col("min_price")
+        self.max_price = col("max_price")
+        self._index = None
+
+    # -- optimisation ------------------------------------------------------------------------
+    @staticmethod
+    def optimal_prices(
+        elasticity: np.ndarray,
+        current: np.ndarray,
+        cost: np.ndarray,
+        min_price: np.ndarray,
+        max_price: np.ndarray,
+        *,
+        max_change: float,
+        objective: str = "revenue",
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Best prices (rounded to cents, inside the guardrails) and the guardrail band.
+
+        With demand ``k * p**e`` revenue ``p**(1+e)`` falls with price when ``e < -1`` (go to
+        the band's bottom) and rises otherwise (top; ``e == -1`` is flat: keep the price).
+        Margin ``(p - c) * p**e`` peaks at ``p = c * e / (1 + e)`` for ``e < -1`` and is
+        unimodal, so the band's closest point to that peak is the best. When guardrails
+        conflict (the band lies entirely outside the allowed step) the step limit wins and the
+        price moves toward the band.
+        """
+        e = np.asarray(elasticity, dtype="float64")
+        cur = np.asarray(current, dtype="float64")
+        c = np.nan_to_num(np.asarray(cost, dtype="float64")) if objective == "margin" else 0.0
+        step_lo, step_hi = cur * (1 - max_change), cur * (1 + max_change)
+        lo = np.fmax(step_lo, np.nan_to_num(np.asarray(min_price, dtype="float64"), nan=0.0))
+        hi = np.fmin(step_hi, np.nan_to_num(np.asarray(max_price, dtype="float64"), nan=np.inf))
+        # Inside the band on the cent grid, so rounding cannot break a guardrail.
+        lo_c, hi_c = np.ceil(lo * 100 - 1e-6) / 100, np.floor(hi * 100 + 1e-6) / 100
+        conflict = lo_c > hi_c
+        lo_c = np.where(conflict, np.clip(np.where(lo > step_hi, step_hi, step_lo), 0, None), lo_c)
+        hi_c = np.where(conflict, lo_c, hi_c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if objective == "margin":
+                peak = np.where(e < -1, c * e / (1 + e), np.inf)
+                # No cost known: margin is revenue.
+                peak = np.where((c <= 0) & (e < -1), 0.0, peak)
+            else:
+                peak = np.where(e < -1, 0.0, np.where(e > -1, np.inf, cur))
+        best = np.round(np.clip(peak, lo_c, hi_c), 2)
+        return np.clip(best, lo_c, hi_c), lo_c, hi_c
 
     def suggest(
         self,
@@ -310,37 +451,66 @@ class PricingScorer(Scorer):
         max_change: float | None = None,
         current_price: float | None = None,
     ) -> dict[str, Any]:
+        """The best price for a product within guardrails, and its expected effect (units and
+        revenue per day under the model's demand). Unset guardrails take the product's
+        defaults; an unknown product raises ``KeyError``."""
         i = self.index(product_id)
         if i is None:
             raise KeyError(product_id)
         cur = float(current_price if current_price is not None else self.current_price[i])
-        step = self.max_change if max_change is None else max_change
-        lo = max(cur * (1 - step), self.ref_price[i] * self.min_factor, min_price or 0.0)
-        hi = min(cur * (1 + step), self.ref_price[i] * self.max_factor,
-                 max_price if max_price is not None else np.inf)
-        cost = self.unit_cost[i] if self.objective == "margin" else 0.0
-        if lo > hi:  # guardrails disagree: stay as close to the current price as allowed
-            lo = hi = min(max(cur, lo), hi) if np.isfinite(hi) else lo
-        grid = np.linspace(lo, hi, 41) if hi > lo else np.asarray([lo])
-        value = (grid - cost) * self.demand(i, grid)
-        best = float(grid[int(np.argmax(value))])
-        d_cur, d_new = float(self.demand(i, cur)), float(self.demand(i, best))
-        return {
+        step = self.max_change if max_change is None else float(max_change)
+        ref = self.ref_price[i]
+        lo_default = self.min_price[i] if self.min_price else ref * self.min_factor
+        hi_default = self.max_price[i] if self.max_price else ref * self.max_factor
+        lo_in = float(min_price) if min_price is not None else min(lo_default, cur)
+        hi_in = float(max_price) if max_price is not None else max(hi_default, cur)
+        cost = self.unit_cost[i] if self.unit_cost else float("nan")
+        best, lo, hi = self.optimal_prices(
+            np.asarray([self.elasticity[i]]),
+            np.asarray([cur]),
+            np.asarray([cost]),
+            np.asarray([lo_in]),
+            np.asarray([hi_in]),
+            max_change=step,
+            objective=self.objective,
+        )
+        new = float(best[0])
+        d_cur, d_new = float(self.demand(i, cur)), float(self.demand(i, new))
+        out = {
             "product_id": product_id,
             "current_price": round(cur, 2),
-            "suggested_price": round(best, 2),
+            "suggested_price": round(new, 2),
             "elasticity": float(self.elasticity[i]),
             "expected_units_current": d_cur,
             "expected_units_suggested": d_new,
-            "expected_revenue_change": best * d_new - cur * d_cur,
-            "guardrails": {"min_price": round(lo, 2), "max_price": round(hi, 2),
-                           "max_change": step},
+            "expected_revenue_change": new * d_new - cur * d_cur,
+            "guardrails": {
+                "min_price": round(float(lo[0]), 2),
+                "max_price": round(float(hi[0]), 2),
+                "max_change": step,
+                "conflict": bool(
+                    lo_in > cur * (1 + step) or hi_in < cur * (1 - step) or lo_in > hi_in
+                ),
+            },
         }
+        if np.isfinite(cost):
+            out["expected_margin_change"] = (new - cost) * d_new - (cur - cost) * d_cur
+        return out
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        rows = [self.suggest(str(p)) for p in frame["product_id"]]
-        return pd.DataFrame(
-            {"suggested_price": [r["suggested_price"] for r in rows],
-             "expected_revenue_change": [r["expected_revenue_change"] for r in rows]},
-            index=frame.index,
-        )
+        """Expected units at the row's price when the frame has the features; with a
+        ``product_id`` the suggested price and its expected revenue change per day (NaN for a
+        product the scorer does not know)."""
+        out = pd.DataFrame(index=frame.index)
+        if any(f in frame.columns for f in self.features):
+            out["expected_units"] = self.predict_matrix(self.to_matrix(frame))
+        if "product_id" in frame.columns:
+            rows = [
+                self.suggest(str(p)) if self.index(str(p)) is not None else None
+                for p in frame["product_id"]
+            ]
+            out["suggested_price"] = [r["suggested_price"] if r else np.nan for r in rows]
+            out["expected_revenue_change"] = [
+                r["expected_revenue_change"] if r else np.nan for r in rows
+            ]
+        return out

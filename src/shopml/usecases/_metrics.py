@@ -158,3 +158,18 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"auc": auc(y, p), "pr_auc": pr_auc(y, p), "log_loss": log_loss(y, p),
             "brier": brier(y, p), "calibration_error": calibration_error(y, p),
             "lift_at_10pct": lift_at(y, p, 0.1)}
+
+
+def poisson_deviance(y: np.ndarray, mu: np.ndarray, floor: float = 1e-3) -> float:
+    """Mean Poisson deviance of counts ``y`` under predicted means ``mu`` (0 is perfect).
+
+    Predictions are floored at ``floor``: a forecast of exactly zero units for a product that
+    then sells would otherwise cost an infinite amount and hide every other difference.
+    """
+    y, mu = _clean(y, mu)
+    if len(y) == 0:
+        return float("nan")
+    mu = np.maximum(mu, floor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float((2.0 * (term - (y - mu))).mean())
