@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from shopml.data.sim.engine import ids, uplift_probability
-from shopml.data.sim.world import CANCEL_RATE, CATEGORIES, SIM_VERSION, SimConfig, World, build_world
+from shopml.data.sim.world import (
+    CANCEL_RATE,
+    CATEGORIES,
+    SIM_VERSION,
+    SimConfig,
+    World,
+    build_world,
+)
 from shopml.data.warehouse import Warehouse, WarehouseError
 
 _WORLDS: dict[str, World] = {}
@@ -63,9 +70,7 @@ def _alive_customers(
     churn = pd.Series(oc["churned_at"].to_numpy(), index=oc["customer_id"].to_numpy())
     cids = ids("C", acquired + 1, 7)
     churned_at = churn.reindex(cids).to_numpy()
-    t_churn = (pd.to_datetime(churned_at) - pd.Timestamp(world.config.start)) / pd.Timedelta(
-        days=1
-    )
+    t_churn = (pd.to_datetime(churned_at) - pd.Timestamp(world.config.start)) / pd.Timedelta(days=1)
     alive = ~(np.asarray(t_churn, dtype=float) <= t_c)
     cutoff = pd.Timestamp(world.config.start) + pd.Timedelta(days=t_c)
     last = wh.sql(
@@ -74,13 +79,15 @@ def _alive_customers(
         [cutoff.to_pydatetime()],
     )
     last_s = pd.Series(last["last_at"].to_numpy(), index=last["customer_id"].to_numpy())
-    last_t = (pd.to_datetime(last_s.reindex(cids).to_numpy()) - pd.Timestamp(world.config.start))
+    last_t = pd.to_datetime(last_s.reindex(cids).to_numpy()) - pd.Timestamp(world.config.start)
     last_days = np.asarray(last_t / pd.Timedelta(days=1), dtype=float)
     last_days = np.where(np.isnan(last_days), world.cust_created[acquired], last_days)
     return acquired, alive, last_days
 
 
-def _segments(world: World, t_c: float, horizon: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _segments(
+    world: World, t_c: float, horizon: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split (t_c, t_c + horizon] at midnights: (day of each piece, operational length,
     operational time from the cutoff to the piece's start)."""
     inner = np.arange(math.floor(t_c) + 1, math.ceil(t_c + horizon), dtype=float)
@@ -145,15 +152,20 @@ def expected_spend(
         tau_day = int(world.camp_day[k])
         v = world.cluster_item_value(tau_day, float(world.camp_discount[k]))
         share = cfg.campaign_target_share * cfg.campaign_treatment_share * inside
-        total += share * _expected_uplift(world, cust, last, t_c, k) * basket * (
-            world.theta[cust] @ v
+        total += (
+            share * _expected_uplift(world, cust, last, t_c, k) * basket * (world.theta[cust] @ v)
         )
     spend = np.where(alive, total, 0.0) * (1 - CANCEL_RATE)
     return pd.DataFrame({"customer_id": ids("C", cust + 1, 7), "expected_spend": spend})
 
 
 def p_value_above(
-    world: World, cust: np.ndarray, day: int, threshold: float, discount: float = 0.0,
+    world: World,
+    cust: np.ndarray,
+    day: int,
+    threshold: float,
+    *,
+    discount: float = 0.0,
     bins: int = 511,
 ) -> np.ndarray:
     """P(an order's value > threshold) per customer, with the prices of ``day``.
@@ -191,8 +203,11 @@ def p_value_above(
         n = 1
         # Stop once what is left (P(N > n) * P(n lines stay below)) cannot matter.
         while n < 80 and (tail * h.sum(axis=1)).max() > 1e-7:
-            h = np.clip(np.fft.irfft(np.fft.rfft(h, n_fft, axis=1) * fg, n_fft, axis=1)
-                        [:, : bins + 1], 0, None)
+            h = np.clip(
+                np.fft.irfft(np.fft.rfft(h, n_fft, axis=1) * fg, n_fft, axis=1)[:, : bins + 1],
+                0,
+                None,
+            )
             pn = pn * mm / n
             tail = np.maximum(tail - pn, 0)
             n += 1
@@ -223,8 +238,10 @@ def p_large_order(
     seg_day, seg_op, _ = _segments(world, t_c, float(horizon_days))
     # Prices move rarely: evaluate the large-order chance weekly through the window.
     week = (seg_day - seg_day[0]) // 7
-    q_week = {int(w): p_value_above(world, cust_a, int(seg_day[week == w][0]), thr)
-              for w in np.unique(week)}
+    q_week = {
+        int(w): p_value_above(world, cust_a, int(seg_day[week == w][0]), thr)
+        for w in np.unique(week)
+    }
     survive = np.ones(len(cust_a))  # alive and no large order yet
     p_large = np.zeros(len(cust_a))
     for w, op_len in zip(week, seg_op, strict=True):
@@ -236,8 +253,9 @@ def p_large_order(
         survive *= np.exp(-h)
     none = 1 - p_large
     for k, inside in _campaigns_in(world, t_c, float(horizon_days)):
-        q = p_value_above(world, cust_a, int(world.camp_day[k]), thr,
-                          float(world.camp_discount[k]))
+        q = p_value_above(
+            world, cust_a, int(world.camp_day[k]), thr, discount=float(world.camp_discount[k])
+        )
         share = cfg.campaign_target_share * cfg.campaign_treatment_share * inside
         none *= 1 - share * _expected_uplift(world, cust_a, last[alive], t_c, k) * q * (
             1 - CANCEL_RATE
@@ -266,7 +284,7 @@ def purchase_scores(
         cust = np.array([int(c[1:]) - 1 for c in customer_ids], dtype=np.int64)
         if len(cust) and (cust.min() < 0 or cust.max() >= world.config.customers):
             raise ValueError("unknown customer id in customer_ids")
-    probs = world.choice_probs(int(math.floor(t_c)))
+    probs = world.choice_probs(math.floor(t_c))
     k = min(k, probs.shape[1])
     c_out, p_out, s_out = [], [], []
     for lo in range(0, len(cust), 2000):
@@ -279,12 +297,14 @@ def purchase_scores(
         p_out.append(np.take_along_axis(top, order, axis=1).ravel())
         s_out.append(np.take_along_axis(top_s, order, axis=1).ravel())
     c_all = np.concatenate(c_out) if c_out else np.array([], np.int64)
-    return pd.DataFrame({
-        "customer_id": ids("C", c_all + 1, 7),
-        "product_id": ids("P", np.concatenate(p_out) + 1 if p_out else np.array([], int), 6),
-        "probability": np.concatenate(s_out) if s_out else np.array([]),
-        "rank": np.tile(np.arange(1, k + 1), len(cust)),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids("C", c_all + 1, 7),
+            "product_id": ids("P", np.concatenate(p_out) + 1 if p_out else np.array([], int), 6),
+            "probability": np.concatenate(s_out) if s_out else np.array([]),
+            "rank": np.tile(np.arange(1, k + 1), len(cust)),
+        }
+    )
 
 
 def expected_demand(
@@ -302,7 +322,9 @@ def expected_demand(
         raise ValueError(f"unknown product id(s): {', '.join(missing[:5])}")
     rows = op.loc[list(product_ids)]
     price = np.asarray(prices, dtype=float)
-    units = rows["base_demand"].to_numpy() * np.power(
-        price / rows["ref_price"].to_numpy(), rows["elasticity"].to_numpy()
-    ) * days
+    units = (
+        rows["base_demand"].to_numpy()
+        * np.power(price / rows["ref_price"].to_numpy(), rows["elasticity"].to_numpy())
+        * days
+    )
     return pd.DataFrame({"product_id": list(product_ids), "price": price, "expected_units": units})

@@ -54,16 +54,22 @@ def simulate(
         "days": str(config.days),
         "customers": str(config.customers),
         "large_order_threshold": str(config.large_order_threshold),
-        "seasonality": json.dumps({
-            "weekday_factor_mon_first": WEEKDAY_FACTOR.round(3).tolist(),
-            "yearly_amplitude": 0.12,
-            "yearly_peak_day_of_year": 350,
-            "holidays": "Black Friday x2.8, Cyber Monday x2.2, Dec 1-20 x1.3, Dec 24-25 "
-                        "x0.7/x0.4, Dec 26-31 x1.15, Jan 1 x0.6, Jul 11-12 x1.6/x1.5",
-            "hour_weights": HOUR_WEIGHTS.tolist(),
-        }),
-        "carriers": json.dumps({c.name: {"base_days": c.base_days, "km_per_day": c.km_per_day,
-                                         "sigma": c.sigma} for c in CARRIERS}),
+        "seasonality": json.dumps(
+            {
+                "weekday_factor_mon_first": WEEKDAY_FACTOR.round(3).tolist(),
+                "yearly_amplitude": 0.12,
+                "yearly_peak_day_of_year": 350,
+                "holidays": "Black Friday x2.8, Cyber Monday x2.2, Dec 1-20 x1.3, Dec 24-25 "
+                "x0.7/x0.4, Dec 26-31 x1.15, Jan 1 x0.6, Jul 11-12 x1.6/x1.5",
+                "hour_weights": HOUR_WEIGHTS.tolist(),
+            }
+        ),
+        "carriers": json.dumps(
+            {
+                c.name: {"base_days": c.base_days, "km_per_day": c.km_per_day, "sigma": c.sigma}
+                for c in CARRIERS
+            }
+        ),
         "late_multiplier": str(LATE_MULTIPLIER),
         "spend_definition": "sum of unit_price * quantity over lines of non-canceled orders",
         **{f"sim_{k}": v for k, v in summary.items()},

@@ -67,8 +67,9 @@ def test_p_large_order_matches_realised_rate(sim: tuple[Dataset, Warehouse]) -> 
 def test_p_return_matches_realised_returns(sim: tuple[Dataset, Warehouse]) -> None:
     ds, _ = sim
     end = pd.Timestamp(CFG.start) + pd.Timedelta(days=CFG.days)
-    oi = ds.tables["oracle_order_items"].merge(ds.tables["order_items"][["order_item_id",
-                                                                          "order_id"]])
+    oi = ds.tables["oracle_order_items"].merge(
+        ds.tables["order_items"][["order_item_id", "order_id"]]
+    )
     oi = oi.merge(ds.tables["orders"][["order_id", "delivered_at", "status"]])
     done = oi[(oi.status == "delivered") & (oi.delivered_at < end - pd.Timedelta(days=31))]
     real = done.order_item_id.isin(ds.tables["returns"].order_item_id)

@@ -33,8 +33,16 @@ def test_every_table_with_exactly_the_contract_columns(small: Dataset) -> None:
     for name, df in small.tables.items():
         assert list(df.columns) == CONTRACTS[name].column_names, name
     assert len(small.tables["orders"]) > 5000
-    for key in ("seed", "scenario", "scenario_start", "start", "days", "sim_config",
-                "large_order_threshold", "seasonality"):
+    for key in (
+        "seed",
+        "scenario",
+        "scenario_start",
+        "start",
+        "days",
+        "sim_config",
+        "large_order_threshold",
+        "seasonality",
+    ):
         assert key in small.meta
 
 
@@ -222,7 +230,9 @@ def test_new_region_scenario_shifts_customer_mix(baseline: Dataset) -> None:
     o = ds.tables["orders"].merge(ds.tables["customers"][["customer_id", "region"]])
     o = o[o.delivered_at.notna()]
     days = (o.delivered_at - o.purchased_at).dt.total_seconds() / 86400
-    assert days[o.region.isin(["AK", "HI"])].mean() > 1.5 * days[~o.region.isin(["AK", "HI"])].mean()
+    assert (
+        days[o.region.isin(["AK", "HI"])].mean() > 1.5 * days[~o.region.isin(["AK", "HI"])].mean()
+    )
 
 
 def test_price_inflation_lowers_order_rate() -> None:

@@ -82,6 +82,7 @@ def uplift_probability(
 
 def return_logit(
     world: World,
+    *,
     cust: np.ndarray,
     prod: np.ndarray,
     seller: np.ndarray,
@@ -149,7 +150,9 @@ def _purchases(world: World, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return cust, t, churned_at
 
 
-def _last_before(keys_c: np.ndarray, keys_t: np.ndarray, cust: np.ndarray, when: float) -> np.ndarray:
+def _last_before(
+    keys_c: np.ndarray, keys_t: np.ndarray, cust: np.ndarray, when: float
+) -> np.ndarray:
     """Time of each customer's last order before ``when`` (-inf if none); keys sorted by (c, t)."""
     span = 1e5
     keys = keys_c * span + keys_t
@@ -200,9 +203,13 @@ def _campaigns(
         return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
     induced_orders = _Orders(cat(ind_c, int), cat(ind_t), cat(ind_d), cat(ind_k, int))
-    out = {"camp": cat(sends["camp"], int), "cust": cat(sends["cust"], int),
-           "treated": cat(sends["treated"], bool), "pt": cat(sends["pt"]),
-           "pc": cat(sends["pc"])}
+    out = {
+        "camp": cat(sends["camp"], int),
+        "cust": cat(sends["cust"], int),
+        "treated": cat(sends["treated"], bool),
+        "pt": cat(sends["pt"]),
+        "pc": cat(sends["pc"]),
+    }
     return induced_orders, out
 
 
@@ -283,8 +290,10 @@ def simulate_tables(
     i_price = np.round(list_price * (1 - o_disc[i_order] / 100.0), 2)
     i_seller = world.prod_seller[i_prod]
     i_dist = haversine_km(
-        world.cust_lat[i_cust], world.cust_lon[i_cust],
-        world.seller_lat[i_seller], world.seller_lon[i_seller],
+        world.cust_lat[i_cust],
+        world.cust_lon[i_cust],
+        world.seller_lat[i_seller],
+        world.seller_lon[i_seller],
     )
     i_kg = world.weight_g[i_prod] * i_qty / 1000.0
     i_freight = np.round((4.0 + 1.1 * i_kg + 0.002 * i_dist) * np.sqrt(i_qty), 2)
@@ -317,8 +326,10 @@ def simulate_tables(
     late_p = np.minimum(o_late + np.where(after, scen.late_rate_add, 0.0), 0.9)
     median = o_handling + transit * day_season[o_day] * backlog[o_day] * scen_factor
     is_late = rng.random(n_o) < late_p
-    delivery = median * np.exp(c_sigma * rng.standard_normal(n_o)) * np.where(
-        is_late, LATE_MULTIPLIER, 1.0
+    delivery = (
+        median
+        * np.exp(c_sigma * rng.standard_normal(n_o))
+        * np.where(is_late, LATE_MULTIPLIER, 1.0)
     )
     delivery = np.maximum(delivery, 0.1)
     log_med = np.log(median)
@@ -356,10 +367,12 @@ def simulate_tables(
     p_order = np.concatenate([np.arange(n_o), np.flatnonzero(split)])
     p_seq = np.concatenate([np.where(split, 2, 1), np.ones(int(split.sum()), np.int64)])
     p_method = np.concatenate([np.where(split, 0, method), np.full(int(split.sum()), 4)])
-    p_inst = np.concatenate([np.where(split, installments, installments),
-                             np.ones(int(split.sum()), np.int64)])
-    p_amount = np.concatenate([np.where(split, np.round(total - voucher_value, 2), total),
-                               voucher_value[split]])
+    p_inst = np.concatenate(
+        [np.where(split, installments, installments), np.ones(int(split.sum()), np.int64)]
+    )
+    p_amount = np.concatenate(
+        [np.where(split, np.round(total - voucher_value, 2), total), voucher_value[split]]
+    )
     p_order_sorted = np.lexsort((p_seq, p_order))
 
     # -- reviews ---------------------------------------------------------------------------
@@ -369,7 +382,10 @@ def simulate_tables(
     r_created = delivered + 0.3 + rng.exponential(2.0, n_o)
     wants &= r_created <= end
     latent = (
-        4.6 - 0.9 * (late_days > 0) - 0.25 * np.minimum(late_days, 10.0) + 0.5 * o_quality
+        4.6
+        - 0.9 * (late_days > 0)
+        - 0.25 * np.minimum(late_days, 10.0)
+        + 0.5 * o_quality
         + rng.normal(0, 0.8, n_o)
     )
     score = np.clip(np.round(latent), 1, 5).astype(np.int64)
@@ -382,16 +398,28 @@ def simulate_tables(
     # -- returns ---------------------------------------------------------------------------
     report("returns", 0.6)
     i_late = late_days[i_order]
-    logit = return_logit(world, i_cust, i_prod, i_seller, i_price, i_late, i_day)
+    logit = return_logit(
+        world,
+        cust=i_cust,
+        prod=i_prod,
+        seller=i_seller,
+        unit_price=i_price,
+        late_days=i_late,
+        purchase_day=i_day,
+    )
     p_return = np.where(canceled[i_order], 0.0, sigmoid(logit))
     returned = rng.random(len(i_order)) < p_return
     ret_at = delivered[i_order] + rng.uniform(0.5, 30.0, len(i_order))
     ret_rows = np.flatnonzero(returned & (ret_at <= end))
     size_type = np.array([CATEGORIES[c].size_type for c in world.prod_cat[i_prod[ret_rows]]])
     reason = np.where(
-        i_late[ret_rows] > 0, 0,
-        np.where(np.isin(size_type, ["apparel", "shoes"]) & (rng.random(len(ret_rows)) < 0.6), 1,
-                 rng.choice(np.array([2, 3, 4]), len(ret_rows))),
+        i_late[ret_rows] > 0,
+        0,
+        np.where(
+            np.isin(size_type, ["apparel", "shoes"]) & (rng.random(len(ret_rows)) < 0.6),
+            1,
+            rng.choice(np.array([2, 3, 4]), len(ret_rows)),
+        ),
     )
     ret_qty = np.where(
         (i_qty[ret_rows] > 1) & (rng.random(len(ret_rows)) < 0.3), 1, i_qty[ret_rows]
@@ -403,165 +431,225 @@ def simulate_tables(
 
     # -- browsing --------------------------------------------------------------------------
     report("web events", 0.65)
-    web = _web_events(world, rng, o_cust, o_t, i_order, i_prod, churned_at) if cfg.web_events \
+    web = (
+        _web_events(
+            world,
+            rng,
+            o_cust=o_cust,
+            o_t=o_t,
+            i_order=i_order,
+            i_prod=i_prod,
+            churned_at=churned_at,
+        )
+        if cfg.web_events
         else None
+    )
 
     # -- tables ----------------------------------------------------------------------------
     report("tables", 0.85)
     tables: dict[str, pd.DataFrame] = {}
-    tables["customers"] = pd.DataFrame({
-        "customer_id": cust_ids,
-        "created_at": to_timestamp(start, world.cust_created - 1 / 24.0),
-        **_geo_columns(world.cust_city, world.cust_lat, world.cust_lon, world.cust_zip),
-    })
-    tables["sellers"] = pd.DataFrame({
-        "seller_id": ids("S", np.arange(1, cfg.sellers + 1), 5),
-        **_geo_columns(world.seller_city, world.seller_lat, world.seller_lon, world.seller_zip),
-    })
+    tables["customers"] = pd.DataFrame(
+        {
+            "customer_id": cust_ids,
+            "created_at": to_timestamp(start, world.cust_created - 1 / 24.0),
+            **_geo_columns(world.cust_city, world.cust_lat, world.cust_lon, world.cust_zip),
+        }
+    )
+    tables["sellers"] = pd.DataFrame(
+        {
+            "seller_id": ids("S", np.arange(1, cfg.sellers + 1), 5),
+            **_geo_columns(world.seller_city, world.seller_lat, world.seller_lon, world.seller_zip),
+        }
+    )
     prod_ids = ids("P", np.arange(1, cfg.products + 1), 6)
     cat_names = np.array([c.name for c in CATEGORIES], dtype=object)
-    tables["products"] = pd.DataFrame({
-        "product_id": prod_ids,
-        "category": cat_names[world.prod_cat],
-        "name": np.strings.add(
-            np.strings.add(cat_names[world.prod_cat].astype(np.dtypes.StringDType()), " item "),
-            np.arange(1, cfg.products + 1).astype(np.dtypes.StringDType()),
-        ).astype(object),
-        "size_type": np.array([c.size_type for c in CATEGORIES], dtype=object)[world.prod_cat],
-        "list_price": world.ref_price,
-        "unit_cost": world.unit_cost,
-        "weight_g": world.weight_g,
-        "length_cm": world.dims[:, 0],
-        "height_cm": world.dims[:, 1],
-        "width_cm": world.dims[:, 2],
-    })
-    tables["orders"] = pd.DataFrame({
-        "order_id": order_ids,
-        "customer_id": cust_ids[o_cust],
-        "status": status,
-        "purchased_at": to_timestamp(start, o_t),
-        "approved_at": to_timestamp(start, approved_v),
-        "shipped_at": to_timestamp(start, shipped_v),
-        "delivered_at": to_timestamp(start, delivered_v),
-        "estimated_delivery_at": to_timestamp(start, estimated),
-        "carrier": carrier_names[o_carrier],
-    })
+    tables["products"] = pd.DataFrame(
+        {
+            "product_id": prod_ids,
+            "category": cat_names[world.prod_cat],
+            "name": np.strings.add(
+                np.strings.add(cat_names[world.prod_cat].astype(np.dtypes.StringDType()), " item "),
+                np.arange(1, cfg.products + 1).astype(np.dtypes.StringDType()),
+            ).astype(object),
+            "size_type": np.array([c.size_type for c in CATEGORIES], dtype=object)[world.prod_cat],
+            "list_price": world.ref_price,
+            "unit_cost": world.unit_cost,
+            "weight_g": world.weight_g,
+            "length_cm": world.dims[:, 0],
+            "height_cm": world.dims[:, 1],
+            "width_cm": world.dims[:, 2],
+        }
+    )
+    tables["orders"] = pd.DataFrame(
+        {
+            "order_id": order_ids,
+            "customer_id": cust_ids[o_cust],
+            "status": status,
+            "purchased_at": to_timestamp(start, o_t),
+            "approved_at": to_timestamp(start, approved_v),
+            "shipped_at": to_timestamp(start, shipped_v),
+            "delivered_at": to_timestamp(start, delivered_v),
+            "estimated_delivery_at": to_timestamp(start, estimated),
+            "carrier": carrier_names[o_carrier],
+        }
+    )
     seller_ids = tables["sellers"]["seller_id"].to_numpy()
-    tables["order_items"] = pd.DataFrame({
-        "order_item_id": item_ids,
-        "order_id": order_ids[i_order],
-        "item_seq": i_seq,
-        "product_id": prod_ids[i_prod],
-        "seller_id": seller_ids[i_seller],
-        "quantity": i_qty,
-        "unit_price": i_price,
-        "freight": i_freight,
-    })
+    tables["order_items"] = pd.DataFrame(
+        {
+            "order_item_id": item_ids,
+            "order_id": order_ids[i_order],
+            "item_seq": i_seq,
+            "product_id": prod_ids[i_prod],
+            "seller_id": seller_ids[i_seller],
+            "quantity": i_qty,
+            "unit_price": i_price,
+            "freight": i_freight,
+        }
+    )
     ps = p_order_sorted
-    tables["payments"] = pd.DataFrame({
-        "order_id": order_ids[p_order[ps]],
-        "payment_seq": p_seq[ps],
-        "method": np.array(PAYMENT_METHODS, dtype=object)[p_method[ps]],
-        "installments": p_inst[ps],
-        "amount": p_amount[ps],
-    })
-    tables["reviews"] = pd.DataFrame({
-        "review_id": ids("R", np.arange(1, len(r_idx) + 1), 8),
-        "order_id": order_ids[r_idx],
-        "score": score[r_idx],
-        "created_at": to_timestamp(start, r_created[r_idx]),
-        "answered_at": to_timestamp(start, np.where(answered, r_answer, np.nan)[r_idx]),
-        "title": np.where(with_text[r_idx], titles[score[r_idx]], None),
-        "comment": np.where(with_text[r_idx] & (late_days[r_idx] > 0), "arrived late", None),
-    })
-    tables["returns"] = pd.DataFrame({
-        "return_id": ids("RT", np.arange(1, len(ret_rows) + 1), 7),
-        "order_item_id": item_ids[ret_rows],
-        "returned_at": to_timestamp(start, ret_at[ret_rows]),
-        "quantity": ret_qty,
-        "refund_amount": np.round(i_price[ret_rows] * ret_qty, 2),
-        "reason": np.array(RETURN_REASONS, dtype=object)[reason],
-    })
+    tables["payments"] = pd.DataFrame(
+        {
+            "order_id": order_ids[p_order[ps]],
+            "payment_seq": p_seq[ps],
+            "method": np.array(PAYMENT_METHODS, dtype=object)[p_method[ps]],
+            "installments": p_inst[ps],
+            "amount": p_amount[ps],
+        }
+    )
+    tables["reviews"] = pd.DataFrame(
+        {
+            "review_id": ids("R", np.arange(1, len(r_idx) + 1), 8),
+            "order_id": order_ids[r_idx],
+            "score": score[r_idx],
+            "created_at": to_timestamp(start, r_created[r_idx]),
+            "answered_at": to_timestamp(start, np.where(answered, r_answer, np.nan)[r_idx]),
+            "title": np.where(with_text[r_idx], titles[score[r_idx]], None),
+            "comment": np.where(
+                with_text[r_idx] & (late_days[r_idx] > 0),
+                np.array("arrived late", dtype=object),
+                np.array(None, dtype=object),
+            ),
+        }
+    )
+    tables["returns"] = pd.DataFrame(
+        {
+            "return_id": ids("RT", np.arange(1, len(ret_rows) + 1), 7),
+            "order_item_id": item_ids[ret_rows],
+            "returned_at": to_timestamp(start, ret_at[ret_rows]),
+            "quantity": ret_qty,
+            "refund_amount": np.round(i_price[ret_rows] * ret_qty, 2),
+            "reason": np.array(RETURN_REASONS, dtype=object)[reason],
+        }
+    )
     if web is None:
-        tables["web_events"] = pd.DataFrame({c: [] for c in (
-            "event_id", "session_id", "customer_id", "product_id", "event_type", "event_at",
-            "order_id")})
+        tables["web_events"] = pd.DataFrame(
+            {
+                c: []
+                for c in (
+                    "event_id",
+                    "session_id",
+                    "customer_id",
+                    "product_id",
+                    "event_type",
+                    "event_at",
+                    "order_id",
+                )
+            }
+        )
     else:
         w_sess, w_cust, w_prod, w_type, w_t, w_order = web
-        tables["web_events"] = pd.DataFrame({
-            "event_id": ids("E", np.arange(1, len(w_t) + 1), 9),
-            "session_id": ids("W", w_sess + 1, 8),
-            "customer_id": np.where(w_cust >= 0, cust_ids[np.maximum(w_cust, 0)], None),
-            "product_id": prod_ids[w_prod],
-            "event_type": np.array(["view", "add_to_cart", "purchase"], dtype=object)[w_type],
-            "event_at": to_timestamp(start, w_t),
-            "order_id": np.where(w_order >= 0, order_ids[np.maximum(w_order, 0)], None),
-        })
+        tables["web_events"] = pd.DataFrame(
+            {
+                "event_id": ids("E", np.arange(1, len(w_t) + 1), 9),
+                "session_id": ids("W", w_sess + 1, 8),
+                "customer_id": np.where(w_cust >= 0, cust_ids[np.maximum(w_cust, 0)], None),
+                "product_id": prod_ids[w_prod],
+                "event_type": np.array(["view", "add_to_cart", "purchase"], dtype=object)[w_type],
+                "event_at": to_timestamp(start, w_t),
+                "order_id": np.where(w_order >= 0, order_ids[np.maximum(w_order, 0)], None),
+            }
+        )
     n_camp = len(world.camp_day)
     camp_ids = ids("CMP", np.arange(1, n_camp + 1), 3)
-    tables["campaigns"] = pd.DataFrame({
-        "campaign_id": camp_ids,
-        "name": np.array(world.camp_name, dtype=object),
-        "channel": np.array(CHANNELS, dtype=object)[world.camp_channel],
-        "sent_at": to_timestamp(start, world.camp_day),
-        "response_window_days": world.camp_window.astype(np.int64),
-        "discount_pct": world.camp_discount,
-    })
+    tables["campaigns"] = pd.DataFrame(
+        {
+            "campaign_id": camp_ids,
+            "name": np.array(world.camp_name, dtype=object),
+            "channel": np.array(CHANNELS, dtype=object)[world.camp_channel],
+            "sent_at": to_timestamp(start, world.camp_day),
+            "response_window_days": world.camp_window.astype(np.int64),
+            "discount_pct": world.camp_discount,
+        }
+    )
     resp = _responses(world, sends, o_cust, o_t, o_camp)
-    tables["campaign_sends"] = pd.DataFrame({
-        "campaign_id": camp_ids[sends["camp"]],
-        "customer_id": cust_ids[sends["cust"]],
-        "group": np.where(sends["treated"], "treatment", "control").astype(object),
-        "assigned_at": to_timestamp(start, world.camp_day[sends["camp"]]),
-        "responded": resp >= 0,
-        "responded_at": to_timestamp(start, np.where(resp >= 0, o_t[np.maximum(resp, 0)], np.nan)),
-        "response_order_id": np.where(resp >= 0, order_ids[np.maximum(resp, 0)], None),
-    })
-    tables["price_history"] = pd.DataFrame({
-        "product_id": prod_ids[world.ph_prod],
-        "valid_from": to_timestamp(start, world.ph_day.astype(float)),
-        "price": world.ph_price,
-        "is_test": world.ph_test.astype(bool),
-    })
+    tables["campaign_sends"] = pd.DataFrame(
+        {
+            "campaign_id": camp_ids[sends["camp"]],
+            "customer_id": cust_ids[sends["cust"]],
+            "group": np.where(sends["treated"], "treatment", "control").astype(object),
+            "assigned_at": to_timestamp(start, world.camp_day[sends["camp"]]),
+            "responded": resp >= 0,
+            "responded_at": to_timestamp(
+                start, np.where(resp >= 0, o_t[np.maximum(resp, 0)], np.nan)
+            ),
+            "response_order_id": np.where(resp >= 0, order_ids[np.maximum(resp, 0)], None),
+        }
+    )
+    tables["price_history"] = pd.DataFrame(
+        {
+            "product_id": prod_ids[world.ph_prod],
+            "valid_from": to_timestamp(start, world.ph_day.astype(float)),
+            "price": world.ph_price,
+            "is_test": world.ph_test.astype(bool),
+        }
+    )
 
     # -- oracle ----------------------------------------------------------------------------
     report("oracle", 0.92)
     tables["oracle_order_items"] = pd.DataFrame({"order_item_id": item_ids, "p_return": p_return})
-    tables["oracle_orders"] = pd.DataFrame({
-        "order_id": order_ids,
-        "delivery_days_mean": d_mean,
-        "delivery_days_p50": d_p50,
-        "delivery_days_p90": d_p90,
-    })
+    tables["oracle_orders"] = pd.DataFrame(
+        {
+            "order_id": order_ids,
+            "delivery_days_mean": d_mean,
+            "delivery_days_p50": d_p50,
+            "delivery_days_p90": d_p90,
+        }
+    )
     ov_mean, ov_sd = order_value_moments(world, 0)
-    tables["oracle_customers"] = pd.DataFrame({
-        "customer_id": cust_ids,
-        "purchase_rate": world.lam,
-        "dropout_prob": world.dropout,
-        "churned_at": to_timestamp(start, churned_at),
-        "order_value_mean": ov_mean,
-        "order_value_sd": ov_sd,
-        "items_per_order_mean": 1 + world.items_mean,
-        "returner_propensity": world.returner,
-        "discount_sensitivity": world.discount_sens,
-        "taste_cluster": world.theta.argmax(axis=1).astype(np.int64),
-    })
-    tables["oracle_campaign_sends"] = pd.DataFrame({
-        "campaign_id": camp_ids[sends["camp"]],
-        "customer_id": cust_ids[sends["cust"]],
-        "p_response_treated": np.clip(sends["pt"], 0, 1),
-        "p_response_control": np.clip(sends["pc"], 0, 1),
-    })
+    tables["oracle_customers"] = pd.DataFrame(
+        {
+            "customer_id": cust_ids,
+            "purchase_rate": world.lam,
+            "dropout_prob": world.dropout,
+            "churned_at": to_timestamp(start, churned_at),
+            "order_value_mean": ov_mean,
+            "order_value_sd": ov_sd,
+            "items_per_order_mean": 1 + world.items_mean,
+            "returner_propensity": world.returner,
+            "discount_sensitivity": world.discount_sens,
+            "taste_cluster": world.theta.argmax(axis=1).astype(np.int64),
+        }
+    )
+    tables["oracle_campaign_sends"] = pd.DataFrame(
+        {
+            "campaign_id": camp_ids[sends["camp"]],
+            "customer_id": cust_ids[sends["cust"]],
+            "p_response_treated": np.clip(sends["pt"], 0, 1),
+            "p_response_control": np.clip(sends["pc"], 0, 1),
+        }
+    )
     # Expected units per day at the reference price: each cluster's observed line rate spread
     # over its products (at reference prices the choice within a cluster is phi itself).
     lines_per_day = np.bincount(i_cluster, minlength=N_CLUSTERS) / cfg.days
     base_demand = (lines_per_day @ world.phi) * world.expected_quantity()
-    tables["oracle_products"] = pd.DataFrame({
-        "product_id": prod_ids,
-        "base_demand": base_demand,
-        "ref_price": world.ref_price,
-        "elasticity": world.elasticity,
-    })
+    tables["oracle_products"] = pd.DataFrame(
+        {
+            "product_id": prod_ids,
+            "base_demand": base_demand,
+            "ref_price": world.ref_price,
+            "elasticity": world.elasticity,
+        }
+    )
     meta = {
         "orders": str(n_o),
         "order_items": str(len(i_order)),
@@ -613,7 +701,10 @@ def _geo_columns(
 
 
 def _responses(
-    world: World, sends: dict[str, np.ndarray], o_cust: np.ndarray, o_t: np.ndarray,
+    world: World,
+    sends: dict[str, np.ndarray],
+    o_cust: np.ndarray,
+    o_t: np.ndarray,
     o_camp: np.ndarray,
 ) -> np.ndarray:
     """Index of each send's response order (the first order in the window), or -1."""
@@ -634,8 +725,14 @@ def _responses(
 
 
 def _web_events(
-    world: World, rng: np.random.Generator, o_cust: np.ndarray, o_t: np.ndarray,
-    i_order: np.ndarray, i_prod: np.ndarray, churned_at: np.ndarray,
+    world: World,
+    rng: np.random.Generator,
+    *,
+    o_cust: np.ndarray,
+    o_t: np.ndarray,
+    i_order: np.ndarray,
+    i_prod: np.ndarray,
+    churned_at: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
     """Sessions: one per order (views, add-to-cart, purchase of each line, some extra views),
     browsing sessions without a purchase, and anonymous sessions."""
@@ -667,8 +764,9 @@ def _web_events(
     v_cust = s_cust[v_sess]
     v_first = np.concatenate([[0], np.cumsum(n_views)[:-1]])
     v_rank = np.arange(len(v_sess)) - v_first[v_sess]
-    v_t = np.minimum(s_t[v_sess] + v_rank * rng.uniform(0.5, 4, len(v_sess)) / 1440.0,
-                     cfg.days - 1e-4)
+    v_t = np.minimum(
+        s_t[v_sess] + v_rank * rng.uniform(0.5, 4, len(v_sess)) / 1440.0, cfg.days - 1e-4
+    )
     v_day = np.floor(v_t).astype(np.int64)
     logged = v_cust >= 0
     v_prod = np.empty(len(v_sess), dtype=np.int64)
@@ -681,25 +779,53 @@ def _web_events(
 
     sess_purchase = np.arange(n_o)
     sess_browse = n_o + v_sess
-    sess = np.concatenate([sess_purchase[i_order], sess_purchase[i_order], sess_purchase[i_order],
-                           sess_purchase[x_order], sess_browse, sess_browse[c_idx]])
-    cust = np.concatenate([o_cust[i_order], o_cust[i_order], o_cust[i_order], x_cust, v_cust,
-                           v_cust[c_idx]])
+    sess = np.concatenate(
+        [
+            sess_purchase[i_order],
+            sess_purchase[i_order],
+            sess_purchase[i_order],
+            sess_purchase[x_order],
+            sess_browse,
+            sess_browse[c_idx],
+        ]
+    )
+    cust = np.concatenate(
+        [o_cust[i_order], o_cust[i_order], o_cust[i_order], x_cust, v_cust, v_cust[c_idx]]
+    )
     prod = np.concatenate([i_prod, i_prod, i_prod, x_prod, v_prod, v_prod[c_idx]])
-    etype = np.concatenate([np.zeros(n_i, np.int64), np.ones(n_i, np.int64),
-                            np.full(n_i, 2, np.int64), np.zeros(len(x_order), np.int64),
-                            np.zeros(len(v_sess), np.int64), np.ones(len(c_idx), np.int64)])
+    etype = np.concatenate(
+        [
+            np.zeros(n_i, np.int64),
+            np.ones(n_i, np.int64),
+            np.full(n_i, 2, np.int64),
+            np.zeros(len(x_order), np.int64),
+            np.zeros(len(v_sess), np.int64),
+            np.ones(len(c_idx), np.int64),
+        ]
+    )
     t = np.concatenate([view_t, cart_t, i_t, x_t, v_t, v_t[c_idx] + 0.3 / 1440.0])
-    order_ref = np.concatenate([np.full(2 * n_i, -1), i_order, np.full(len(x_order), -1),
-                                np.full(len(v_sess) + len(c_idx), -1)])
+    order_ref = np.concatenate(
+        [
+            np.full(2 * n_i, -1),
+            i_order,
+            np.full(len(x_order), -1),
+            np.full(len(v_sess) + len(c_idx), -1),
+        ]
+    )
     # Session ids follow the time of each session's first event, so they read in order.
     first_t = np.full(n_o + len(s_cust), np.inf)
     np.minimum.at(first_t, sess, t)
     order = np.lexsort((etype, t))
     sess_rank = np.empty_like(first_t, dtype=np.int64)
     sess_rank[np.argsort(first_t, kind="stable")] = np.arange(len(first_t))
-    return (sess_rank[sess][order], cust[order], prod[order], etype[order], t[order],
-            order_ref[order])
+    return (
+        sess_rank[sess][order],
+        cust[order],
+        prod[order],
+        etype[order],
+        t[order],
+        order_ref[order],
+    )
 
 
 def expected_arrivals(world: World) -> float:

@@ -141,12 +141,11 @@ class Category:
 CATEGORIES: tuple[Category, ...] = (
     Category("fashion", "apparel", 0.16, 35, 0.5, 400, -1.7, -2.2, 0.45, 0.15, (30, 4, 25)),
     Category("shoes", "shoes", 0.08, 70, 0.4, 900, -1.6, -2.0, 0.50, 0.05, (33, 12, 20)),
-    Category("electronics", "electronics", 0.09, 160, 0.8, 1200, -2.7, -1.6, 0.70, 0.05,
-             (25, 10, 18)),
-    Category("computers", "electronics", 0.04, 450, 0.6, 2500, -2.9, -1.4, 0.75, 0.02,
-             (40, 8, 30)),
-    Category("furniture", "furniture", 0.07, 220, 0.7, 15000, -3.1, -1.3, 0.55, 0.05,
-             (90, 60, 50)),
+    Category(
+        "electronics", "electronics", 0.09, 160, 0.8, 1200, -2.7, -1.6, 0.70, 0.05, (25, 10, 18)
+    ),
+    Category("computers", "electronics", 0.04, 450, 0.6, 2500, -2.9, -1.4, 0.75, 0.02, (40, 8, 30)),
+    Category("furniture", "furniture", 0.07, 220, 0.7, 15000, -3.1, -1.3, 0.55, 0.05, (90, 60, 50)),
     Category("beauty", "none", 0.10, 18, 0.5, 250, -3.6, -1.8, 0.40, 0.50, (8, 12, 8)),
     Category("sports", "none", 0.09, 45, 0.6, 1500, -2.9, -1.7, 0.50, 0.10, (40, 15, 25)),
     Category("toys", "none", 0.08, 25, 0.6, 600, -3.3, -1.9, 0.45, 0.30, (25, 20, 15)),
@@ -180,8 +179,32 @@ FACTOR_DIM = 6
 
 # Share of the day's orders by hour: quiet at night, an evening peak.
 HOUR_WEIGHTS = np.array(
-    [0.5, 0.3, 0.2, 0.15, 0.15, 0.2, 0.4, 0.8, 1.2, 1.4, 1.5, 1.5,
-     1.6, 1.5, 1.4, 1.4, 1.4, 1.5, 1.7, 1.9, 2.1, 2.0, 1.6, 1.0]
+    [
+        0.5,
+        0.3,
+        0.2,
+        0.15,
+        0.15,
+        0.2,
+        0.4,
+        0.8,
+        1.2,
+        1.4,
+        1.5,
+        1.5,
+        1.6,
+        1.5,
+        1.4,
+        1.4,
+        1.4,
+        1.5,
+        1.7,
+        1.9,
+        2.1,
+        2.0,
+        1.6,
+        1.0,
+    ]
 )
 WEEKDAY_FACTOR = np.array([1.06, 1.02, 1.0, 0.98, 0.92, 0.86, 1.16])  # Monday first
 
@@ -211,13 +234,13 @@ def seasonality(start: date, n_days: int) -> np.ndarray:
             date(year, 7, 11): 1.6,
             date(year, 7, 12): 1.5,
         }
-        for d in range(1, 21):
-            bump.setdefault(date(year, 12, d), 1.3)
-        for d in range(26, 32):
-            bump.setdefault(date(year, 12, d), 1.15)
-        for d, f in bump.items():
-            if d in index:
-                s[index[d]] *= f
+        for dom in range(1, 21):
+            bump.setdefault(date(year, 12, dom), 1.3)
+        for dom in range(26, 32):
+            bump.setdefault(date(year, 12, dom), 1.15)
+        for when, f in bump.items():
+            if when in index:
+                s[index[when]] *= f
     return s
 
 
@@ -225,8 +248,9 @@ def _ndtr(x: np.ndarray) -> np.ndarray:
     """Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), without scipy."""
     z = np.abs(x) / math.sqrt(2.0)
     t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                            + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     erf = 1.0 - poly * np.exp(-z * z)
     return 0.5 * (1.0 + np.sign(x) * erf)
 
@@ -546,14 +570,24 @@ def _price_history(
         global_days = np.arange(config.onset_day, d, 30, dtype=np.int64)
 
     test_p = np.flatnonzero(has_test)
-    all_prod = np.concatenate([
-        np.arange(n_p), rep_prod, test_p, test_p[t_end[test_p] < d],
-        np.repeat(np.arange(n_p), len(global_days)),
-    ])
-    all_day = np.concatenate([
-        np.zeros(n_p, np.int64), rep_day, t_start[test_p], t_end[test_p][t_end[test_p] < d],
-        np.tile(global_days, n_p),
-    ])
+    all_prod = np.concatenate(
+        [
+            np.arange(n_p),
+            rep_prod,
+            test_p,
+            test_p[t_end[test_p] < d],
+            np.repeat(np.arange(n_p), len(global_days)),
+        ]
+    )
+    all_day = np.concatenate(
+        [
+            np.zeros(n_p, np.int64),
+            rep_day,
+            t_start[test_p],
+            t_end[test_p][t_end[test_p] < d],
+            np.tile(global_days, n_p),
+        ]
+    )
     key = np.unique(all_prod.astype(np.int64) * span + all_day)
     prod, day = key // span, key % span
     rep_keys = rep_prod.astype(np.int64) * span + rep_day
@@ -570,7 +604,9 @@ def _price_history(
     return prod, day, np.maximum(price, 0.5), is_test
 
 
-def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
+def haversine_km(
+    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
+) -> np.ndarray:
     """Great-circle distance in km."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dp, dl = p2 - p1, np.radians(lon2 - lon1)
