@@ -78,6 +78,7 @@ class Snapshot:
         self.cutoff = as_cutoff(cutoff)
         self.c: ir.TimestampScalar = ibis.literal(self.cutoff, type="timestamp")
         self._present = set(backend.list_tables())
+        self._tables: dict[str, ir.Table] = {}
 
     # -- raw tables ------------------------------------------------------------------------
     def has(self, table: str) -> bool:
@@ -85,6 +86,11 @@ class Snapshot:
 
     def table(self, name: str) -> ir.Table:
         """A canonical table with exactly its contract columns, or an empty one if absent."""
+        if name not in self._tables:  # one schema lookup per table, however often it is used
+            self._tables[name] = self._read(name)
+        return self._tables[name]
+
+    def _read(self, name: str) -> ir.Table:
         schema = canonical_schema(name)
         if not self.has(name):
             empty = ibis.memtable(schema.to_pyarrow().empty_table())
