@@ -37,9 +37,10 @@ revenue, which the ``revenue_uplift_true`` metric shows.
 
 Metrics (test window): demand error (``poisson_deviance``, ``mae_units`` per product-week,
 ``mae_units_window`` per product over the 4 weeks, ``bias``); for the suggestions made at the
-cutoff from the price in force: ``revenue_uplift_model`` (expected revenue of the suggested
-prices over the current ones under the model's own demand), ``revenue_uplift_true`` and
-``margin_uplift_true`` (under the simulator's true demand, when the data has an oracle),
+cutoff from the price in force: ``revenue_uplift_model`` and ``margin_uplift_model`` (expected
+revenue or margin of the suggested prices over the current ones under the model's own demand),
+``revenue_uplift_true`` and ``margin_uplift_true`` (under the simulator's true demand, when the
+data has an oracle),
 ``guardrail_violations`` (suggestions outside [min, max] or changing more than the maximum
 step; must be 0), ``price_cut_share`` and ``mean_price_change``. ``oracle_metrics`` gives the
 same numbers for the truth: its demand at the week's prices, and its own suggestions (the true
@@ -47,11 +48,11 @@ elasticities optimised under the same guardrails: the best possible uplift).
 
 Gate: on ``poisson_deviance`` (lower is better), because it exists on real data too and it is
 what the elasticity is fitted to; an uplift under the model's own demand cannot be the gate (a
-model that believes demand ignores price promises the most). Floors: ``revenue_uplift_gate``
->= 0, which is the uplift under the true demand when an oracle exists (a model whose prices
-lose revenue in truth is never promoted) and otherwise the uplift under the model's own demand
-(non-negative by construction: the current price is always feasible); and a ceiling of 0
-guardrail violations.
+model that believes demand ignores price promises the most). Floors: ``objective_uplift_gate``
+>= 0, the uplift of the objective (revenue or margin) under the true demand when an oracle
+exists (a model whose prices lose in truth is never promoted) and otherwise under the model's
+own demand (non-negative by construction: the current price is always feasible, so the floor
+is then vacuous and the deviance decides); and a ceiling of 0 guardrail violations.
 
 Guardrails used for evaluation and as the scorer's defaults: at most 10% change per step, a
 maximum price of twice the list price, and a minimum of half the list price but never below the
@@ -110,14 +111,15 @@ class Pricing(UseCase):
     required_tables = ("price_history", "order_items", "orders", "products")
     metrics = (
         "poisson_deviance", "mae_units", "mae_units_window", "bias", "revenue_uplift_model",
-        "revenue_uplift_true", "margin_uplift_true", "revenue_uplift_gate",
+        "revenue_uplift_true", "margin_uplift_true", "margin_uplift_model",
+        "objective_uplift_gate",
         "guardrail_violations", "price_cut_share", "mean_price_change",
     )  # fmt: skip
     gate = GatePolicy(
         "poisson_deviance",
         higher_is_better=False,
         min_improvement=0.002,
-        floors={"revenue_uplift_gate": 0.0},
+        floors={"objective_uplift_gate": 0.0},
         ceilings={"guardrail_violations": 0.0},
         output_range=(0.0, None),
     )
@@ -589,6 +591,9 @@ def pricing_metrics(
     )
     out = {
         "revenue_uplift_model": _uplift(cur, new, base_units / ref**elasticity, elasticity),
+        "margin_uplift_model": _uplift(
+            cur, new, base_units / ref**elasticity, elasticity, np.nan_to_num(cost)
+        ),
         "guardrail_violations": float(count_violations(cur, new, lo, hi, max_change)),
         "price_cut_share": float(np.mean(new < cur - 1e-9)) if len(cur) else float("nan"),
         "mean_price_change": float(np.mean(new / cur - 1.0)) if len(cur) else float("nan"),
@@ -602,10 +607,10 @@ def pricing_metrics(
         ).to_numpy(dtype="float64")
         out["revenue_uplift_true"] = _uplift(cur, new, scale, te)
         out["margin_uplift_true"] = _uplift(cur, new, scale, te, np.nan_to_num(cost))
-    out["revenue_uplift_gate"] = (
-        out["revenue_uplift_true"]
-        if np.isfinite(out["revenue_uplift_true"])
-        else out["revenue_uplift_model"]
+    # The gate's floor: the objective's uplift in truth when known, else under the model.
+    true_value = out[f"{objective}_uplift_true"]
+    out["objective_uplift_gate"] = (
+        true_value if np.isfinite(true_value) else out[f"{objective}_uplift_model"]
     )
     return out
 
