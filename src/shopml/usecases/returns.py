@@ -1,7 +1,9 @@
 """returns: will this order item be returned within 30 days of delivery?
 
-Rows are the lines of orders placed in a four-week window after the cutoff and delivered; the
-features are what is known when the order is placed (the line, its product and order) plus
+The prediction is made when the item is delivered, the moment the 30-day return window opens
+(for reverse-logistics planning and targeted aftercare): rows are the lines of orders placed in
+a four-week window after the cutoff and delivered; the features are what is known at delivery
+(the line, its product and order, and how late the delivery was against the promise) plus
 history strictly before the cutoff. The baseline is what a shop does without a model: expect
 each line to come back at its category's historical return rate.
 """
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 RETURN_WINDOW_DAYS = 30
 KEYS = ["order_item_id", "order_id", "product_id", "seller_id", "customer_id"]
 NON_FEATURES = {*KEYS, "category", "size_type"}
+DELIVERY_FEATURES = {
+    "delivery_days": "days from purchase to delivery",
+    "delivery_delay_days": "days delivered after the promised date (negative: early)",
+}
 
 
 class Returns(UseCase):
@@ -40,7 +46,7 @@ class Returns(UseCase):
     gate = GatePolicy("auc", higher_is_better=True, min_improvement=0.002,
                       floors={"auc": 0.60}, output_range=(0.0, 1.0))
     monitoring = MonitorSpec(
-        features=("unit_price", "line_value", "price_vs_list", "category_return_rate",
+        features=("unit_price", "line_value", "delivery_delay_days", "price_vs_list", "category_return_rate",
                   "customer_return_rate", "distance_km", "estimated_delivery_days"),
         prediction="p_return", label="returned", label_delay_days=60,
         performance_metric="auc",
@@ -67,6 +73,15 @@ class Returns(UseCase):
         )
         items = b.table("order_items").semi_join(orders, "order_id")
         feats = order_item_features(b, cutoff, items, orders=orders)
+        # The item's own delivery, known when it is scored (at delivery).
+        delivery = orders.select(
+            "order_id",
+            delivery_days=(orders.delivered_at.epoch_seconds()
+                           - orders.purchased_at.epoch_seconds()) / 86400.0,
+            delivery_delay_days=(orders.delivered_at.epoch_seconds()
+                                 - orders.estimated_delivery_at.epoch_seconds()) / 86400.0,
+        )
+        feats = feats.left_join(delivery, "order_id").drop("order_id_right")
         r = b.table("returns")
         od = orders.select("order_id", "delivered_at")
         li = items.select("order_item_id", "order_id").join(od, "order_id")
@@ -84,6 +99,7 @@ class Returns(UseCase):
         df = t.order_by("order_item_id").to_pandas()
         df["returned"] = df["returned"].fillna(0).astype("int64")
         features = [c for c in FEATURE_SETS["order_items"].columns if c not in NON_FEATURES]
+        features += list(DELIVERY_FEATURES)
         return LabelledData(df, KEYS, features, ["returned"], oracle, [cutoff])
 
     def default_params(self) -> dict[str, Any]:
