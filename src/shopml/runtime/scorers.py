@@ -261,10 +261,36 @@ class RecommenderScorer(Scorer):
             self.meta["_pindex"] = cached
         return cached
 
+    # The generic matrix path (sanity checks, latency): a row is the customer's position in
+    # ``customer_ids`` (-1 for an unknown customer), the output the top-k product positions.
+    def to_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        if "customer_id" not in frame.columns:
+            return np.full((len(frame), 1), -1.0)
+        idx = self.cindex
+        return np.asarray([idx.get(str(c), -1) for c in frame["customer_id"]],
+                          dtype="float64").reshape(-1, 1)
+
+    def row_matrix(self, values: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray([[self.cindex.get(str(values.get("customer_id")), -1)]], "float64")
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Top-k product positions per row (NaN where the catalogue has fewer than k)."""
+        k = int(self.meta.get("k", 10))
+        exclude_seen = bool(self.meta.get("exclude_seen", False))
+        pindex = self._pindex()
+        out = np.full((x.shape[0], k), np.nan)
+        for r, i in enumerate(np.asarray(x, dtype="float64")[:, 0]):
+            cid = self.customer_ids[int(i)] if 0 <= i < len(self.customer_ids) else ""
+            recs = self.recommend(cid, k, exclude_seen=exclude_seen)
+            out[r, : len(recs)] = [pindex[p] for p, _ in recs]
+        return out
+
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         k = int(self.meta.get("k", 10))
+        exclude_seen = bool(self.meta.get("exclude_seen", False))
         recs = [
-            ",".join(p for p, _ in self.recommend(str(c), k)) for c in frame["customer_id"]
+            ",".join(p for p, _ in self.recommend(str(c), k, exclude_seen=exclude_seen))
+            for c in frame["customer_id"]
         ]
         return pd.DataFrame({"recommendations": recs}, index=frame.index)
 

@@ -134,7 +134,8 @@ def qini_coefficient(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray) -> 
 def ranking_metrics(
     recommended: list[list[str]], actual: list[set[str]], k: int = 10
 ) -> dict[str, float]:
-    """precision@k, recall@k and NDCG@k averaged over users with at least one actual item."""
+    """precision@k, recall@k and NDCG@k averaged over users with at least one actual item, named
+    ``precision_at_<k>`` etc. (MLflow metric names may not contain "@")."""
     precisions, recalls, ndcgs = [], [], []
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     for rec, act in zip(recommended, actual, strict=True):
@@ -148,10 +149,10 @@ def ranking_metrics(
         ideal = discounts[: min(len(act), k)].sum()
         ndcgs.append((hits * discounts).sum() / ideal)
     if not precisions:
-        return {f"precision@{k}": float("nan"), f"recall@{k}": float("nan"),
-                f"ndcg@{k}": float("nan")}
-    return {f"precision@{k}": float(np.mean(precisions)), f"recall@{k}": float(np.mean(recalls)),
-            f"ndcg@{k}": float(np.mean(ndcgs))}
+        return {f"precision_at_{k}": float("nan"), f"recall_at_{k}": float("nan"),
+                f"ndcg_at_{k}": float("nan")}
+    return {f"precision_at_{k}": float(np.mean(precisions)),
+            f"recall_at_{k}": float(np.mean(recalls)), f"ndcg_at_{k}": float(np.mean(ndcgs))}
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -173,3 +174,12 @@ def poisson_deviance(y: np.ndarray, mu: np.ndarray, floor: float = 1e-3) -> floa
     with np.errstate(divide="ignore", invalid="ignore"):
         term = np.where(y > 0, y * np.log(y / mu), 0.0)
     return float((2.0 * (term - (y - mu))).mean())
+
+
+def catalogue_coverage(recommended: list[list[str]], catalogue_size: int, k: int = 10) -> float:
+    """Share of the catalogue that appears in at least one top-``k`` list (how much of the
+    assortment a recommender ever shows; popularity alone shows ``k`` products)."""
+    if catalogue_size <= 0:
+        return float("nan")
+    shown = {p for rec in recommended for p in rec[:k]}
+    return float(len(shown) / catalogue_size)

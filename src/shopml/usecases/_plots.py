@@ -105,3 +105,14 @@ def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
     fig.savefig(path, dpi=90)
     _plt().close(fig)
     return path
+
+
+def bars(values: Mapping[str, float], path: Path, title: str, xlabel: str) -> Path:
+    """Horizontal bars, one per label, in the given order (top to bottom)."""
+    plt = _plt()
+    items = list(values.items())[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.4))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b6ea5")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,353 @@
+"""recommender: which products should this customer see next?
+
+Rows are the customers who buy something in the 30 days after the cutoff; the label is the set
+of products they buy then (non-canceled orders), kept as a comma-separated string. The model is
+implicit-feedback ALS (``implicit``, CPU, one thread) on the customer x product interactions
+strictly before the cutoff: purchases count fully, add-to-carts and views less (the view
+weight is tuned), and the confidence is ``1 + alpha * log1p(strength / 0.1)`` so that a heavy
+browser does not drown a buyer. The ranking score is the factor dot product plus a tuned
+multiple of the product's log popularity, folded into the factors as one extra dimension (ALS
+treats every unobserved pair alike, so it under-weights how much more often best-sellers are
+bought by everyone); customers the model has never seen get popularity.
+
+Already-bought products are not removed by default: repeat purchases are common in commerce
+(and in the simulator, where each purchase is drawn from the customer's stable taste). ``fit``
+measures both on the validation window and keeps the better one (``meta["exclude_seen"]``).
+
+The baseline is popularity: the products most bought in the last N days before the cutoff,
+with N in (30, 90, 365) picked on the training rows (the strongest of the three). Metrics are
+precision@10, recall@10 and NDCG@10 (the gate's metric) over the rows, and catalogue coverage
+(share of products shown to anyone). On simulated data the oracle ranks by the simulator's
+true next-purchase distribution (:func:`shopml.data.oracle.purchase_scores`).
+
+The fitted model is a :class:`~shopml.runtime.scorers.RecommenderScorer`: numpy factors and a
+popularity vector, no ``implicit`` at prediction time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from shopml.runtime.scorers import RecommenderScorer, Scorer
+from shopml.usecases import _metrics, _plots
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+
+if TYPE_CHECKING:
+    import optuna
+
+    from shopml.data.warehouse import Warehouse
+
+K = 10
+LABEL = "purchased_products"
+ORACLE = "oracle_top10"
+FEATURES = ["history_products", "history_purchases"]
+# A purchase is the strongest signal; add-to-carts and views are weaker (views are tuned).
+CART_WEIGHT = 0.3
+LOG_SCALE = 0.1  # confidence grows with log1p(strength / LOG_SCALE)
+POPULARITY_WINDOWS = (30, 90, 365)
+
+
+def _split(text: Any) -> list[str]:
+    return [p for p in str(text).split(",") if p] if isinstance(text, str) else []
+
+
+class Recommender(UseCase):
+    name = "recommender"
+    question = "Which products should this customer see next?"
+    entity = "customer"
+    key = "customer_id"
+    kind = "ranking"
+    required_tables = ("customers", "products", "orders", "order_items")
+    metrics = ("ndcg_at_10", "precision_at_10", "recall_at_10", "catalogue_coverage", "known_share")
+    # Output of the matrix path: top-10 product positions, so >= 0; NaN means a short list.
+    gate = GatePolicy(
+        "ndcg_at_10",
+        higher_is_better=True,
+        min_improvement=0.01,
+        floors={"ndcg_at_10": 0.01},
+        output_range=(0.0, None),
+        max_latency_ms=25.0,
+    )
+    monitoring = MonitorSpec(
+        features=tuple(FEATURES),
+        prediction="recommendations",
+        label=LABEL,
+        label_delay_days=30,
+        performance_metric="ndcg_at_10",
+    )
+    horizon_days = 30
+    # ALS learns from the interactions before the latest cutoff it is given, not from the
+    # training rows' labels: one training cutoff is enough (it picks the baseline's window).
+    train_cutoffs = 1
+
+    def __init__(self) -> None:
+        self._interactions: dict[tuple[str, datetime], pd.DataFrame] = {}
+
+    # -- data --------------------------------------------------------------------------------
+    def interactions_at(self, wh: Warehouse, cutoff: datetime) -> pd.DataFrame:
+        """Customer x product interactions strictly before ``cutoff`` (cached per warehouse
+        and cutoff: tuning refits many times on the same matrix)."""
+        from shopml.features import interactions
+
+        # The data version is part of the key: a reloaded warehouse must not reuse old rows.
+        key = (f"{wh.path}@{wh.dataset_version()}", cutoff)
+        if key not in self._interactions:
+            if len(self._interactions) >= 4:
+                self._interactions.pop(next(iter(self._interactions)))
+            self._interactions[key] = interactions(wh.ibis(), cutoff).to_pandas()
+        return self._interactions[key]
+
+    def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
+        b = wh.ibis()
+        o = b.table("orders")
+        end = cutoff + timedelta(days=self.horizon_days)
+        orders = o.filter(
+            o.purchased_at >= cutoff, o.purchased_at < end, o.status != "canceled"
+        ).select("order_id", "customer_id")
+        items = b.table("order_items").select("order_id", "product_id")
+        bought = items.join(orders, "order_id").select("customer_id", "product_id").distinct()
+        lab = bought.to_pandas()
+        frame = (
+            lab.sort_values(["customer_id", "product_id"])
+            .groupby("customer_id", sort=True)["product_id"]
+            .agg(",".join)
+            .rename(LABEL)
+            .reset_index()
+        )
+        frame["n_purchased"] = frame[LABEL].str.count(",") + 1
+        inter = self.interactions_at(wh, cutoff)
+        hist = inter.groupby("customer_id").agg(
+            history_products=("product_id", "size"),
+            history_purchases=("n_purchases", lambda s: int((s > 0).sum())),
+        )
+        frame = frame.join(hist, on="customer_id")
+        frame[FEATURES] = frame[FEATURES].fillna(0).astype("int64")
+        oracle: list[str] = []
+        truth = self._oracle_top(wh, cutoff, frame["customer_id"].tolist())
+        if truth is not None:
+            frame[ORACLE] = frame["customer_id"].map(truth).fillna("")
+            oracle = [ORACLE]
+        return LabelledData(frame, ["customer_id"], list(FEATURES), [LABEL], oracle, [cutoff])
+
+    @staticmethod
+    def _oracle_top(wh: Warehouse, cutoff: datetime, customers: list[str]) -> pd.Series | None:
+        """The simulator's true top-10 next purchases per customer (None on real data)."""
+        if wh.get_meta("source") != "simulator" or not customers:
+            return None
+        from shopml.data import oracle
+        from shopml.data.warehouse import WarehouseError
+
+        try:
+            top = oracle.purchase_scores(wh, cutoff, customers, k=K)
+        except (WarehouseError, ValueError):
+            return None
+        top = top.sort_values(["customer_id", "rank"])
+        return top.groupby("customer_id")["product_id"].agg(",".join)
+
+    def input_example(self, data: LabelledData) -> pd.DataFrame:
+        return data.frame[["customer_id"]].head(5)
+
+    # -- model -------------------------------------------------------------------------------
+    def default_params(self) -> dict[str, Any]:
+        return {
+            "factors": 16,
+            "regularization": 0.1,
+            "alpha": 1.0,
+            "iterations": 15,
+            "pop_weight": 0.15,
+            "view_weight": 0.1,
+            "popularity_days": 90,
+        }
+
+    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "factors": trial.suggest_int("factors", 8, 64, log=True),
+            "regularization": trial.suggest_float("regularization", 0.01, 10.0, log=True),
+            "alpha": trial.suggest_float("alpha", 0.3, 20.0, log=True),
+            "iterations": trial.suggest_int("iterations", 8, 30),
+            "pop_weight": trial.suggest_float("pop_weight", 0.0, 0.5),
+            "view_weight": trial.suggest_float("view_weight", 0.02, 0.5, log=True),
+        }
+
+    def popularity(self, wh: Warehouse, cutoff: datetime, days: int) -> pd.Series:
+        """Lines of non-canceled orders per product in the ``days`` before ``cutoff``."""
+        b = wh.ibis()
+        o = b.table("orders")
+        o = o.filter(
+            o.purchased_at < cutoff,
+            o.purchased_at >= cutoff - timedelta(days=days),
+            o.status != "canceled",
+        ).select("order_id")
+        i = b.table("order_items").join(o, "order_id")
+        counts = i.group_by("product_id").aggregate(n=i.count()).to_pandas()
+        return counts.set_index("product_id")["n"].astype("float64")
+
+    def _catalogue(self, wh: Warehouse) -> list[str]:
+        return sorted(wh.read("products", ["product_id"])["product_id"].astype(str).tolist())
+
+    def _popularity_scorer(self, products: list[str], pop: pd.Series, days: int) -> Scorer:
+        counts = pop.reindex(products).fillna(0.0).to_numpy()
+        return RecommenderScorer(
+            features=["customer_id"],
+            outputs=["recommendations"],
+            product_ids=products,
+            popularity=counts,
+            meta={"name": f"popularity ({days} days)", "k": K},
+        )
+
+    def fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+    ) -> Scorer:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        import scipy.sparse as sp
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        p = {**self.default_params(), **params}
+        # The latest cutoff whose interactions are all known before the rows it is scored on.
+        cutoff = max(valid.cutoffs) if valid is not None and valid.cutoffs else max(train.cutoffs)
+        inter = self.interactions_at(wh, cutoff)
+        products = sorted(set(self._catalogue(wh)) | set(inter["product_id"]))
+        pindex = {q: j for j, q in enumerate(products)}
+        customers = sorted(inter["customer_id"].unique())
+        cindex = {c: i for i, c in enumerate(customers)}
+        strength = (
+            inter["n_purchases"]
+            + CART_WEIGHT * inter["n_add_to_cart"]
+            + float(p["view_weight"]) * inter["n_views"]
+        ).to_numpy(dtype="float64")
+        value = np.log1p(strength / LOG_SCALE).astype("float32")
+        rows = inter["customer_id"].map(cindex).to_numpy()
+        cols = inter["product_id"].map(pindex).to_numpy()
+        matrix = sp.csr_matrix((value, (rows, cols)), shape=(len(customers), len(products)))
+        model = AlternatingLeastSquares(
+            factors=int(p["factors"]),
+            regularization=float(p["regularization"]),
+            alpha=float(p["alpha"]),
+            iterations=int(p["iterations"]),
+            num_threads=1,
+            random_state=seed,
+        )
+        model.fit(matrix, show_progress=False)
+        days = int(p["popularity_days"])
+        pop = self.popularity(wh, cutoff, days).reindex(products).fillna(0.0).to_numpy()
+        # log popularity relative to the best-seller, as one more factor dimension: the score
+        # is u . v + pop_weight * log((1 + n) / (1 + n_max)).
+        log_pop = np.log1p(pop) - np.log1p(pop.max())
+        user = np.asarray(model.user_factors, dtype="float32")
+        item = np.asarray(model.item_factors, dtype="float32")
+        user = np.hstack([user, np.full((len(customers), 1), p["pop_weight"], "float32")])
+        item = np.hstack([item, log_pop.astype("float32")[:, None]])
+        bought = inter[inter["n_purchases"] > 0]
+        seen = {c: [pindex[q] for q in g] for c, g in bought.groupby("customer_id")["product_id"]}
+        scorer = RecommenderScorer(
+            features=["customer_id"],
+            outputs=["recommendations"],
+            customer_ids=customers,
+            product_ids=products,
+            customer_factors=user,
+            product_factors=item,
+            popularity=pop,
+            seen=seen,
+            meta={
+                "name": "implicit ALS + popularity",
+                "k": K,
+                "exclude_seen": False,
+                "cutoff": cutoff.isoformat(),
+                "params": dict(p),
+            },
+        )
+        if valid is not None and len(valid):
+            # Measured, not assumed: keep already-bought products unless hiding them helps.
+            keep = self.evaluate(scorer, valid)["ndcg_at_10"]
+            scorer.meta["exclude_seen"] = True
+            hide = self.evaluate(scorer, valid)["ndcg_at_10"]
+            scorer.meta["exclude_seen"] = bool(hide > keep)
+            scorer.meta["valid_ndcg_keep_seen"] = keep
+            scorer.meta["valid_ndcg_exclude_seen"] = hide
+        return scorer
+
+    def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
+        # The window is chosen on the training rows (popularity at their cutoff), so the
+        # baseline is the best of the three simple windows rather than an arbitrary one.
+        products = self._catalogue(wh)
+        at = max(train.cutoffs)
+        best_days, best = POPULARITY_WINDOWS[0], -np.inf
+        for days in POPULARITY_WINDOWS:
+            trial = self._popularity_scorer(products, self.popularity(wh, at, days), days)
+            ndcg = self.evaluate(trial, train)["ndcg_at_10"]
+            if ndcg > best:
+                best_days, best = days, ndcg
+        return self._popularity_scorer(products, self.popularity(wh, cutoff, best_days), best_days)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def recommend_all(self, scorer: Scorer, data: LabelledData) -> list[list[str]]:
+        """Top-10 product ids per row, as the scorer serves them."""
+        assert isinstance(scorer, RecommenderScorer)
+        exclude = bool(scorer.meta.get("exclude_seen", False))
+        return [
+            [q for q, _ in scorer.recommend(str(c), K, exclude_seen=exclude)]
+            for c in data.frame["customer_id"]
+        ]
+
+    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
+        assert isinstance(scorer, RecommenderScorer)
+        recs = self.recommend_all(scorer, data)
+        actual = [set(_split(t)) for t in data.frame[LABEL]]
+        out = _metrics.ranking_metrics(recs, actual, K)
+        out["catalogue_coverage"] = _metrics.catalogue_coverage(recs, len(scorer.product_ids), K)
+        known = [
+            scorer.knows(str(c)) and scorer.customer_factors is not None
+            for c in data.frame["customer_id"]
+        ]
+        out["known_share"] = float(np.mean(known)) if known else float("nan")
+        return out
+
+    def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
+        if not data.has_oracle:
+            return None
+        recs = [_split(t) for t in data.frame[ORACLE]]
+        actual = [set(_split(t)) for t in data.frame[LABEL]]
+        out = _metrics.ranking_metrics(recs, actual, K)
+        out["catalogue_coverage"] = _metrics.catalogue_coverage(recs, len(self._catalogue(wh)), K)
+        return out
+
+    def plots(self, scorer: Scorer, data: LabelledData, outdir: Path) -> list[Path]:
+        recs = self.recommend_all(scorer, data)
+        actual = [set(_split(t)) for t in data.frame[LABEL]]
+        hist = data.frame["history_products"].to_numpy()
+        buckets: dict[str, float] = {}
+        for label, lo, hi in (
+            ("no history", 0, 0),
+            ("1-5 products", 1, 5),
+            ("6-20 products", 6, 20),
+            ("21+ products", 21, np.inf),
+        ):
+            idx = np.flatnonzero((hist >= lo) & (hist <= hi))
+            if len(idx):
+                m = _metrics.ranking_metrics([recs[i] for i in idx], [actual[i] for i in idx], K)
+                buckets[f"{label} (n={len(idx)})"] = m["ndcg_at_10"]
+        if not buckets:
+            return []
+        return [
+            _plots.bars(
+                buckets,
+                outdir / "ndcg_by_history.png",
+                "NDCG@10 by the customer's history before the cutoff",
+                "NDCG@10",
+            )
+        ]
+
+
+__all__ = ["Recommender"]
