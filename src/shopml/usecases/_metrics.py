@@ -119,6 +119,31 @@ def qini_coefficient(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray) -> 
         return float("nan")
     order = np.argsort(-u, kind="mergesort")
     y, t = y[order], t[order]
+def top_share_capture(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
+    """Share of the total actual value held by the top ``share`` of rows by score (for spend:
+    how much of next quarter's revenue the top decile of predicted spenders brings)."""
+    y, p = _clean(y, p)
+    if len(y) == 0 or y.sum() <= 0:
+        return float("nan")
+    k = max(1, int(round(len(y) * share)))
+    top = np.argsort(-p, kind="mergesort")[:k]
+    return float(y[top].sum() / y.sum())
+
+
+def uplift_at(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray, share: float) -> float:
+    """Observed uplift (treated response rate minus control response rate) among the top
+    ``share`` of rows by predicted uplift; NaN when that slice lacks either group."""
+    y = np.asarray(y, dtype="float64")
+    t = np.asarray(treated, dtype=bool)
+    u = np.asarray(uplift, dtype="float64")
+    k = max(1, int(round(len(y) * share)))
+    top = np.argsort(-u, kind="mergesort")[:k]
+    yt, tt = y[top], t[top]
+    if tt.all() or not tt.any():
+        return float("nan")
+    return float(yt[tt].mean() - yt[~tt].mean())
+
+
     n_t = np.cumsum(t)
     n_c = np.cumsum(~t)
     r_t = np.cumsum(y * t)

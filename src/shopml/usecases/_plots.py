@@ -116,3 +116,24 @@ def bars(values: Mapping[str, float], path: Path, title: str, xlabel: str) -> Pa
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     return _save(fig, path)
+def qini(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray, path: Path) -> Path:
+    """Qini curve: incremental responses when targeting the top of the uplift ranking, against
+    random targeting (the straight line)."""
+    plt = _plt()
+    y = np.asarray(y, dtype="float64")
+    t = np.asarray(treated, dtype=bool)
+    order = np.argsort(-np.asarray(uplift, dtype="float64"), kind="mergesort")
+    y, t = y[order], t[order]
+    n_t, n_c = np.cumsum(t), np.cumsum(~t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        curve = np.cumsum(y * t) - np.where(n_c > 0, np.cumsum(y * ~t) * n_t / n_c, 0.0)
+    share = np.arange(1, len(y) + 1) / max(len(y), 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(share, curve, label="model")
+    ax.plot([0, 1], [0, curve[-1] if len(curve) else 0], "--", color="grey", label="random")
+    ax.set_xlabel("share targeted (by predicted uplift)")
+    ax.set_ylabel("incremental responses")
+    ax.set_title("Qini curve")
+    ax.legend()
+    return _save(fig, path)
+

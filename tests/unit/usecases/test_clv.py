@@ -1,0 +1,129 @@
+"""clv: point-in-time rows and labels, the BG/NBD closed form, the scorer, the whole flow."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shopml.data.warehouse import Warehouse
+from shopml.usecases import get_usecase
+from shopml.usecases.base import LabelledData
+from shopml.usecases.clv import LABEL, BgNbdSpendScorer
+
+CUTOFF = datetime(2024, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def clv_data(small_sim_wh: Warehouse) -> tuple[LabelledData, LabelledData]:
+    uc = get_usecase("clv")
+    return uc.dataset(small_sim_wh, CUTOFF - timedelta(days=90)), uc.dataset(small_sim_wh, CUTOFF)
+
+
+def test_rows_are_customers_with_an_order_before_the_cutoff(
+    small_sim_wh: Warehouse, clv_data: tuple[LabelledData, LabelledData]
+) -> None:
+    _, data = clv_data
+    first = small_sim_wh.sql(
+        "SELECT customer_id FROM orders GROUP BY 1 HAVING min(purchased_at) < ?", [CUTOFF]
+    )
+    assert set(data.frame["customer_id"]) == set(first["customer_id"])
+    assert (data.frame["frequency_orders"] > 0).all()
+    assert (data.frame["bg_frequency"] == data.frame["bg_frequency"].round()).all()
+    assert (data.frame["bg_recency"] <= data.frame["bg_T"]).all()
+
+
+def test_label_is_goods_spend_in_the_90_days_after_the_cutoff(
+    small_sim_wh: Warehouse, clv_data: tuple[LabelledData, LabelledData]
+) -> None:
+    _, data = clv_data
+    spend = small_sim_wh.sql(
+        """SELECT o.customer_id, sum(i.unit_price * i.quantity) AS s
+           FROM orders o JOIN order_items i USING (order_id)
+           WHERE o.purchased_at >= ? AND o.purchased_at < ? AND o.status <> 'canceled'
+           GROUP BY 1""",
+        [CUTOFF, CUTOFF + timedelta(days=90)],
+    ).set_index("customer_id")["s"]
+    got = data.frame.set_index("customer_id")[LABEL]
+    expected = spend.reindex(got.index).fillna(0.0)
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9)
+    # Nothing from after the cutoff leaks into the features.
+    last = small_sim_wh.sql(
+        "SELECT customer_id, max(purchased_at) AS at FROM orders WHERE purchased_at < ? GROUP BY 1",
+        [CUTOFF],
+    ).set_index("customer_id")["at"]
+    recency = (CUTOFF - last.reindex(got.index)).dt.total_seconds() / 86400
+    np.testing.assert_allclose(data.frame["recency_days"], recency.to_numpy(), atol=1e-6)
+
+
+def test_bgnbd_quadrature_matches_the_hypergeometric_closed_form() -> None:
+    from scipy.special import hyp2f1
+
+    s = BgNbdSpendScorer(
+        features=[], outputs=["x"], r=0.6, alpha=25.0, a=1.9, b=15.0, horizon_days=90.0
+    )
+    x = np.array([0.0, 1.0, 3.0, 10.0, 25.0])
+    t_x = np.array([0.0, 40.0, 200.0, 300.0, 500.0])
+    big_t = np.array([100.0, 300.0, 250.0, 320.0, 600.0])
+    r, al, a, b, t = 0.6, 25.0, 1.9, 15.0, 90.0
+    z = t / (al + big_t + t)
+    num = 1 - ((al + big_t) / (al + big_t + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
+    den = 1 + (x > 0) * a / (b + x - 1) * ((al + big_t) / (al + t_x)) ** (r + x)
+    expected = (a + b + x - 1) / (a - 1) * num / den
+    np.testing.assert_allclose(s.expected_purchases(x, t_x, big_t), expected, rtol=1e-6)
+
+
+def test_model_fits_and_round_trips_through_pickle(
+    small_sim_wh: Warehouse, clv_data: tuple[LabelledData, LabelledData]
+) -> None:
+    uc = get_usecase("clv")
+    train, valid = clv_data
+    params = {**uc.default_params(), "num_boost_round": 60}
+    scorer = uc.fit(small_sim_wh, train, valid, params)
+    metrics = uc.evaluate(scorer, valid)
+    assert np.isfinite(metrics["mae"]) and metrics["gini"] > 0.3
+    again = pickle.loads(pickle.dumps(scorer))
+    x = scorer.to_matrix(valid.frame.head(50))
+    np.testing.assert_allclose(again.predict_matrix(x), scorer.predict_matrix(x))
+    out = scorer.predict_frame(valid.frame.head(5))
+    assert list(out.columns) == ["predicted_spend_90d", "expected_spend_90d"]
+    assert (out.to_numpy() >= 0).all()
+
+
+def test_skipped_with_a_reason_without_orders(tmp_path: Path) -> None:
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.settings import Settings
+
+    wh = Warehouse(tmp_path / "empty.duckdb")
+    result = train_usecase(
+        get_usecase("clv"), wh, Settings(home=tmp_path / "home"), TrainConfig(trials=0)
+    )
+    assert result.status == "skipped" and "orders" in result.reason
+    wh.close()
+
+
+@pytest.mark.slow
+def test_trains_registers_and_beats_bgnbd(
+    small_sim_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.settings import Settings
+
+    monkeypatch.setenv("SHOPML_HOME", str(tmp_path / "home"))
+    shutil.copy(small_sim_path, tmp_path / "shop.duckdb")
+    wh = Warehouse(tmp_path / "shop.duckdb")
+    result = train_usecase(
+        get_usecase("clv"),
+        wh,
+        Settings(home=tmp_path / "home"),
+        TrainConfig(trials=2, timeout_s=10),
+    )
+    wh.close()
+    assert result.status in {"promoted", "challenger"}, result.reason
+    assert result.version is not None
+    assert result.metrics["mae"] < result.baseline["mae"]
+    assert result.oracle is not None and np.isfinite(result.oracle["mae"])
