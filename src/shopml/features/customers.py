@@ -75,18 +75,20 @@ def customer_order_history(snap: Snapshot) -> ir.Table:
     products = snap.table("products").select("product_id", "category")
     it = items.left_join(products, "product_id")
     lines = it.group_by("customer_id").aggregate(
-        items_total=it.count(),
-        units_total=it.quantity.sum(),
-        distinct_products=it.product_id.nunique(),
-        distinct_categories=it.category.nunique(),
+        items_total=it.count(), units_total=it.quantity.sum()
     )
+    # Distinct counts as a distinct-then-count: DuckDB runs COUNT(DISTINCT) on one thread.
+    prods = it.select("customer_id", "product_id").distinct()
+    prods = prods.group_by("customer_id").aggregate(distinct_products=prods.count())
+    cats = it.filter(it.category.notnull()).select("customer_id", "category").distinct()
+    cats = cats.group_by("customer_id").aggregate(distinct_categories=cats.count())
     r = snap.returns
     rets = r.group_by("customer_id").aggregate(
         n_returns=r.count(),
         returned_items=r.order_item_id.nunique(),
         refund_total=r.refund_amount.sum(),
     )
-    return attach(orders, [lines, rets], "customer_id")
+    return attach(orders, [lines, prods, cats, rets], "customer_id")
 
 
 def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
@@ -108,9 +110,10 @@ def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
     web = e.group_by("customer_id").aggregate(
         views_30d=e.count(where=recent & (e.event_type == "view")),
         add_to_cart_30d=e.count(where=recent & (e.event_type == "add_to_cart")),
-        sessions_30d=e.session_id.nunique(where=recent),
         last_visit_at=e.event_at.max(),
     )
+    ses = e.filter(recent).select("customer_id", "session_id").distinct()
+    ses = ses.group_by("customer_id").aggregate(sessions_30d=ses.count())
     s = snap.campaign_sends.filter(lambda t: t.group == "treatment")
     camp = s.group_by("customer_id").aggregate(
         campaigns_received=s.count(), campaign_responses=s.count(where=s.responded)
@@ -121,7 +124,7 @@ def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
     )
 
     cust = snap.table("customers").select("customer_id", "created_at", "lat", "lon")
-    t = attach(cust, [history, web, camp, reviews], "customer_id")
+    t = attach(cust, [history, web, ses, camp, reviews], "customer_id")
     zero_int = [
         "frequency_orders", "orders_30d", "orders_90d", "orders_365d", "items_total",
         "units_total", "distinct_products", "distinct_categories", "n_returns",
