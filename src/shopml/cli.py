@@ -587,27 +587,53 @@ def rollback(
 def run(
     customers: Annotated[int, typer.Option(min=10, help="Customers to simulate.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per use case.")] = 45.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The main job: simulate a shop, load it, build every feature set and summarise."""
+    """The main job: simulate a shop, load it, build the features, train and gate every use case."""
     from shopml.data.simulator import SimConfig
     from shopml.data.simulator import simulate as run_simulation
+    from shopml.features import FEATURE_SETS
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.usecases import get_usecases
 
+    settings = _settings()
     with _progress("Simulating", quiet=as_json) as update:
         dataset = run_simulation(SimConfig(customers=customers, seed=seed), progress=update)
     with _warehouse() as wh:
         report = dataset.load(wh)
         if not as_json:
             _print_report(report, False, f"Simulated shop (seed {seed})")
-        from shopml.features import FEATURE_SETS
-
         at = _default_cutoff(wh)
-        rows = _feature_summary(wh, at, list(FEATURE_SETS))
+        with _progress("Building features", quiet=as_json) as update:
+            update("all feature sets", 0.1)
+            rows = _feature_summary(wh, at, list(FEATURE_SETS))
+        if not as_json:
+            _print_feature_summary(rows, at, False)
+        config = TrainConfig(trials=trials, timeout_s=timeout, seed=settings.seed)
+        usecases = get_usecases()
+        results = []
+        with _progress("Training", quiet=as_json) as update:
+            for i, uc in enumerate(usecases.values()):
+                def say(msg: str, i: int = i) -> None:
+                    update(msg, i / len(usecases))
+
+                results.append(train_usecase(uc, wh, settings, config, say))
     if as_json:
-        print_json({"load": report, "cutoff": at, "feature_sets": rows})
+        print_json({"load": report, "cutoff": at, "feature_sets": rows,
+                    "training": [r.to_dict() for r in results]})
         return
-    _print_feature_summary(rows, at, False)
-    console.print(f"Warehouse: {_settings().warehouse}  (inspect with `shopml tables`)")
+    _print_train_results(results, False)
+    home = settings.home
+    console.print(
+        f"\nWarehouse: {settings.warehouse}  (`shopml tables`)\n"
+        f"Models: `shopml models`; MLflow UI: "
+        f"`mlflow ui --backend-store-uri {settings.tracking_uri}`\n"
+        f"Everything lives under {home}", highlight=False,
+    )
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:
