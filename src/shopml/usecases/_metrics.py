@@ -84,6 +84,16 @@ def coverage(y: np.ndarray, upper: np.ndarray) -> float:
     return float((y <= upper).mean()) if len(y) else float("nan")
 
 
+def pinball(y: np.ndarray, q: np.ndarray, alpha: float) -> float:
+    """Mean pinball (quantile) loss of ``q`` as the ``alpha`` quantile of ``y``: under-predictions
+    cost ``alpha`` per unit, over-predictions ``1 - alpha``; the true quantile minimises it."""
+    y, q = _clean(y, q)
+    if len(y) == 0:
+        return float("nan")
+    diff = y - q
+    return float(np.maximum(alpha * diff, (alpha - 1.0) * diff).mean())
+
+
 def gini(y: np.ndarray, p: np.ndarray) -> float:
     """Normalised Gini: how well the prediction orders the actual values (1 = perfectly)."""
     y, p = _clean(y, p)

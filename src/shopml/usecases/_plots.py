@@ -99,6 +99,27 @@ def elasticities(
     return _save(fig, path)
 
 
+def quantile_coverage(
+    y: np.ndarray, upper: np.ndarray, target: float, path: Path, bins: int = 10
+) -> Path:
+    """Share of outcomes at or below a predicted upper quantile, per bin of that prediction:
+    a well-calibrated quantile stays near ``target`` for short and long predictions alike."""
+    plt = _plt()
+    order = np.argsort(upper)
+    chunks = [c for c in np.array_split(order, bins) if len(c)]
+    mid = [float(np.median(upper[c])) for c in chunks]
+    cov = [float((y[c] <= upper[c]).mean()) for c in chunks]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(mid, cov, "o-", label="observed coverage")
+    ax.axhline(target, color="grey", linestyle="--", label=f"target {target:g}")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("predicted upper quantile (median of bin)")
+    ax.set_ylabel("share at or below it")
+    ax.set_title("Coverage of the upper quantile (equal-count bins)")
+    ax.legend()
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
