@@ -218,3 +218,69 @@ def catalogue_coverage(recommended: list[list[str]], catalogue_size: int, k: int
         return float("nan")
     shown = {p for rec in recommended for p in rec[:k]}
     return float(len(shown) / catalogue_size)
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient (Euclidean); O(n^2) memory, so pass a sample of rows.
+    NaN with fewer than two clusters; a point alone in its cluster scores 0."""
+    x = np.asarray(x, dtype="float64")
+    labels = np.asarray(labels)
+    ids, inv = np.unique(labels, return_inverse=True)
+    if len(ids) < 2 or len(ids) >= len(x):
+        return float("nan")
+    sq = (x**2).sum(axis=1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0))
+    onehot = np.zeros((len(x), len(ids)))
+    onehot[np.arange(len(x)), inv] = 1.0
+    sums = d @ onehot  # distance from each point to every cluster, summed
+    counts = onehot.sum(axis=0)
+    own = counts[inv]
+    a = sums[np.arange(len(x)), inv] / np.maximum(own - 1, 1)
+    other = sums / counts
+    other[np.arange(len(x)), inv] = np.inf
+    b = other.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    return float(s.mean())
+
+
+def davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float:
+    """Davies-Bouldin index (lower is better): mean over clusters of the worst ratio of summed
+    within-cluster scatter to the distance between centroids."""
+    x = np.asarray(x, dtype="float64")
+    ids, inv = np.unique(np.asarray(labels), return_inverse=True)
+    if len(ids) < 2:
+        return float("nan")
+    cent = np.vstack([x[inv == i].mean(axis=0) for i in range(len(ids))])
+    scatter = np.asarray([np.linalg.norm(x[inv == i] - cent[i], axis=1).mean()
+                          for i in range(len(ids))])
+    dist = np.linalg.norm(cent[:, None, :] - cent[None, :, :], axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (scatter[:, None] + scatter[None, :]) / dist
+    np.fill_diagonal(ratio, -np.inf)
+    ratio[~np.isfinite(ratio) & (ratio > 0)] = np.inf
+    return float(ratio.max(axis=1).mean())
+
+
+def size_balance(labels: np.ndarray) -> float:
+    """Normalised entropy of the cluster shares: 1 when every cluster is the same size, near 0
+    when one cluster holds nearly everyone (1 as well for a single cluster)."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    if len(counts) == 0:
+        return float("nan")
+    if len(counts) == 1:
+        return 1.0
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(len(p)))
+
+
+def eta_squared(y: np.ndarray, groups: np.ndarray) -> float:
+    """Share of the variance of ``y`` explained by the group means (correlation ratio^2)."""
+    y = np.asarray(y, dtype="float64")
+    g = np.asarray(groups)
+    ok = np.isfinite(y)
+    y, g = y[ok], g[ok]
+    if len(y) < 2 or y.var() == 0:
+        return float("nan")
+    _, inv = np.unique(g, return_inverse=True)
+    means = np.bincount(inv, weights=y) / np.bincount(inv)
+    return float(((means[inv] - y.mean()) ** 2).sum() / ((y - y.mean()) ** 2).sum())
