@@ -189,7 +189,7 @@ def describe(client: MlflowClient, usecase: str) -> ModelSummary:
 
     name = model_name(usecase)
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions: list[ModelVersion] = list(client.search_model_versions(f"name = '{name}'"))
     except MlflowException:
         versions = []
     return ModelSummary(

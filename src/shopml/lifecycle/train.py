@@ -103,9 +103,8 @@ def tune(
     if config.trials <= 0 or not has_space:
         return uc.default_params(), pd.DataFrame()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "maximize" if uc.gate.higher_is_better else "minimize"
     study = optuna.create_study(
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=config.seed)
+        direction="maximize" if uc.gate.higher_is_better else "minimize", sampler=optuna.samplers.TPESampler(seed=config.seed)
     )
     study.enqueue_trial(uc.default_params())
 
@@ -159,8 +158,9 @@ def _pip_requirements() -> list[str]:
 
 def _log_frame_input(df: pd.DataFrame, name: str, digest: str, source: str) -> None:
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
 
-    ds = mlflow.data.from_pandas(df.head(1000), source=source, name=name, digest=digest)
+    ds = from_pandas(df.head(1000), source=source, name=name, digest=digest)
     mlflow.log_input(ds, context=name)
 
 

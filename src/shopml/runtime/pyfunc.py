@@ -12,15 +12,15 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from shopml.runtime.scorers import Scorer
 
 SCORER_ARTIFACT = "scorer"
 
 
-class ShopmlModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class ShopmlModel(PythonModel):
     """Loads the pickled scorer from the model's artifacts."""
 
     def __init__(self) -> None:
@@ -53,6 +53,8 @@ def read_scorer(path: Path) -> Scorer:
 
 def load_scorer(model_uri: str) -> Scorer:
     """The scorer inside a registered model (``models:/shopml-returns@champion``)."""
+    import mlflow.pyfunc
+
     model = mlflow.pyfunc.load_model(model_uri)
     wrapped = model.unwrap_python_model()
     if not isinstance(wrapped, ShopmlModel) or wrapped.scorer is None:

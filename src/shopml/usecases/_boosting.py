@@ -58,7 +58,7 @@ def train_booster(
         "num_threads": 1, "deterministic": True, "force_col_wise": True,
     }
     dtrain = lgb.Dataset(x, label=y, weight=weight, free_raw_data=False)
-    callbacks = []
+    callbacks: list[Any] = []
     valid_sets = []
     if x_valid is not None and y_valid is not None and len(y_valid):
         valid_sets = [lgb.Dataset(x_valid, label=y_valid, reference=dtrain)]
