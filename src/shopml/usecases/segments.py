@@ -152,6 +152,8 @@ class Segments(UseCase):
     )
     monitoring = MonitorSpec(features=tuple(FEATURE_NAMES), prediction="segment_id")
     horizon_days = 30
+    # fit accepts ``previous=<champion scorer>``; read by the lifecycle once it passes it.
+    uses_previous = True
 
     # -- data --------------------------------------------------------------------------------
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
