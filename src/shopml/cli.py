@@ -638,17 +638,20 @@ def run(
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit 2."""
-    import click
+    try:  # typer >= 0.20 vendors click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover
+        from click import ClickException
 
     errors = _user_errors()
     try:
         app(standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except errors as exc:

@@ -121,6 +121,10 @@ class Warehouse:
         from shopml.settings import get_settings
 
         s = settings or get_settings()
+        if read_only and not s.warehouse.exists():
+            raise WarehouseError(
+                f"no warehouse at {s.warehouse}; run `shopml simulate` or `shopml ingest` first"
+            )
         if not read_only:
             s.ensure_home()
         return cls(s.warehouse, read_only=read_only)
