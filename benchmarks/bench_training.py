@@ -42,7 +42,7 @@ TARGETS: dict[str, tuple[str, str, Check]] = {
     "clv": ("mae", "MAE <= 1.10 x oracle", _ratio_at_most(1.10)),
     "high-value": ("auc", "AUC >= 0.97 x oracle", _ratio_at_least(0.97)),
     "campaign": ("auc_treated", "AUC >= 0.97 x oracle", _ratio_at_least(0.97)),
-    "recommender": ("ndcg@10", "NDCG@10 >= 1.5 x popularity",
+    "recommender": ("ndcg_at_10", "NDCG@10 >= 1.5 x popularity",
                     lambda m, b, o: None if not _ok(m, b) else m >= 1.5 * b),
     "segments": ("silhouette", "beats RFM tertiles",
                  lambda m, b, o: None if not _ok(m, b) else m > b),

@@ -93,6 +93,7 @@ def tune(
     train: LabelledData,
     valid: LabelledData,
     config: TrainConfig,
+    previous: Scorer | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Optuna search on the validation window; returns best params and the trial history."""
     import optuna
@@ -110,7 +111,7 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         params = {**uc.default_params(), **uc.search_space(trial)}
-        scorer = uc.fit(wh, train, valid, params, seed=config.seed)
+        scorer = uc.fit(wh, train, valid, params, seed=config.seed, **_previous(uc, previous))
         value = uc.evaluate(scorer, valid)[uc.gate.metric]
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"{uc.gate.metric} is not finite")
@@ -124,6 +125,22 @@ def tune(
     except ValueError:  # every trial failed
         best = uc.default_params()
     return best, history
+
+
+def _previous(uc: UseCase, previous: Scorer | None) -> dict[str, Any]:
+    return {"previous": previous} if uc.uses_previous else {}
+
+
+def champion_scorer(client: MlflowClient, uc: UseCase) -> Scorer | None:
+    """The current champion's scorer, or None (no champion, or it cannot be loaded)."""
+    from shopml.runtime.pyfunc import load_scorer
+
+    if registry.alias_version(client, uc.name, registry.CHAMPION) is None:
+        return None
+    try:
+        return load_scorer(f"models:/{model_name(uc.name)}@{registry.CHAMPION}")
+    except Exception:
+        return None
 
 
 def evaluate_champion(
@@ -213,13 +230,15 @@ def _train(
     plan = uc.split(wh)
     say(f"{uc.name}: building datasets")
     train, valid, test = build_splits(uc, wh, plan)
+    previous = champion_scorer(client, uc) if uc.uses_previous else None
     say(f"{uc.name}: tuning ({config.trials} trials, {config.timeout_s:.0f} s)")
-    params, history = tune(uc, wh, train, valid, config)
+    params, history = tune(uc, wh, train, valid, config, previous)
     say(f"{uc.name}: fitting and evaluating")
-    scorer = uc.fit(wh, train, valid, params, seed=config.seed)
+    scorer = uc.final_fit(wh, train, valid, params, config.seed, as_of=plan.test_cutoff,
+                          **_previous(uc, previous))
     metrics = uc.evaluate(scorer, test)
     valid_metrics = uc.evaluate(scorer, valid)
-    base = uc.baseline(wh, train, plan.valid_cutoff)
+    base = uc.baseline(wh, train, plan.test_cutoff)
     baseline_metrics = uc.evaluate(base, test)
     oracle = uc.oracle_metrics(wh, test)
     sanity = sanity_checks(scorer, test, uc.gate)

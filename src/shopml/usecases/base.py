@@ -128,6 +128,10 @@ class UseCase(ABC):
     gate: ClassVar[GatePolicy]
     monitoring: ClassVar[MonitorSpec] = MonitorSpec()
 
+    # Whether ``fit`` takes ``previous=`` (the current champion's scorer, or None), for models
+    # that must stay consistent across retrains (stable segment ids).
+    uses_previous: ClassVar[bool] = False
+
     # Time split: labels of rows built at a cutoff are complete `horizon_days` later.
     horizon_days: ClassVar[int] = 30
     train_cutoffs: ClassVar[int] = 6
@@ -184,9 +188,32 @@ class UseCase(ABC):
     ) -> Scorer:
         """Fit the model; ``valid`` may be used for early stopping or calibration."""
 
+    def final_fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+        *,
+        as_of: datetime,
+        **kwargs: Any,
+    ) -> Scorer:
+        """The model that is evaluated on the test window and registered.
+
+        ``as_of`` is the test cutoff: a use case whose model state comes from data known at
+        scoring time (interaction histories, say) may refresh it up to ``as_of``; nothing at or
+        after it may be used. The default is :meth:`fit` on the training rows.
+        """
+        return self.fit(wh, train, valid, params, seed, **kwargs)
+
     @abstractmethod
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
-        """The simple model to beat, fitted on the same training data."""
+        """The simple model to beat, fitted on the same training rows.
+
+        ``cutoff`` is the test cutoff: a baseline that learns from history alone (popularity,
+        BG/NBD) may use everything known before it, as it would in production.
+        """
 
     @abstractmethod
     def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:

@@ -209,6 +209,7 @@ class Recommender(UseCase):
         valid: LabelledData | None,
         params: Mapping[str, Any],
         seed: int = 0,
+        as_of: datetime | None = None,
     ) -> Scorer:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         import scipy.sparse as sp
@@ -216,7 +217,9 @@ class Recommender(UseCase):
 
         p = {**self.default_params(), **params}
         # The latest cutoff whose interactions are all known before the rows it is scored on.
-        cutoff = max(valid.cutoffs) if valid is not None and valid.cutoffs else max(train.cutoffs)
+        cutoff = as_of or (
+            max(valid.cutoffs) if valid is not None and valid.cutoffs else max(train.cutoffs)
+        )
         inter = self.interactions_at(wh, cutoff)
         products = sorted(set(self._catalogue(wh)) | set(inter["product_id"]))
         pindex = {q: j for j, q in enumerate(products)}
@@ -277,6 +280,21 @@ class Recommender(UseCase):
             scorer.meta["valid_ndcg_keep_seen"] = keep
             scorer.meta["valid_ndcg_exclude_seen"] = hide
         return scorer
+
+    def final_fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+        *,
+        as_of: datetime,
+        **kwargs: Any,
+    ) -> Scorer:
+        # ALS learns from interactions alone: the served model uses every interaction known
+        # when the rows are scored (before the test cutoff), as a nightly retrain would.
+        return self.fit(wh, train, valid, params, seed, as_of=as_of)
 
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
         # The window is chosen on the training rows (popularity at their cutoff), so the
