@@ -119,16 +119,6 @@ def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
     return float(y[top].mean() / y.mean())
 
 
-def qini_coefficient(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray) -> float:
-    """Area between the Qini curve and the random-targeting line, normalised by the number of
-    people (so it reads as extra responses per person targeted, averaged over depths)."""
-    y = np.asarray(y, dtype="float64")
-    t = np.asarray(treated, dtype=bool)
-    u = np.asarray(uplift, dtype="float64")
-    if t.all() or not t.any():
-        return float("nan")
-    order = np.argsort(-u, kind="mergesort")
-    y, t = y[order], t[order]
 def top_share_capture(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
     """Share of the total actual value held by the top ``share`` of rows by score (for spend:
     how much of next quarter's revenue the top decile of predicted spenders brings)."""
@@ -154,6 +144,16 @@ def uplift_at(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray, share: flo
     return float(yt[tt].mean() - yt[~tt].mean())
 
 
+def qini_coefficient(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray) -> float:
+    """Area between the Qini curve and the random-targeting line, normalised by the number of
+    people (so it reads as extra responses per person targeted, averaged over depths)."""
+    y = np.asarray(y, dtype="float64")
+    t = np.asarray(treated, dtype=bool)
+    u = np.asarray(uplift, dtype="float64")
+    if t.all() or not t.any():
+        return float("nan")
+    order = np.argsort(-u, kind="mergesort")
+    y, t = y[order], t[order]
     n_t = np.cumsum(t)
     n_c = np.cumsum(~t)
     r_t = np.cumsum(y * t)
@@ -184,16 +184,27 @@ def ranking_metrics(
         ideal = discounts[: min(len(act), k)].sum()
         ndcgs.append((hits * discounts).sum() / ideal)
     if not precisions:
-        return {f"precision_at_{k}": float("nan"), f"recall_at_{k}": float("nan"),
-                f"ndcg_at_{k}": float("nan")}
-    return {f"precision_at_{k}": float(np.mean(precisions)),
-            f"recall_at_{k}": float(np.mean(recalls)), f"ndcg_at_{k}": float(np.mean(ndcgs))}
+        return {
+            f"precision_at_{k}": float("nan"),
+            f"recall_at_{k}": float("nan"),
+            f"ndcg_at_{k}": float("nan"),
+        }
+    return {
+        f"precision_at_{k}": float(np.mean(precisions)),
+        f"recall_at_{k}": float(np.mean(recalls)),
+        f"ndcg_at_{k}": float(np.mean(ndcgs)),
+    }
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {"auc": auc(y, p), "pr_auc": pr_auc(y, p), "log_loss": log_loss(y, p),
-            "brier": brier(y, p), "calibration_error": calibration_error(y, p),
-            "lift_at_10pct": lift_at(y, p, 0.1)}
+    return {
+        "auc": auc(y, p),
+        "pr_auc": pr_auc(y, p),
+        "log_loss": log_loss(y, p),
+        "brier": brier(y, p),
+        "calibration_error": calibration_error(y, p),
+        "lift_at_10pct": lift_at(y, p, 0.1),
+    }
 
 
 def poisson_deviance(y: np.ndarray, mu: np.ndarray, floor: float = 1e-3) -> float:
@@ -251,8 +262,9 @@ def davies_bouldin(x: np.ndarray, labels: np.ndarray) -> float:
     if len(ids) < 2:
         return float("nan")
     cent = np.vstack([x[inv == i].mean(axis=0) for i in range(len(ids))])
-    scatter = np.asarray([np.linalg.norm(x[inv == i] - cent[i], axis=1).mean()
-                          for i in range(len(ids))])
+    scatter = np.asarray(
+        [np.linalg.norm(x[inv == i] - cent[i], axis=1).mean() for i in range(len(ids))]
+    )
     dist = np.linalg.norm(cent[:, None, :] - cent[None, :, :], axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = (scatter[:, None] + scatter[None, :]) / dist

@@ -72,33 +72,6 @@ def residuals(y: np.ndarray, pred: np.ndarray, path: Path) -> Path:
     return _save(fig, path)
 
 
-def elasticities(
-    values: Mapping[str, float],
-    path: Path,
-    pooled: float | None = None,
-    truth: Mapping[str, float] | None = None,
-) -> Path:
-    """Estimated price elasticity per group (e.g. category), with the pooled value and, on
-    simulated data, the true average elasticity of each group."""
-    plt = _plt()
-    names = list(values)
-    pos = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.5))
-    ax.barh(pos, [values[n] for n in names], color="#3b6ea5", label="estimated")
-    if truth:
-        ax.scatter([truth.get(n, np.nan) for n in names], pos, color="#c0392b", zorder=3,
-                   label="true (mean)")
-    if pooled is not None:
-        ax.axvline(pooled, color="grey", linestyle="--", label=f"pooled {pooled:.2f}")
-    ax.axvline(-1.0, color="black", linewidth=0.8)
-    ax.set_yticks(pos)
-    ax.set_yticklabels(names)
-    ax.set_xlabel("elasticity (d log units / d log price); left of -1: cuts raise revenue")
-    ax.set_title("Price elasticity")
-    ax.legend(loc="lower right")
-    return _save(fig, path)
-
-
 def quantile_coverage(
     y: np.ndarray, upper: np.ndarray, target: float, path: Path, bins: int = 10
 ) -> Path:
@@ -120,6 +93,38 @@ def quantile_coverage(
     return _save(fig, path)
 
 
+def elasticities(
+    values: Mapping[str, float],
+    path: Path,
+    pooled: float | None = None,
+    truth: Mapping[str, float] | None = None,
+) -> Path:
+    """Estimated price elasticity per group (e.g. category), with the pooled value and, on
+    simulated data, the true average elasticity of each group."""
+    plt = _plt()
+    names = list(values)
+    pos = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.5))
+    ax.barh(pos, [values[n] for n in names], color="#3b6ea5", label="estimated")
+    if truth:
+        ax.scatter(
+            [truth.get(n, np.nan) for n in names],
+            pos,
+            color="#c0392b",
+            zorder=3,
+            label="true (mean)",
+        )
+    if pooled is not None:
+        ax.axvline(pooled, color="grey", linestyle="--", label=f"pooled {pooled:.2f}")
+    ax.axvline(-1.0, color="black", linewidth=0.8)
+    ax.set_yticks(pos)
+    ax.set_yticklabels(names)
+    ax.set_xlabel("elasticity (d log units / d log price); left of -1: cuts raise revenue")
+    ax.set_title("Price elasticity")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -128,15 +133,6 @@ def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
-def bars(values: Mapping[str, float], path: Path, title: str, xlabel: str) -> Path:
-    """Horizontal bars, one per label, in the given order (top to bottom)."""
-    plt = _plt()
-    items = list(values.items())[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.4))
-    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b6ea5")
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    return _save(fig, path)
 def qini(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray, path: Path) -> Path:
     """Qini curve: incremental responses when targeting the top of the uplift ranking, against
     random targeting (the straight line)."""
@@ -158,3 +154,13 @@ def qini(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray, path: Path) -> 
     ax.legend()
     return _save(fig, path)
 
+
+def bars(values: Mapping[str, float], path: Path, title: str, xlabel: str) -> Path:
+    """Horizontal bars, one per label, in the given order (top to bottom)."""
+    plt = _plt()
+    items = list(values.items())[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.4))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#3b6ea5")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _save(fig, path)
