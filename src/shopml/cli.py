@@ -460,6 +460,8 @@ def train(
     all_: Annotated[bool, typer.Option("--all", help="Train every use case.")] = False,
     trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = 8,
     timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per use case.")] = 45.0,
+    force: Annotated[bool, typer.Option(
+        help="Train even if this data and config were trained already.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate, register and gate use cases on the warehouse's data."""
@@ -468,7 +470,7 @@ def train(
 
     names = _usecase_names(usecases, all_)
     settings = _settings()
-    config = TrainConfig(trials=trials, timeout_s=timeout, seed=settings.seed)
+    config = TrainConfig(trials=trials, timeout_s=timeout, seed=settings.seed, force=force)
     results = []
     with _warehouse() as wh, _progress("Training", quiet=as_json) as update:
         for i, name in enumerate(names):

@@ -39,12 +39,13 @@ class TrainConfig:
     timeout_s: float = 45.0
     seed: int = 42
     register: bool = True
+    force: bool = False  # train even when this data and config were already trained
 
 
 @dataclass
 class TrainResult:
     usecase: str
-    status: str  # promoted | challenger | skipped | failed
+    status: str  # promoted | challenger | unchanged | skipped | failed
     reason: str = ""
     version: str | None = None
     run_id: str | None = None
@@ -63,6 +64,70 @@ class TrainResult:
 
 class NotEnoughData(ValueError):
     """The data is too short or too thin for this use case's time split."""
+
+
+TRAIN_KEY_TAG = "shopml.train_key"
+
+
+def training_key(uc: UseCase, wh: Warehouse, config: TrainConfig) -> str:
+    """What makes two trainings the same: use case, data, budget and code."""
+    import hashlib
+
+    from shopml import __version__
+
+    parts = {
+        "usecase": uc.name,
+        "data": wh.dataset_version(list(uc.required_tables)),
+        "config": [config.trials, config.timeout_s, config.seed],
+        "params": uc.default_params(),
+        "code": [__version__, git_commit()],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def reuse_previous_training(
+    client: MlflowClient, uc: UseCase, key: str
+) -> TrainResult | None:
+    """The result of an earlier, complete training with the same key, or None.
+
+    A training interrupted after registering its version but before the gate decided is
+    unfinished: its version is deleted (and its run marked failed) so that training again
+    leaves exactly one version for this key.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = model_name(uc.name)
+    try:
+        versions = list(client.search_model_versions(f"name = '{name}'"))
+    except MlflowException:
+        versions = []
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        tags = dict(mv.tags or {})
+        if tags.get(TRAIN_KEY_TAG) != key:
+            continue
+        if "shopml.gate.verdict" not in tags:
+            client.delete_model_version(name, str(mv.version))
+            continue
+        champion = registry.alias_version(client, uc.name, registry.CHAMPION)
+        is_champion = champion is not None and str(champion.version) == str(mv.version)
+        return TrainResult(
+            uc.name, "unchanged",
+            f"same data, config and code as v{mv.version} "
+            f"({'champion' if is_champion else tags['shopml.gate.verdict']}); "
+            "use --force to train again",
+            version=str(mv.version), run_id=mv.run_id, metric=uc.gate.metric,
+            metrics=json.loads(tags.get("shopml.metrics", "{}")),
+            baseline=json.loads(tags.get("shopml.baseline_metrics", "{}")),
+        )
+    return None
+
+
+def _fail_stale_runs(client: MlflowClient, experiment_id: str, key: str) -> None:
+    """Runs of the same key left RUNNING by a killed process are marked FAILED."""
+    for run in client.search_runs([experiment_id],
+                                  f"tags.`{TRAIN_KEY_TAG}` = '{key}' and "
+                                  "attributes.status = 'RUNNING'"):
+        client.set_terminated(run.info.run_id, status="FAILED")
 
 
 def build_splits(
@@ -227,6 +292,13 @@ def _train(
 
     client = configure(settings)
     experiment_id = ensure_experiment(client, settings, uc.name)
+    key = training_key(uc, wh, config)
+    if config.register and not config.force:
+        reused = reuse_previous_training(client, uc, key)
+        if reused is not None:
+            reused.seconds = time.perf_counter() - started
+            return reused
+    _fail_stale_runs(client, experiment_id, key)
     plan = uc.split(wh)
     say(f"{uc.name}: building datasets")
     train, valid, test = build_splits(uc, wh, plan)
@@ -260,7 +332,7 @@ def _train(
             "shopml.usecase": uc.name, "shopml.kind": uc.kind, "mlflow.source.git.commit":
             git_commit(), "shopml.git_commit": git_commit(),
             "shopml.dataset_version": dataset_version, "shopml.data_source":
-            wh.get_meta("source") or "unknown",
+            wh.get_meta("source") or "unknown", TRAIN_KEY_TAG: key,
         })
         mlflow.log_params({f"param.{k}": v for k, v in params.items()})
         mlflow.log_params({
@@ -304,15 +376,20 @@ def _train(
             input_example=example,
             pip_requirements=_pip_requirements(),
             code_paths=[str(Path(__file__).resolve().parent.parent)],
-            registered_model_name=model_name(uc.name) if config.register else None,
         )
         result.run_id = run.info.run_id
+        if config.register:
+            # Registered with its training key in one call, so an interrupted training can be
+            # recognised and cleaned up by the next one.
+            registered = mlflow.register_model(
+                model_info.model_uri, model_name(uc.name), tags={TRAIN_KEY_TAG: key}
+            )
 
     if not config.register:
         result.status = "logged"
         result.seconds = time.perf_counter() - started
         return result
-    version = str(model_info.registered_model_version)
+    version = str(registered.version)
     result.version = version
     name = model_name(uc.name)
     client.set_model_version_tag(name, version, "shopml.metrics", json.dumps(

@@ -107,3 +107,33 @@ def test_missing_tables_skip_with_a_reason(tmp_path: Path) -> None:
         result = train_usecase(NeedsReturns(), w, get_settings(), CONFIG)
     assert result.status == "skipped" and "no returns table" in result.reason
     assert isinstance(w, Warehouse)
+
+
+def test_same_data_and_config_is_not_trained_twice(wh) -> None:
+    settings = get_settings()
+    first = train_usecase(ToyUseCase(), wh, settings, CONFIG)
+    again = train_usecase(ToyUseCase(), wh, settings, CONFIG)
+    assert again.status == "unchanged" and again.version == first.version
+    assert again.metrics == pytest.approx({k: round(v, 6) for k, v in first.metrics.items()})
+    forced = train_usecase(ToyUseCase(), wh, settings, TrainConfig(trials=0, force=True))
+    assert forced.status in ("promoted", "challenger") and forced.version == "2"
+
+
+def test_an_interrupted_training_is_cleaned_up(wh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after registering but before the gate: the next run leaves one version."""
+    import shopml.lifecycle.train as train_module
+
+    settings = get_settings()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train_module, "apply_decision", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_usecase(ToyUseCase(), wh, settings, CONFIG)
+    monkeypatch.undo()
+    result = train_usecase(ToyUseCase(), wh, settings, CONFIG)
+    assert result.status == "promoted"
+    client = configure(settings)
+    versions = client.search_model_versions(f"name = '{model_name('toy')}'")
+    assert [str(v.version) for v in versions] == [result.version]
