@@ -1,0 +1,506 @@
+"""The pipeline's tasks: each one step, idempotent, with retries, a timeout and a cache key.
+
+Caching: tasks whose output depends only on data and configuration carry a ``cache_key_fn``
+that hashes the data versions (content hashes from the warehouse), the configuration, the code
+version and the store they write to, so a rerun with unchanged inputs skips finished work. Their
+results persist under ``<home>/prefect/results`` (see :func:`task_options`), so the cache lives
+and dies with the rest of the local state. ``force`` reruns everything (``refresh_cache``).
+
+Idempotence, for runs killed midway: every write is atomic (warehouse transactions, the online
+store's table swap, scores written to a temporary file then renamed), loading the same data
+again is detected and skipped, and training relies on the lifecycle's own reuse of a version
+registered with the same training key. A task killed halfway leaves nothing that a rerun
+would duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+import shopml
+from shopml.flows.progress import report
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import TaskRun
+    from prefect.context import TaskRunContext
+    from prefect.states import State
+    from prefect.tasks import Task
+
+    from shopml.data.warehouse import Warehouse
+    from shopml.lifecycle.train import TrainResult
+    from shopml.settings import Settings
+
+# Entities materialised for online lookup (what serving needs at request time).
+ONLINE_ENTITIES = ("customers", "products", "sellers")
+# Back-off for tasks that talk to servers (MLflow, a remote store): 2 s, 10 s, 30 s.
+SERVER_RETRY_DELAYS = [2.0, 10.0, 30.0]
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+def settings() -> Settings:
+    """The process settings (each flow run reads them from its own environment)."""
+    from shopml.settings import get_settings
+
+    return get_settings()
+
+
+def open_warehouse(read_only: bool = False) -> Warehouse:
+    from shopml.data.warehouse import Warehouse
+
+    return Warehouse.open(settings(), read_only=read_only)
+
+
+def code_version() -> str:
+    """The package version and git commit: a code change invalidates cached work."""
+    from shopml.lifecycle.tracking import git_commit
+
+    return f"{shopml.__version__}+{git_commit()}"
+
+
+def digest(*parts: Any) -> str:
+    """A stable short hash of JSON-able parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    # Every parameter of a cached task is a data version, a config value or a name: hashing
+    # them with the task, the code and the stores the task reads and writes is the cache key.
+    s = settings()
+    return digest(
+        context.task.name, parameters, code_version(), str(s.warehouse.resolve()),
+        s.tracking_uri, s.online_store_uri or str((s.home / "online.sqlite").resolve()),
+    )
+
+
+def task_options(force: bool = False) -> dict[str, Any]:
+    """Per-run task options: results under the home folder, and ``force`` refreshing caches."""
+    path = (settings().home / "prefect" / "results").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    # A Path (not an unsaved block): Prefect turns it into local storage without a server-side
+    # block document, so this works in ephemeral mode and on a worker alike.
+    options: dict[str, Any] = {
+        "result_storage": path,
+        "persist_result": True,
+    }
+    if force:
+        options["refresh_cache"] = True
+    return options
+
+
+def atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a parquet file under a temporary name in the same folder, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".parquet.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_json(value: Any, path: Path) -> Path:
+    """Write JSON under a temporary name in the same folder, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json.tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(value, fh, indent=2, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def data_end(wh: Warehouse) -> datetime:
+    """The day after the last order: features "now" are built at this cutoff."""
+    wh.require("orders")
+    row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
+    if not row or row[0] is None:
+        raise DataInvalid("the orders table is empty; nothing to build features from")
+    latest: datetime = row[0]
+    return datetime(latest.year, latest.month, latest.day) + timedelta(days=1)
+
+
+class DataInvalid(ValueError):
+    """The warehouse's data cannot feed the pipeline (no orders, missing core tables)."""
+
+
+# -- data --------------------------------------------------------------------------------------
+@task(name="load-simulated-data", timeout_seconds=1800, cache_policy=NO_CACHE)
+def load_simulated(customers: int, seed: int, days: int = 730, start: str = "2023-01-01",
+                   scenario: str = "none") -> dict[str, Any]:
+    """Simulate a shop and load it, unless the warehouse already holds exactly this simulation.
+
+    Not cached by Prefect: the warehouse itself is the record (the simulator's configuration and
+    version are stored in its metadata), which stays right even when another import replaced
+    the data in between.
+    """
+    from shopml.data.sim.world import SIM_VERSION
+    from shopml.data.simulator import SimConfig, simulate
+
+    config = SimConfig(customers=customers, seed=seed, days=days,
+                       start=date.fromisoformat(start), scenario=scenario)
+    with open_warehouse() as wh:
+        same = (wh.get_meta("source") == "simulator"
+                and wh.get_meta("sim_config") == config.to_json()
+                and wh.get_meta("sim_version") == SIM_VERSION)
+        if same:
+            report("data unchanged: the warehouse already holds this simulation", 0.08)
+            return {"source": "simulator", "loaded": False, "customers": customers,
+                    "seed": seed, "dataset_version": wh.dataset_version()}
+    report(f"simulating {customers:,} customers", 0.01)
+
+    def progress(stage: str, fraction: float) -> None:
+        report(f"simulating: {stage}", 0.01 + 0.07 * fraction)
+
+    dataset = simulate(config, progress=progress)
+    report("loading into the warehouse", 0.08)
+    with open_warehouse() as wh:
+        load = dataset.load(wh)
+        version = wh.dataset_version()
+    return {"source": "simulator", "loaded": True, "customers": customers, "seed": seed,
+            "dataset_version": version, "rows_quarantined": load.rows_quarantined,
+            "tables": {t.table: t.rows_accepted for t in load.tables}}
+
+
+def _fetch(path: str, workdir: Path) -> Path:
+    """A local path for ``path``; ``s3://bucket/key`` objects (or prefixes) are downloaded."""
+    if not path.startswith("s3://"):
+        return Path(path)
+    from shopml.flows.landing import s3_client, split_s3
+
+    bucket, key = split_s3(path)
+    client = s3_client()
+    listing = client.list_objects_v2(Bucket=bucket, Prefix=key)
+    keys = [o["Key"] for o in listing.get("Contents", [])]
+    if not keys:
+        raise FileNotFoundError(f"{path}: no such object")
+    if keys == [key]:
+        target = workdir / Path(key).name
+        client.download_file(bucket, key, str(target))
+        return target
+    folder = workdir / Path(key.rstrip("/")).name
+    for k in keys:  # a prefix: an Olist folder of CSVs
+        dest = folder / k[len(key):].lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, k, str(dest))
+    return folder
+
+
+@task(name="ingest-file", timeout_seconds=1800, cache_policy=NO_CACHE,
+      retries=2, retry_delay_seconds=SERVER_RETRY_DELAYS[:2])
+def ingest_file(path: str, kind: str) -> dict[str, Any]:
+    """Import a landed file (or folder, or ``s3://`` object) into the warehouse.
+
+    Importing the same file twice changes nothing (the same data versions), so a rerun after a
+    crash is safe without a cache.
+    """
+    from shopml.data.importers import IMPORTERS
+
+    if kind not in IMPORTERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(IMPORTERS)}")
+    with tempfile.TemporaryDirectory(prefix="shopml-ingest-") as tmp:
+        local = _fetch(path, Path(tmp))
+        if not local.exists():
+            raise FileNotFoundError(f"{local}: no such file or directory")
+        report(f"importing {kind} from {path}", 0.02)
+        dataset = IMPORTERS[kind](local)
+        with open_warehouse() as wh:
+            load = dataset.load(wh)
+            version = wh.dataset_version()
+    return {"source": kind, "path": path, "loaded": True, "dataset_version": version,
+            "rows_quarantined": load.rows_quarantined,
+            "tables": {t.table: t.rows_accepted for t in load.tables}}
+
+
+@task(name="validate-data", timeout_seconds=300, cache_policy=NO_CACHE)
+def validate_data() -> dict[str, Any]:
+    """Check the warehouse can feed the pipeline and summarise its contracts' verdicts.
+
+    Every row was validated on write (rejects are in the quarantine); this step refuses data
+    with no orders and reports tables, rows, quarantined rows and the data end.
+    """
+    report("validating the data", 0.1)
+    with open_warehouse(read_only=True) as wh:
+        info = wh.info()
+        present = {t.table for t in info}
+        missing = [t for t in ("customers", "orders", "order_items") if t not in present]
+        if missing:
+            raise DataInvalid(f"the warehouse has no {', '.join(missing)} table(s)")
+        end = data_end(wh)
+        tables = {t.table: {"rows": t.rows, "quarantined": t.quarantined, "version": t.version}
+                  for t in info if not t.oracle}
+        return {"dataset_version": wh.dataset_version(), "data_end": end.isoformat(),
+                "source": wh.get_meta("source"), "tables": tables,
+                "rows_quarantined": sum(t["quarantined"] or 0 for t in tables.values())}
+
+
+# -- features ----------------------------------------------------------------------------------
+def features_path(entity: str) -> Path:
+    return settings().home / "features" / f"{entity}.parquet"
+
+
+@task(name="build-latest-features", timeout_seconds=900, cache_key_fn=_cache_key,
+      task_run_name="features-{entity}")
+def build_latest_features(entity: str, data_version: str, cutoff: str) -> dict[str, Any]:
+    """Build one entity's features at ``cutoff`` (the data end) into ``<home>/features``.
+
+    ``data_version`` (the versions of the tables the feature set reads) is only there for the
+    cache key: the same data and code give the same features.
+    """
+    from shopml.features import build_features, get_feature_set
+
+    fs = get_feature_set(entity)
+    with open_warehouse(read_only=True) as wh:
+        frame = build_features(wh, datetime.fromisoformat(cutoff), entity)
+    path = atomic_parquet(frame, features_path(entity))
+    return {"entity": entity, "key": fs.key[0], "rows": len(frame),
+            "columns": len(frame.columns), "cutoff": cutoff, "path": str(path)}
+
+
+@task(name="materialise-online", timeout_seconds=600, cache_key_fn=_cache_key,
+      retries=2, retry_delay_seconds=SERVER_RETRY_DELAYS[:2], task_run_name="online-{entity}")
+def materialise_online(entity: str, key: str, path: str, as_of: str,
+                       data_version: str) -> dict[str, Any]:
+    """Replace the online store's features for ``entity`` with the built ones (atomic swap)."""
+    from shopml.online import open_store
+
+    frame = pd.read_parquet(path)
+    store = open_store(settings())
+    try:
+        rows = store.write(entity, frame, key, datetime.fromisoformat(as_of))
+    finally:
+        store.close()
+    return {"entity": entity, "rows": rows, "as_of": as_of}
+
+
+# -- training ----------------------------------------------------------------------------------
+class UseCaseFailed(RuntimeError):
+    """A use case's training failed; carries the lifecycle's result for the summary."""
+
+    def __init__(self, result: TrainResult) -> None:
+        super().__init__(f"{result.usecase}: {result.reason}")
+        self.result = result
+
+
+class TransientFailure(UseCaseFailed):
+    """A failure that looks like a server hiccup (connection refused, timeout, locked store)."""
+
+
+_TRANSIENT_MARKERS = (
+    "ConnectionError", "ConnectionRefused", "ConnectTimeout", "ReadTimeout", "TimeoutError",
+    "Max retries exceeded", "Temporary failure", "503", "502", "database is locked",
+    "server closed the connection", "OperationalError",
+)
+
+
+def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    # Retrying a deterministic failure (a bug, too little data) only wastes the budget.
+    try:
+        state.result()
+    except TransientFailure:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def train_config(trials: int, timeout_s: float, seed: int) -> dict[str, Any]:
+    return {"trials": trials, "timeout_s": timeout_s, "seed": seed}
+
+
+@task(name="train-usecase", cache_key_fn=_cache_key, retries=2,
+      retry_delay_seconds=SERVER_RETRY_DELAYS[:2], retry_condition_fn=_retry_transient,
+      task_run_name="train-{usecase}")
+def train_one(usecase: str, data_version: str, config: dict[str, Any],
+              force: bool = False) -> TrainResult:
+    """Train, evaluate, register and gate one use case (the lifecycle does the work).
+
+    Cached on the use case, the versions of its tables, the training configuration and the
+    code (the lifecycle's training key): a rerun with the same inputs reuses the finished
+    result. A failure raises :class:`UseCaseFailed`, so it is never cached and the next run
+    tries again; the pipeline catches it and carries on with the other use cases.
+    """
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.usecases import get_usecase
+
+    uc = get_usecase(usecase)
+    cfg = TrainConfig(**config)
+    kwargs: dict[str, Any] = {}
+    if "force" in inspect.signature(train_usecase).parameters:
+        kwargs["force"] = force
+    with open_warehouse() as wh:
+        result = train_usecase(uc, wh, settings(), cfg,
+                               lambda msg: report(msg), **kwargs)
+    if result.status == "failed":
+        if any(marker in result.reason for marker in _TRANSIENT_MARKERS):
+            raise TransientFailure(result)
+        raise UseCaseFailed(result)
+    return result
+
+
+# -- registry and scoring ----------------------------------------------------------------------
+@task(name="champion-of", timeout_seconds=120, cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=SERVER_RETRY_DELAYS, task_run_name="champion-{usecase}")
+def champion_of(usecase: str) -> dict[str, Any] | None:
+    """The champion's version and its recorded metrics, or None (asks the registry: retried)."""
+    from shopml.lifecycle.registry import CHAMPION, alias_version
+    from shopml.lifecycle.tracking import configure
+
+    client = configure(settings())
+    mv = alias_version(client, usecase, CHAMPION)
+    if mv is None:
+        return None
+    tags = dict(mv.tags or {})
+    return {"version": str(mv.version),
+            "metrics": json.loads(tags.get("shopml.metrics", "{}")),
+            "baseline": json.loads(tags.get("shopml.baseline_metrics", "{}")),
+            "verdict": tags.get("shopml.gate.verdict")}
+
+
+def scores_path(usecase: str) -> Path:
+    return settings().home / "scores" / f"{usecase}.parquet"
+
+
+def scoring_frame(usecase: str, wh: Warehouse) -> tuple[pd.DataFrame, list[str], datetime]:
+    """The latest rows a use case can build: its dataset at the data end, or (for use cases
+    whose rows are defined by what happens after the cutoff, such as orders to deliver) at the
+    latest cutoff, one label horizon at a time, that has rows. Labels are not used."""
+    from shopml.usecases import get_usecase
+
+    uc = get_usecase(usecase)
+    end = uc.data_end(wh)
+    for step in range(4):
+        cutoff = end - timedelta(days=uc.horizon_days * step)
+        data = uc.dataset(wh, cutoff)
+        if len(data):
+            return data.frame[[*data.keys, *data.features]], data.keys, cutoff
+    raise DataInvalid(f"{usecase}: no rows to score in the last {4 * uc.horizon_days} days")
+
+
+@task(name="batch-score", timeout_seconds=1200, cache_key_fn=_cache_key, retries=2,
+      retry_delay_seconds=SERVER_RETRY_DELAYS[:2], task_run_name="score-{usecase}")
+def batch_score(usecase: str, version: str, data_version: str) -> dict[str, Any]:
+    """Score the latest rows with the champion (``version``) into ``<home>/scores/<uc>.parquet``.
+
+    Cached on the champion's version and the data: a new champion or new data rescore.
+    """
+    from shopml.lifecycle.tracking import configure, model_name
+    from shopml.runtime.pyfunc import load_scorer
+
+    configure(settings())
+    scorer = load_scorer(f"models:/{model_name(usecase)}/{version}")
+    with open_warehouse(read_only=True) as wh:
+        frame, keys, cutoff = scoring_frame(usecase, wh)
+    started = time.perf_counter()
+    predictions = scorer.predict_frame(frame)
+    out = pd.concat([frame[keys].reset_index(drop=True),
+                     predictions.reset_index(drop=True)], axis=1)
+    out["model_version"] = version
+    out["as_of"] = cutoff
+    path = atomic_parquet(out, scores_path(usecase))
+    return {"usecase": usecase, "version": version, "rows": len(out), "path": str(path),
+            "as_of": cutoff.isoformat(), "outputs": list(predictions.columns),
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+# -- monitoring --------------------------------------------------------------------------------
+@task(name="data-quality-report", timeout_seconds=300, cache_policy=NO_CACHE)
+def data_quality_report() -> dict[str, Any]:
+    """Freshness and quality of the warehouse: rows, quarantined share and age per table."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with open_warehouse(read_only=True) as wh:
+        end = data_end(wh)
+        tables = []
+        for t in wh.info():
+            if t.oracle:
+                continue
+            total = t.rows + t.quarantined
+            tables.append({
+                "table": t.table, "rows": t.rows, "quarantined": t.quarantined,
+                "quarantined_share": round(t.quarantined / total, 6) if total else 0.0,
+                "version": t.version,
+                "written_at": t.written_at.isoformat() if t.written_at else None,
+                "hours_since_written": round((now - t.written_at).total_seconds() / 3600, 2)
+                if t.written_at else None,
+            })
+        return {"source": wh.get_meta("source"), "dataset_version": wh.dataset_version(),
+                "data_end": end.isoformat(),
+                "days_since_last_order": round((now - end).total_seconds() / 86400, 1),
+                "tables": tables}
+
+
+def _distribution(series: pd.Series) -> dict[str, Any]:
+    numeric = pd.to_numeric(series, errors="coerce")
+    if numeric.notna().sum() and numeric.notna().mean() > 0.5:
+        values = numeric.dropna().to_numpy(dtype="float64")
+        counts, edges = np.histogram(values, bins=10)
+        return {
+            "kind": "numeric", "count": int(series.size), "missing": int(numeric.isna().sum()),
+            "mean": float(values.mean()), "std": float(values.std()),
+            "min": float(values.min()), "max": float(values.max()),
+            "quantiles": {str(q): float(np.quantile(values, q))
+                          for q in (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)},
+            "histogram": {"edges": [float(e) for e in edges],
+                          "counts": [int(c) for c in counts]},
+        }
+    values = series.dropna().astype(str)
+    top = values.value_counts().head(10)
+    return {"kind": "categorical", "count": int(series.size),
+            "missing": int(series.isna().sum()), "distinct": int(values.nunique()),
+            "top": {str(k): int(v) for k, v in top.items()}}
+
+
+@task(name="score-distribution", timeout_seconds=300, cache_policy=NO_CACHE,
+      task_run_name="score-distribution-{usecase}")
+def score_distribution(usecase: str) -> dict[str, Any] | None:
+    """The latest batch scores' distribution per output column (None when never scored)."""
+    path = scores_path(usecase)
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    skip = {"model_version", "as_of"}
+    keys = [c for c in frame.columns if c.endswith("_id") or c == "week_start"]
+    outputs = [c for c in frame.columns if c not in skip and c not in keys]
+    return {
+        "usecase": usecase, "rows": len(frame),
+        "model_version": str(frame["model_version"].iloc[0]) if len(frame) else None,
+        "as_of": str(frame["as_of"].iloc[0]) if len(frame) else None,
+        "scored_at": datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(),
+        "outputs": {c: _distribution(frame[c]) for c in outputs},
+    }
+
+
+@task(name="write-monitoring-report", timeout_seconds=120, cache_policy=NO_CACHE)
+def write_monitoring_report(quality: dict[str, Any],
+                            scores: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Write the report under ``<home>/reports/monitoring/`` (timestamped, and ``latest.json``)."""
+    now = datetime.now(UTC)
+    body = {
+        "generated_at": now.isoformat(), "data_quality": quality,
+        "score_distributions": {k: v for k, v in scores.items() if v is not None},
+        "not_scored": sorted(k for k, v in scores.items() if v is None),
+        "not_available_yet": "drift and delayed-label performance (Evidently) come with the "
+                             "monitoring issue",
+    }
+    folder = settings().reports_dir / "monitoring"
+    path = atomic_json(body, folder / f"monitoring-{now:%Y%m%dT%H%M%SZ}.json")
+    shutil.copyfile(path, folder / ".latest.json.tmp")
+    os.replace(folder / ".latest.json.tmp", folder / "latest.json")
+    return {"path": str(path), "latest": str(folder / "latest.json"),
+            "scored": sorted(body["score_distributions"]), "not_scored": body["not_scored"]}
