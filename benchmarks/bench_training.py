@@ -42,12 +42,21 @@ TARGETS: dict[str, tuple[str, str, Check]] = {
     "clv": ("mae", "MAE <= 1.10 x oracle", _ratio_at_most(1.10)),
     "high-value": ("auc", "AUC >= 0.97 x oracle", _ratio_at_least(0.97)),
     "campaign": ("auc_treated", "AUC >= 0.97 x oracle", _ratio_at_least(0.97)),
-    "recommender": ("ndcg_at_10", "NDCG@10 >= 1.5 x popularity",
-                    lambda m, b, o: None if not _ok(m, b) else m >= 1.5 * b),
-    "segments": ("silhouette", "beats RFM tertiles",
-                 lambda m, b, o: None if not _ok(m, b) else m > b),
-    "pricing": ("revenue_uplift_true", ">= 3% revenue uplift, 0 violations",
-                lambda m, b, o: None if not _ok(m) else m >= 0.03),
+    "recommender": (
+        "ndcg_at_10",
+        "NDCG@10 >= 1.5 x popularity",
+        lambda m, b, o: None if not _ok(m, b) else m >= 1.5 * b,
+    ),
+    "segments": (
+        "silhouette",
+        "beats RFM tertiles",
+        lambda m, b, o: None if not _ok(m, b) else m > b,
+    ),
+    "pricing": (
+        "revenue_uplift_true",
+        ">= 3% revenue uplift, 0 violations",
+        lambda m, b, o: None if not _ok(m) else m >= 0.03,
+    ),
 }
 
 
@@ -136,8 +145,7 @@ def run(quick: bool = False) -> Result:
             "tuning budget (8 trials or 45 s per use case), test window at the end of the data. "
             "Oracle = the simulator's true probabilities or expectations, scored the same way.",
             "",
-            "| use case | metric | model | baseline | oracle | model / oracle | target | "
-            "seconds |",
+            "| use case | metric | model | baseline | oracle | model / oracle | target | seconds |",
             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
             *_quality_rows(results),
             "",
@@ -170,8 +178,10 @@ def _real_samples(work: Path) -> list[str]:
 
     shared = Path(os.environ.get("SHOPML_SHARED_DATA_DIR", ROOT.parent / "shared" / "data"))
     samples = {
-        "Online Retail II": ("online-retail",
-                             shared / "online_retail_ii" / "online_retail_II_2009_2010.csv.gz"),
+        "Online Retail II": (
+            "online-retail",
+            shared / "online_retail_ii" / "online_retail_II_2009_2010.csv.gz",
+        ),
         "CDNOW": ("cdnow", shared / "cdnow" / "CDNOW_sample.txt"),
     }
     rows: list[str] = []

@@ -1,8 +1,9 @@
 """Shared plumbing for benchmarks: timing, results files, and the README's results block.
 
-Each benchmark module ``benchmarks/bench_<name>.py`` defines ``run(quick: bool = False) -> Result``.
-``python -m benchmarks [NAME ...] [--quick]`` runs them, writes ``benchmarks/results/<name>.json``
-and ``.md``, and rewrites the README between ``<!-- bench:<name> -->`` and ``<!-- /bench:<name> -->``.
+Each benchmark module ``benchmarks/bench_<name>.py`` defines ``run(quick=False) -> Result``.
+``python -m benchmarks [NAME ...] [--quick]`` runs them, writes
+``benchmarks/results/<name>.json`` and ``.md``, and rewrites the README between
+``<!-- bench:<name> -->`` and ``<!-- /bench:<name> -->``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class Result:
         default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
     machine: str = field(
-        default_factory=lambda: f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}"
+        default_factory=lambda: (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
     )
 
 

@@ -59,8 +59,10 @@ def ensure_postgres() -> str:
     if not port_open("127.0.0.1", 5432):
         versions = os.listdir("/etc/postgresql") if os.path.isdir("/etc/postgresql") else []
         if versions:
-            _start(["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "start"],
-                   ("127.0.0.1", 5432))
+            _start(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "start"],
+                ("127.0.0.1", 5432),
+            )
     if not port_open("127.0.0.1", 5432):
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 and could not be started")
     return "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -69,8 +71,22 @@ def ensure_postgres() -> str:
 def ensure_redis() -> str:
     """The machine's Redis (started if down) as a URL, or skip the test."""
     if not port_open("127.0.0.1", 6379):
-        _start(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
-                "--save", "", "--appendonly", "no"], ("127.0.0.1", 6379))
+        _start(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            ("127.0.0.1", 6379),
+        )
     if not port_open("127.0.0.1", 6379):
         pytest.skip("Redis is not running on 127.0.0.1:6379 and could not be started")
     return "redis://127.0.0.1:6379/0"
@@ -83,14 +99,16 @@ def postgres_database() -> Iterator[str]:
 
     base = ensure_postgres()
     name = f"shopml_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
-                         autocommit=True) as con:
+    with psycopg.connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+    ) as con:
         con.execute(f'CREATE DATABASE "{name}"')
     try:
         yield f"{base}/{name}"
     finally:
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres",
-                             autocommit=True) as con:
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+        ) as con:
             con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -102,13 +120,19 @@ def s3_server(bucket: str = "shopml") -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/moto-api/", proc=proc)
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=bucket)
         yield url
     finally:
         proc.terminate()
@@ -123,10 +147,24 @@ def mlflow_server(workdir: Path, backend_uri: str | None = None) -> Iterator[str
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = (workdir / "mlflow-server.log").open("w")
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", backend, "--artifacts-destination",
-         str(workdir / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(workdir / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=workdir,
     )
     url = f"http://127.0.0.1:{port}"
     try:

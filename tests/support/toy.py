@@ -28,8 +28,13 @@ class ToyUseCase(UseCase):
     kind = "binary"
     required_tables = ("customers",)
     metrics = ("auc", "log_loss")
-    gate = GatePolicy("auc", higher_is_better=True, min_improvement=0.01,
-                      floors={"auc": 0.55}, output_range=(0.0, 1.0))
+    gate = GatePolicy(
+        "auc",
+        higher_is_better=True,
+        min_improvement=0.01,
+        floors={"auc": 0.55},
+        output_range=(0.0, 1.0),
+    )
     horizon_days = 30
     train_cutoffs = 2
     strength: ClassVar[float] = 1.0
@@ -46,32 +51,62 @@ class ToyUseCase(UseCase):
         x = rng.normal(size=n)
         noise = rng.normal(size=n)
         y = (x + rng.normal(scale=0.8, size=n) > 0).astype(int)
-        frame = pd.DataFrame({"thing_id": [f"t{i}" for i in range(n)], "x_signal": x,
-                              "x_noise": noise, "y": y})
+        frame = pd.DataFrame(
+            {"thing_id": [f"t{i}" for i in range(n)], "x_signal": x, "x_noise": noise, "y": y}
+        )
         return LabelledData(frame, ["thing_id"], ["x_signal", "x_noise"], ["y"], [], [cutoff])
 
     def default_params(self) -> dict[str, Any]:
         return {"strength": self.strength}
 
-    def fit(self, wh: Warehouse, train: LabelledData, valid: LabelledData | None,
-            params: Mapping[str, Any], seed: int = 0) -> Scorer:
+    def fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+    ) -> Scorer:
         s = float(params["strength"])
-        return LinearScorer(features=train.features, outputs=["p"], coef=[2.0 * s, 1.0 - s],
-                            mean=[0.0, 0.0], scale=[1.0, 1.0], fill=[0.0, 0.0], link="logit")
+        return LinearScorer(
+            features=train.features,
+            outputs=["p"],
+            coef=[2.0 * s, 1.0 - s],
+            mean=[0.0, 0.0],
+            scale=[1.0, 1.0],
+            fill=[0.0, 0.0],
+            link="logit",
+        )
 
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
         return ConstantScorer(features=[], outputs=["p"], values=[float(train.y.mean())])
 
     def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
         p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame))).reshape(-1)
-        return {"auc": _metrics.auc(data.y.to_numpy(), p),
-                "log_loss": _metrics.log_loss(data.y.to_numpy(), p)}
+        return {
+            "auc": _metrics.auc(data.y.to_numpy(), p),
+            "log_loss": _metrics.log_loss(data.y.to_numpy(), p),
+        }
 
 
 def toy_warehouse(path: Any) -> Warehouse:
     wh = Warehouse(path)
-    wh.write_tables({"customers": pd.DataFrame({
-        "customer_id": ["c1"], "created_at": ["2024-01-01"], "country": ["BR"], "region": [None],
-        "city": [None], "zip_prefix": [None], "lat": [0.0], "lon": [0.0],
-    })}, source="toy", mode="dataset")
+    wh.write_tables(
+        {
+            "customers": pd.DataFrame(
+                {
+                    "customer_id": ["c1"],
+                    "created_at": ["2024-01-01"],
+                    "country": ["BR"],
+                    "region": [None],
+                    "city": [None],
+                    "zip_prefix": [None],
+                    "lat": [0.0],
+                    "lon": [0.0],
+                }
+            )
+        },
+        source="toy",
+        mode="dataset",
+    )
     return wh

@@ -10,8 +10,9 @@ import pytest
 from shopml import cli
 
 
-def shopml(args: list[str], capsys: pytest.CaptureFixture[str],
-           monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+def shopml(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
     monkeypatch.setattr("sys.argv", ["shopml", *args])
     code = 0
     try:
@@ -24,8 +25,9 @@ def shopml(args: list[str], capsys: pytest.CaptureFixture[str],
 
 @pytest.fixture
 def simulated(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> dict:
-    code, out, err = shopml(["simulate", "--customers", "300", "--days", "120", "--json"],
-                            capsys, monkeypatch)
+    code, out, err = shopml(
+        ["simulate", "--customers", "300", "--days", "120", "--json"], capsys, monkeypatch
+    )
     assert code == 0, err
     return json.loads(out)
 
@@ -51,8 +53,11 @@ def test_tables_and_features_json(simulated: dict, capsys, monkeypatch) -> None:
 
 def test_features_written_to_a_file(simulated: dict, tmp_path: Path, capsys, monkeypatch) -> None:
     target = tmp_path / "out" / "customers.parquet"
-    code, _, err = shopml(["features", "customers", "--cutoff", "2023-03-01", "--output",
-                           str(target)], capsys, monkeypatch)
+    code, _, err = shopml(
+        ["features", "customers", "--cutoff", "2023-03-01", "--output", str(target)],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     import pandas as pd
 
@@ -77,8 +82,9 @@ def test_quarantine_json_when_clean(simulated: dict, capsys, monkeypatch) -> Non
         (["quarantine", "nope"], "unknown table 'nope'"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(args: list[str], message: str, capsys,
-                                         monkeypatch) -> None:
+def test_user_errors_are_one_line_exit_2(
+    args: list[str], message: str, capsys, monkeypatch
+) -> None:
     code, _, err = shopml(args, capsys, monkeypatch)
     assert code == 2
     assert message in err

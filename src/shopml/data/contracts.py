@@ -129,8 +129,16 @@ def _geo() -> tuple[Column, ...]:
 
 
 ORDER_STATUSES = frozenset(
-    {"created", "approved", "invoiced", "processing", "shipped", "delivered", "canceled",
-     "unavailable"}
+    {
+        "created",
+        "approved",
+        "invoiced",
+        "processing",
+        "shipped",
+        "delivered",
+        "canceled",
+        "unavailable",
+    }
 )
 EVENT_TYPES = frozenset({"view", "add_to_cart", "purchase"})
 PAYMENT_METHODS = frozenset(
@@ -321,7 +329,7 @@ _register(
         ),
         ("product_id", "valid_from"),
         (ForeignKey(("product_id",), "products", ("product_id",)),),
-        description="List price from valid_from until the next row; is_test marks randomised tests.",
+        description="List price from valid_from until the next row; is_test marks price tests.",
     ),
     # The simulator's truth: what generated each label, for scoring models against the best.
     Contract(
@@ -350,8 +358,11 @@ _register(
             _f("purchase_rate", min=0, description="orders per day while active, before season"),
             _f("dropout_prob", min=0, max=1, description="chance of churning after each order"),
             _t("churned_at", nullable=True, description="when the customer churned, if they did"),
-            _f("order_value_mean", min=0,
-               description="expected order value (lines, no freight) at the start's prices"),
+            _f(
+                "order_value_mean",
+                min=0,
+                description="expected order value (lines, no freight) at the start's prices",
+            ),
             _f("order_value_sd", min=0, description="sd of order value at the start's prices"),
             _f("items_per_order_mean", min=1, description="expected lines per order"),
             _f("returner_propensity", description="log-odds shift of this customer's returns"),
@@ -371,8 +382,11 @@ _register(
             _f("p_response_control", min=0, max=1),
         ),
         ("campaign_id", "customer_id"),
-        (ForeignKey(("campaign_id", "customer_id"), "campaign_sends",
-                    ("campaign_id", "customer_id")),),
+        (
+            ForeignKey(
+                ("campaign_id", "customer_id"), "campaign_sends", ("campaign_id", "customer_id")
+            ),
+        ),
         oracle=True,
     ),
     Contract(
@@ -437,15 +451,14 @@ def coerce_types(df: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd
             c = c.where(np.isfinite(c.to_numpy(dtype="float64", na_value=np.nan)) | c.isna())
         elif col.dtype == "bool":
             c = _to_bool(s)
-        else:  # timestamp
-            if pd.api.types.is_datetime64_any_dtype(s.dtype):
-                c = s.dt.tz_convert(None) if getattr(s.dt, "tz", None) is not None else s
-                c = c.astype("datetime64[ns]")
-            else:
-                c = pd.to_datetime(s, errors="coerce", format="mixed")
-                if getattr(c.dt, "tz", None) is not None:
-                    c = c.dt.tz_convert(None)
-                c = c.astype("datetime64[ns]")
+        elif pd.api.types.is_datetime64_any_dtype(s.dtype):  # timestamp, already typed
+            c = s.dt.tz_convert(None) if getattr(s.dt, "tz", None) is not None else s
+            c = c.astype("datetime64[ns]")
+        else:  # timestamp from text
+            c = pd.to_datetime(s, errors="coerce", format="mixed")
+            if getattr(c.dt, "tz", None) is not None:
+                c = c.dt.tz_convert(None)
+            c = c.astype("datetime64[ns]")
         bad[col.name] = ~was_null & c.isna().to_numpy()
         out[col.name] = c
     return pd.DataFrame(out, index=df.index), pd.DataFrame(bad, index=df.index)
@@ -454,8 +467,18 @@ def coerce_types(df: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd
 def _to_bool(s: pd.Series) -> pd.Series:
     if pd.api.types.is_bool_dtype(s.dtype):
         return s.astype("boolean")
-    mapping = {"true": True, "t": True, "1": True, "yes": True, "y": True,
-               "false": False, "f": False, "0": False, "no": False, "n": False}
+    mapping = {
+        "true": True,
+        "t": True,
+        "1": True,
+        "yes": True,
+        "y": True,
+        "false": False,
+        "f": False,
+        "0": False,
+        "no": False,
+        "n": False,
+    }
     return s.map(lambda v: mapping.get(str(v).strip().lower()) if pd.notna(v) else None).astype(
         "boolean"
     )

@@ -187,7 +187,7 @@ class Warehouse:
             )
 
     def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """A whole table as a pandas frame (canonical tables come back with their contract types)."""
+        """A whole table as a pandas frame (canonical tables keep their contract types)."""
         self.require(table)
         cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
         return self.con.execute(f'SELECT {cols} FROM "{table}"').df()
@@ -246,8 +246,15 @@ class Warehouse:
             row = self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()
             version, written_at, source = meta.get(name, (None, None, None))
             out.append(
-                TableInfo(name, int(row[0]) if row else 0, version, q.get(name, 0), written_at,
-                          source, contract.oracle)
+                TableInfo(
+                    name,
+                    int(row[0]) if row else 0,
+                    version,
+                    q.get(name, 0),
+                    written_at,
+                    source,
+                    contract.oracle,
+                )
             )
         return out
 
@@ -289,8 +296,9 @@ class Warehouse:
             raise WarehouseError("warehouse opened read-only")
         order = required_tables(tables)
         batch_id = uuid.uuid4().hex[:12]
-        report = WriteReport(batch_id, source, mode,
-                             set_aside={k: dict(v) for k, v in (set_aside or {}).items()})
+        report = WriteReport(
+            batch_id, source, mode, set_aside={k: dict(v) for k, v in (set_aside or {}).items()}
+        )
         accepted: dict[str, pd.DataFrame] = {}
         results = []
         for name in order:
@@ -344,12 +352,28 @@ class Warehouse:
                 rows_q = len(res.quarantined)
                 con.execute(
                     "INSERT INTO _shopml_loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [batch_id, source, name, mode, res.rows_read, len(res.accepted), rows_q,
-                     json.dumps(res.by_rule), now],
+                    [
+                        batch_id,
+                        source,
+                        name,
+                        mode,
+                        res.rows_read,
+                        len(res.accepted),
+                        rows_q,
+                        json.dumps(res.by_rule),
+                        now,
+                    ],
                 )
                 report.tables.append(
-                    TableLoad(name, res.rows_read, len(res.accepted), rows_q, res.by_rule,
-                              version, rows_after)
+                    TableLoad(
+                        name,
+                        res.rows_read,
+                        len(res.accepted),
+                        rows_q,
+                        res.by_rule,
+                        version,
+                        rows_after,
+                    )
                 )
             for key, value in {"last_source": source, **(meta or {})}.items():
                 con.execute("INSERT OR REPLACE INTO _shopml_meta VALUES (?, ?)", [key, value])
@@ -421,7 +445,7 @@ class Warehouse:
         # An order-independent digest of every row (keys are unique, so rows cannot cancel out),
         # plus the schema: the same content gives the same version however it was written.
         row = con.execute(
-            f'SELECT count(*), coalesce(bit_xor(hash(t)), 0), coalesce(sum(hash(t)), 0) '
+            f"SELECT count(*), coalesce(bit_xor(hash(t)), 0), coalesce(sum(hash(t)), 0) "
             f'FROM "{table}" AS t'
         ).fetchone()
         assert row is not None

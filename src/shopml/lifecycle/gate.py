@@ -57,8 +57,9 @@ def sanity_checks(
         out = np.asarray(scorer.predict_matrix(x), dtype="float64")
     except Exception as exc:  # a broken model must be rejected, not crash the pipeline
         return SanityReport(len(data), len(data), 0, math.inf, f"{type(exc).__name__}: {exc}")
-    missing = int((~np.isfinite(out)).any(axis=1).sum() if out.ndim > 1 else
-                  (~np.isfinite(out)).sum())
+    missing = int(
+        (~np.isfinite(out)).any(axis=1).sum() if out.ndim > 1 else (~np.isfinite(out)).sum()
+    )
     lo, hi = policy.output_range
     bad = np.zeros(out.shape[0], dtype=bool)
     if lo is not None:

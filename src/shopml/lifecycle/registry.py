@@ -89,9 +89,12 @@ def set_champion(
     history.append(str(version))
     _set_history(client, usecase, history)
     client.set_model_version_tag(
-        name, str(version), "shopml.promotion",
-        json.dumps({"at": _now(), "manual": manual, "previous": prev_version,
-                    "reason": reason[:500]}),
+        name,
+        str(version),
+        "shopml.promotion",
+        json.dumps(
+            {"at": _now(), "manual": manual, "previous": prev_version, "reason": reason[:500]}
+        ),
     )
     challenger = alias_version(client, usecase, CHALLENGER)
     if challenger is not None and str(challenger.version) == str(version):
@@ -115,8 +118,12 @@ def promote(client: MlflowClient, usecase: str, version: str, reason: str = "") 
         ) from None
     why = reason or "manual promotion with `shopml promote`"
     previous = set_champion(client, usecase, str(version), reason=why, manual=True)
-    client.set_model_version_tag(model_name(usecase), str(version), "shopml.gate.override",
-                                 json.dumps({"at": _now(), "reason": why}))
+    client.set_model_version_tag(
+        model_name(usecase),
+        str(version),
+        "shopml.gate.override",
+        json.dumps({"at": _now(), "reason": why}),
+    )
     return previous
 
 
@@ -140,7 +147,9 @@ def rollback(client: MlflowClient, usecase: str) -> tuple[str, str]:
     client.set_registered_model_alias(name, CHAMPION, target)
     _set_history(client, usecase, history)
     client.set_model_version_tag(
-        name, target, "shopml.rollback",
+        name,
+        target,
+        "shopml.rollback",
         json.dumps({"at": _now(), "from": current_version}),
     )
     client.set_model_version_tag(name, current_version, "shopml.rolled_back_at", _now())
@@ -174,10 +183,15 @@ def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | 
     tags: dict[str, Any] = dict(mv.tags or {})
     metrics = json.loads(tags.get("shopml.metrics", "{}"))
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
-        "%Y-%m-%d %H:%M UTC")
+        "%Y-%m-%d %H:%M UTC"
+    )
     return VersionSummary(
-        version=str(mv.version), run_id=mv.run_id, created_at=created, metrics=metrics,
-        cutoff=tags.get("shopml.cutoff"), dataset_version=tags.get("shopml.dataset_version"),
+        version=str(mv.version),
+        run_id=mv.run_id,
+        created_at=created,
+        metrics=metrics,
+        cutoff=tags.get("shopml.cutoff"),
+        dataset_version=tags.get("shopml.dataset_version"),
         verdict=tags.get("shopml.gate.verdict"),
         reasons=json.loads(tags.get("shopml.gate.reasons", "[]")),
     )
@@ -193,7 +207,8 @@ def describe(client: MlflowClient, usecase: str) -> ModelSummary:
     except MlflowException:
         versions = []
     return ModelSummary(
-        usecase, name,
+        usecase,
+        name,
         _summary(client, alias_version(client, usecase, CHAMPION) if versions else None),
         _summary(client, alias_version(client, usecase, CHALLENGER) if versions else None),
         len(versions),

@@ -54,10 +54,14 @@ def ensure_experiment(client: MlflowClient, settings: Settings, usecase: str) ->
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return str(exp.experiment_id)
-    location = f"{settings.artifact_root.rstrip('/')}/{usecase}" if _uses_local_artifacts(
-        settings) else None
-    return str(client.create_experiment(name, artifact_location=location,
-                                        tags={"shopml.usecase": usecase}))
+    location = (
+        f"{settings.artifact_root.rstrip('/')}/{usecase}"
+        if _uses_local_artifacts(settings)
+        else None
+    )
+    return str(
+        client.create_experiment(name, artifact_location=location, tags={"shopml.usecase": usecase})
+    )
 
 
 @lru_cache(maxsize=1)
@@ -65,12 +69,20 @@ def git_commit() -> str:
     """The commit the code runs from ('unknown' outside a git checkout)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-            text=True, timeout=5, cwd=Path(__file__).resolve().parent, check=False,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
         )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

@@ -85,9 +85,7 @@ def training_key(uc: UseCase, wh: Warehouse, config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def reuse_previous_training(
-    client: MlflowClient, uc: UseCase, key: str
-) -> TrainResult | None:
+def reuse_previous_training(client: MlflowClient, uc: UseCase, key: str) -> TrainResult | None:
     """The result of an earlier, complete training with the same key, or None.
 
     A training interrupted after registering its version but before the gate decided is
@@ -111,11 +109,14 @@ def reuse_previous_training(
         champion = registry.alias_version(client, uc.name, registry.CHAMPION)
         is_champion = champion is not None and str(champion.version) == str(mv.version)
         return TrainResult(
-            uc.name, "unchanged",
+            uc.name,
+            "unchanged",
             f"same data, config and code as v{mv.version} "
             f"({'champion' if is_champion else tags['shopml.gate.verdict']}); "
             "use --force to train again",
-            version=str(mv.version), run_id=mv.run_id, metric=uc.gate.metric,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            metric=uc.gate.metric,
             metrics=json.loads(tags.get("shopml.metrics", "{}")),
             baseline=json.loads(tags.get("shopml.baseline_metrics", "{}")),
         )
@@ -124,9 +125,9 @@ def reuse_previous_training(
 
 def _fail_stale_runs(client: MlflowClient, experiment_id: str, key: str) -> None:
     """Runs of the same key left RUNNING by a killed process are marked FAILED."""
-    for run in client.search_runs([experiment_id],
-                                  f"tags.`{TRAIN_KEY_TAG}` = '{key}' and "
-                                  "attributes.status = 'RUNNING'"):
+    for run in client.search_runs(
+        [experiment_id], f"tags.`{TRAIN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'"
+    ):
         client.set_terminated(run.info.run_id, status="FAILED")
 
 
@@ -170,7 +171,8 @@ def tune(
         return uc.default_params(), pd.DataFrame()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        direction="maximize" if uc.gate.higher_is_better else "minimize", sampler=optuna.samplers.TPESampler(seed=config.seed)
+        direction="maximize" if uc.gate.higher_is_better else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
     )
     study.enqueue_trial(uc.default_params())
 
@@ -182,8 +184,12 @@ def tune(
             raise optuna.TrialPruned(f"{uc.gate.metric} is not finite")
         return value
 
-    study.optimize(objective, n_trials=config.trials, timeout=config.timeout_s,
-                   catch=(ValueError, FloatingPointError))
+    study.optimize(
+        objective,
+        n_trials=config.trials,
+        timeout=config.timeout_s,
+        catch=(ValueError, FloatingPointError),
+    )
     history = study.trials_dataframe()
     try:
         best = {**uc.default_params(), **study.best_params}
@@ -249,8 +255,11 @@ def _log_frame_input(df: pd.DataFrame, name: str, digest: str, source: str) -> N
 def _flat_metrics(prefix: str, metrics: dict[str, float] | None) -> dict[str, float]:
     if not metrics:
         return {}
-    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))}
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in metrics.items()
+        if v is not None and math.isfinite(float(v))
+    }
 
 
 def train_usecase(
@@ -270,8 +279,7 @@ def train_usecase(
     try:
         return _train(uc, wh, settings, config, say, started)
     except NotEnoughData as exc:
-        return TrainResult(uc.name, "skipped", str(exc),
-                           seconds=time.perf_counter() - started)
+        return TrainResult(uc.name, "skipped", str(exc), seconds=time.perf_counter() - started)
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return TrainResult(uc.name, "failed", detail, seconds=time.perf_counter() - started)
@@ -306,8 +314,9 @@ def _train(
     say(f"{uc.name}: tuning ({config.trials} trials, {config.timeout_s:.0f} s)")
     params, history = tune(uc, wh, train, valid, config, previous)
     say(f"{uc.name}: fitting and evaluating")
-    scorer = uc.final_fit(wh, train, valid, params, config.seed, as_of=plan.test_cutoff,
-                          **_previous(uc, previous))
+    scorer = uc.final_fit(
+        wh, train, valid, params, config.seed, as_of=plan.test_cutoff, **_previous(uc, previous)
+    )
     metrics = uc.evaluate(scorer, test)
     valid_metrics = uc.evaluate(scorer, valid)
     base = uc.baseline(wh, train, plan.test_cutoff)
@@ -320,35 +329,59 @@ def _train(
     dataset_version = wh.dataset_version(list(uc.required_tables))
     source = f"{wh.path}#{','.join(uc.required_tables)}"
     result = TrainResult(
-        uc.name, "challenger", metric=uc.gate.metric, metrics=metrics,
-        baseline=baseline_metrics, oracle=oracle, champion=champ_metrics,
+        uc.name,
+        "challenger",
+        metric=uc.gate.metric,
+        metrics=metrics,
+        baseline=baseline_metrics,
+        oracle=oracle,
+        champion=champ_metrics,
         rows={"train": len(train), "valid": len(valid), "test": len(test)},
     )
     say(f"{uc.name}: logging to MLflow")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{uc.name}-{plan.test_cutoff:%Y%m%d}"
-                          ) as run, tempfile.TemporaryDirectory() as tmp_dir:
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{uc.name}-{plan.test_cutoff:%Y%m%d}"
+        ) as run,
+        tempfile.TemporaryDirectory() as tmp_dir,
+    ):
         tmp = Path(tmp_dir)
-        mlflow.set_tags({
-            "shopml.usecase": uc.name, "shopml.kind": uc.kind, "mlflow.source.git.commit":
-            git_commit(), "shopml.git_commit": git_commit(),
-            "shopml.dataset_version": dataset_version, "shopml.data_source":
-            wh.get_meta("source") or "unknown", TRAIN_KEY_TAG: key,
-        })
+        mlflow.set_tags(
+            {
+                "shopml.usecase": uc.name,
+                "shopml.kind": uc.kind,
+                "mlflow.source.git.commit": git_commit(),
+                "shopml.git_commit": git_commit(),
+                "shopml.dataset_version": dataset_version,
+                "shopml.data_source": wh.get_meta("source") or "unknown",
+                TRAIN_KEY_TAG: key,
+            }
+        )
         mlflow.log_params({f"param.{k}": v for k, v in params.items()})
-        mlflow.log_params({
-            "cutoff.test": plan.test_cutoff.isoformat(),
-            "cutoff.valid": plan.valid_cutoff.isoformat(),
-            "cutoff.train": ",".join(c.date().isoformat() for c in plan.train_cutoffs),
-            "rows.train": len(train), "rows.valid": len(valid), "rows.test": len(test),
-            "n_features": len(train.features), "tuning.trials": config.trials,
-            "tuning.timeout_s": config.timeout_s, "seed": config.seed,
-        })
-        mlflow.log_metrics({
-            **_flat_metrics("test_", metrics), **_flat_metrics("valid_", valid_metrics),
-            **_flat_metrics("baseline_", baseline_metrics), **_flat_metrics("oracle_", oracle),
-            **_flat_metrics("champion_", champ_metrics),
-            "sanity_latency_ms": sanity.latency_ms,
-        })
+        mlflow.log_params(
+            {
+                "cutoff.test": plan.test_cutoff.isoformat(),
+                "cutoff.valid": plan.valid_cutoff.isoformat(),
+                "cutoff.train": ",".join(c.date().isoformat() for c in plan.train_cutoffs),
+                "rows.train": len(train),
+                "rows.valid": len(valid),
+                "rows.test": len(test),
+                "n_features": len(train.features),
+                "tuning.trials": config.trials,
+                "tuning.timeout_s": config.timeout_s,
+                "seed": config.seed,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **_flat_metrics("test_", metrics),
+                **_flat_metrics("valid_", valid_metrics),
+                **_flat_metrics("baseline_", baseline_metrics),
+                **_flat_metrics("oracle_", oracle),
+                **_flat_metrics("champion_", champ_metrics),
+                "sanity_latency_ms": sanity.latency_ms,
+            }
+        )
         for split_name, data in (("train", train), ("valid", valid), ("test", test)):
             digest = f"{dataset_version}-{split_name}-{min(data.cutoffs):%Y%m%d}"
             _log_frame_input(data.frame, split_name, digest[:36], source)
@@ -392,11 +425,20 @@ def _train(
     version = str(registered.version)
     result.version = version
     name = model_name(uc.name)
-    client.set_model_version_tag(name, version, "shopml.metrics", json.dumps(
-        {k: round(float(v), 6) for k, v in metrics.items() if math.isfinite(float(v))}))
-    client.set_model_version_tag(name, version, "shopml.baseline_metrics", json.dumps(
-        {k: round(float(v), 6) for k, v in baseline_metrics.items()
-         if math.isfinite(float(v))}))
+    client.set_model_version_tag(
+        name,
+        version,
+        "shopml.metrics",
+        json.dumps({k: round(float(v), 6) for k, v in metrics.items() if math.isfinite(float(v))}),
+    )
+    client.set_model_version_tag(
+        name,
+        version,
+        "shopml.baseline_metrics",
+        json.dumps(
+            {k: round(float(v), 6) for k, v in baseline_metrics.items() if math.isfinite(float(v))}
+        ),
+    )
     client.set_model_version_tag(name, version, "shopml.cutoff", plan.test_cutoff.isoformat())
     client.set_model_version_tag(name, version, "shopml.dataset_version", dataset_version)
     decision = decide(uc.gate, metrics, sanity, champ_metrics, champ_version)
@@ -408,7 +450,9 @@ def _train(
     return result
 
 
-def apply_decision(client: MlflowClient, usecase: str, version: str, decision: GateDecision) -> None:
+def apply_decision(
+    client: MlflowClient, usecase: str, version: str, decision: GateDecision
+) -> None:
     """Record the decision on the version and move the aliases it implies."""
     registry.record_decision(client, usecase, version, decision)
     if decision.promote:
@@ -420,12 +464,17 @@ def apply_decision(client: MlflowClient, usecase: str, version: str, decision: G
 def summarise(results: list[TrainResult]) -> pd.DataFrame:
     rows = []
     for r in results:
-        rows.append({
-            "usecase": r.usecase, "status": r.status, "version": r.version,
-            "metric": r.metric,
-            "model": r.metrics.get(r.metric, np.nan) if r.metric else np.nan,
-            "baseline": r.baseline.get(r.metric, np.nan) if r.metric else np.nan,
-            "oracle": (r.oracle or {}).get(r.metric, np.nan) if r.metric else np.nan,
-            "seconds": round(r.seconds, 1), "reason": r.reason,
-        })
+        rows.append(
+            {
+                "usecase": r.usecase,
+                "status": r.status,
+                "version": r.version,
+                "metric": r.metric,
+                "model": r.metrics.get(r.metric, np.nan) if r.metric else np.nan,
+                "baseline": r.baseline.get(r.metric, np.nan) if r.metric else np.nan,
+                "oracle": (r.oracle or {}).get(r.metric, np.nan) if r.metric else np.nan,
+                "seconds": round(r.seconds, 1),
+                "reason": r.reason,
+            }
+        )
     return pd.DataFrame(rows)

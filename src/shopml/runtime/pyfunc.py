@@ -45,7 +45,7 @@ def write_scorer(scorer: Scorer, path: Path) -> Path:
 
 def read_scorer(path: Path) -> Scorer:
     with path.open("rb") as fh:
-        scorer = pickle.load(fh)  # noqa: S301 - our own artifact from our own registry
+        scorer = pickle.load(fh)  # our own artifact, from our own registry
     if not isinstance(scorer, Scorer):
         raise TypeError(f"{path} does not hold a shopml scorer")
     return scorer

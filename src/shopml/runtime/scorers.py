@@ -267,8 +267,9 @@ class RecommenderScorer(Scorer):
         if "customer_id" not in frame.columns:
             return np.full((len(frame), 1), -1.0)
         idx = self.cindex
-        return np.asarray([idx.get(str(c), -1) for c in frame["customer_id"]],
-                          dtype="float64").reshape(-1, 1)
+        return np.asarray(
+            [idx.get(str(c), -1) for c in frame["customer_id"]], dtype="float64"
+        ).reshape(-1, 1)
 
     def row_matrix(self, values: Mapping[str, Any]) -> np.ndarray:
         return np.asarray([[self.cindex.get(str(values.get("customer_id")), -1)]], "float64")

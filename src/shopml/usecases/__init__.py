@@ -11,7 +11,13 @@ from shopml.usecases.base import UseCase
 
 # The order in which they are trained and listed (others found later go at the end).
 ORDER = (
-    "returns", "delivery-time", "clv", "high-value", "campaign", "recommender", "segments",
+    "returns",
+    "delivery-time",
+    "clv",
+    "high-value",
+    "campaign",
+    "recommender",
+    "segments",
     "pricing",
 )
 

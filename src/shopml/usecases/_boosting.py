@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +24,19 @@ DEFAULTS: dict[str, Any] = {
     "lambda_l2": 1.0,
     "num_boost_round": 400,
 }
+
+
+class BoostedParams:
+    """Mixin for use cases that learn with LightGBM: the shared defaults (with the use case's
+    ``booster_overrides``) and the shared search space."""
+
+    booster_overrides: ClassVar[dict[str, Any]] = {}
+
+    def default_params(self) -> dict[str, Any]:
+        return {**DEFAULTS, **self.booster_overrides}
+
+    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
+        return search_space(trial)
 
 
 def search_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -54,8 +67,14 @@ def train_booster(
     p = {**DEFAULTS, **params}
     rounds = int(p.pop("num_boost_round"))
     lgb_params = {
-        **p, **extra, "objective": objective, "seed": seed, "verbosity": -1,
-        "num_threads": 1, "deterministic": True, "force_col_wise": True,
+        **p,
+        **extra,
+        "objective": objective,
+        "seed": seed,
+        "verbosity": -1,
+        "num_threads": 1,
+        "deterministic": True,
+        "force_col_wise": True,
     }
     dtrain = lgb.Dataset(x, label=y, weight=weight, free_raw_data=False)
     callbacks: list[Any] = []
@@ -63,8 +82,9 @@ def train_booster(
     if x_valid is not None and y_valid is not None and len(y_valid):
         valid_sets = [lgb.Dataset(x_valid, label=y_valid, reference=dtrain)]
         callbacks.append(lgb.early_stopping(30, verbose=False))
-    return lgb.train(lgb_params, dtrain, num_boost_round=rounds, valid_sets=valid_sets,
-                     callbacks=callbacks)
+    return lgb.train(
+        lgb_params, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks
+    )
 
 
 def fit_booster_scorer(

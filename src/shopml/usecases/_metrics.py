@@ -125,7 +125,7 @@ def top_share_capture(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float
     y, p = _clean(y, p)
     if len(y) == 0 or y.sum() <= 0:
         return float("nan")
-    k = max(1, int(round(len(y) * share)))
+    k = max(1, round(len(y) * share))
     top = np.argsort(-p, kind="mergesort")[:k]
     return float(y[top].sum() / y.sum())
 
@@ -136,7 +136,7 @@ def uplift_at(y: np.ndarray, treated: np.ndarray, uplift: np.ndarray, share: flo
     y = np.asarray(y, dtype="float64")
     t = np.asarray(treated, dtype=bool)
     u = np.asarray(uplift, dtype="float64")
-    k = max(1, int(round(len(y) * share)))
+    k = max(1, round(len(y) * share))
     top = np.argsort(-u, kind="mergesort")[:k]
     yt, tt = y[top], t[top]
     if tt.all() or not tt.any():

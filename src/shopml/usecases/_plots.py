@@ -34,7 +34,7 @@ def calibration(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> Pat
     mp = [p[c].mean() for c in chunks]
     my = [y[c].mean() for c in chunks]
     fig, ax = plt.subplots(figsize=(5, 5))
-    top = max(max(mp), max(my)) * 1.05 or 1.0
+    top = max(*mp, *my) * 1.05 or 1.0
     ax.plot([0, top], [0, top], "--", color="grey", label="perfect")
     ax.plot(mp, my, "o-", label="model")
     ax.set_xlabel("mean predicted probability")

@@ -93,7 +93,7 @@ class LabelledData:
         return len(self.frame)
 
     @property
-    def X(self) -> pd.DataFrame:  # noqa: N802 - the usual name for a feature matrix
+    def X(self) -> pd.DataFrame:
         return self.frame[self.features]
 
     @property
@@ -110,8 +110,14 @@ class LabelledData:
             raise ValueError("no data to concatenate")
         first = parts[0]
         frame = pd.concat([p.frame for p in parts], ignore_index=True)
-        return LabelledData(frame, first.keys, first.features, first.labels, first.oracle,
-                            [c for p in parts for c in p.cutoffs])
+        return LabelledData(
+            frame,
+            first.keys,
+            first.features,
+            first.labels,
+            first.oracle,
+            [c for p in parts for c in p.cutoffs],
+        )
 
 
 class UseCase(ABC):

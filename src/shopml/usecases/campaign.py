@@ -32,8 +32,6 @@ from shopml.usecases import _boosting, _metrics, _plots
 from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
 
 if TYPE_CHECKING:
-    import optuna
-
     from shopml.data.warehouse import Warehouse
 
 KEYS = ["campaign_id", "customer_id"]
@@ -56,7 +54,7 @@ HISTORY_FEATURES = [
 NON_FEATURES = {"customer_id", "lat", "lon"}
 
 
-class Campaign(UseCase):
+class Campaign(_boosting.BoostedParams, UseCase):
     name = "campaign"
     question = "Will this customer respond to a campaign, and how much does sending it change that?"
     entity = "customer"
@@ -180,12 +178,6 @@ class Campaign(UseCase):
         out["discount_pct"] = float(camp.discount_pct) if pd.notna(camp.discount_pct) else 0.0
         out["response_window_days"] = float(camp.response_window_days)
         return out
-
-    def default_params(self) -> dict[str, Any]:
-        return dict(_boosting.DEFAULTS)
-
-    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
-        return _boosting.search_space(trial)
 
     def fit(
         self,

@@ -27,8 +27,6 @@ from shopml.usecases import _boosting, _metrics, _plots
 from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
 
 if TYPE_CHECKING:
-    import optuna
-
     from shopml.data.warehouse import Warehouse
 
 KEYS = ["order_id", "customer_id"]
@@ -69,7 +67,7 @@ def quantile_metrics(y: np.ndarray, p50: np.ndarray, p90: np.ndarray) -> dict[st
     }
 
 
-class DeliveryTime(UseCase):
+class DeliveryTime(_boosting.BoostedParams, UseCase):
     name = "delivery-time"
     question = "How many days until this order arrives (median and 90th percentile)?"
     entity = "order"
@@ -146,12 +144,6 @@ class DeliveryTime(UseCase):
         df = t.order_by("order_id").to_pandas()
         features = [c for c in FEATURE_SETS["orders"].columns if c not in KEYS]
         return LabelledData(df, KEYS, features, [LABEL], oracle, [cutoff])
-
-    def default_params(self) -> dict[str, Any]:
-        return dict(_boosting.DEFAULTS)
-
-    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
-        return _boosting.search_space(trial)
 
     def fit(
         self,

@@ -31,7 +31,6 @@ from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
-    import optuna
     import pandas as pd
 
     from shopml.data.warehouse import Warehouse
@@ -121,7 +120,7 @@ def _browsing(backend: Any, cutoff: datetime) -> ir.Table:
     )
 
 
-class HighValue(UseCase):
+class HighValue(_boosting.BoostedParams, UseCase):
     name = "high-value"
     question = "Will this customer place a large order (above a threshold) in the next 30 days?"
     entity = "customer"
@@ -253,12 +252,6 @@ class HighValue(UseCase):
         return truth.rename(columns={"p_large_order": f"oracle_{OUTPUT}"})
 
     # -- models -----------------------------------------------------------------------------
-    def default_params(self) -> dict[str, Any]:
-        return dict(_boosting.DEFAULTS)
-
-    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
-        return _boosting.search_space(trial)
-
     def fit(
         self,
         wh: Warehouse,

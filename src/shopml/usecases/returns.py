@@ -22,8 +22,6 @@ from shopml.usecases import _boosting, _metrics, _plots
 from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
 
 if TYPE_CHECKING:
-    import optuna
-
     from shopml.data.warehouse import Warehouse
 
 RETURN_WINDOW_DAYS = 30
@@ -35,7 +33,15 @@ DELIVERY_FEATURES = {
 }
 
 
-class Returns(UseCase):
+class Returns(_boosting.BoostedParams, UseCase):
+    # Returns are rare and noisy: small trees with many rows per leaf generalise better
+    # (measured on 2,000- and 20,000-customer shops; tuning searches around this).
+    booster_overrides: ClassVar[dict[str, Any]] = {
+        "num_leaves": 7,
+        "min_data_in_leaf": 200,
+        "learning_rate": 0.03,
+        "lambda_l2": 10.0,
+    }
     name = "returns"
     question = "Will this order item be returned?"
     entity = "order_item"
@@ -43,12 +49,27 @@ class Returns(UseCase):
     kind = "binary"
     required_tables = ("customers", "sellers", "products", "orders", "order_items", "returns")
     metrics = ("auc", "pr_auc", "log_loss", "brier", "calibration_error", "lift_at_10pct")
-    gate = GatePolicy("auc", higher_is_better=True, min_improvement=0.002,
-                      floors={"auc": 0.60}, output_range=(0.0, 1.0))
+    gate = GatePolicy(
+        "auc",
+        higher_is_better=True,
+        min_improvement=0.002,
+        floors={"auc": 0.60},
+        output_range=(0.0, 1.0),
+    )
     monitoring = MonitorSpec(
-        features=("unit_price", "line_value", "delivery_delay_days", "price_vs_list", "category_return_rate",
-                  "customer_return_rate", "distance_km", "estimated_delivery_days"),
-        prediction="p_return", label="returned", label_delay_days=60,
+        features=(
+            "unit_price",
+            "line_value",
+            "delivery_delay_days",
+            "price_vs_list",
+            "category_return_rate",
+            "customer_return_rate",
+            "distance_km",
+            "estimated_delivery_days",
+        ),
+        prediction="p_return",
+        label="returned",
+        label_delay_days=60,
         performance_metric="auc",
     )
     # Lines ordered in 4 weeks after the cutoff; their labels are complete 90 days after it.
@@ -68,7 +89,9 @@ class Returns(UseCase):
         label_end = cutoff + timedelta(days=self.horizon_days)
         ret_window = ibis.interval(days=RETURN_WINDOW_DAYS)
         orders = o.filter(
-            o.purchased_at >= cutoff, o.purchased_at < window_end, o.delivered_at.notnull(),
+            o.purchased_at >= cutoff,
+            o.purchased_at < window_end,
+            o.delivered_at.notnull(),
             (o.delivered_at + ret_window) < label_end,
         )
         items = b.table("order_items").semi_join(orders, "order_id")
@@ -76,10 +99,14 @@ class Returns(UseCase):
         # The item's own delivery, known when it is scored (at delivery).
         delivery = orders.select(
             "order_id",
-            delivery_days=(orders.delivered_at.epoch_seconds()
-                           - orders.purchased_at.epoch_seconds()) / 86400.0,
-            delivery_delay_days=(orders.delivered_at.epoch_seconds()
-                                 - orders.estimated_delivery_at.epoch_seconds()) / 86400.0,
+            delivery_days=(
+                orders.delivered_at.epoch_seconds() - orders.purchased_at.epoch_seconds()
+            )
+            / 86400.0,
+            delivery_delay_days=(
+                orders.delivered_at.epoch_seconds() - orders.estimated_delivery_at.epoch_seconds()
+            )
+            / 86400.0,
         )
         feats = feats.left_join(delivery, "order_id").drop("order_id_right")
         r = b.table("returns")
@@ -88,28 +115,22 @@ class Returns(UseCase):
         returned = (
             r.join(li, "order_item_id")
             .filter(lambda t: t.returned_at <= t.delivered_at + ret_window)
-            .select("order_item_id").distinct().mutate(returned=ibis.literal(1))
+            .select("order_item_id")
+            .distinct()
+            .mutate(returned=ibis.literal(1))
         )
         t = feats.left_join(returned, "order_item_id").drop("order_item_id_right")
         oracle: list[str] = []
         if wh.exists("oracle_order_items"):
             t = t.left_join(b.table("oracle_order_items"), "order_item_id").drop(
-                "order_item_id_right")
+                "order_item_id_right"
+            )
             oracle = ["p_return"]
         df = t.order_by("order_item_id").to_pandas()
         df["returned"] = df["returned"].fillna(0).astype("int64")
         features = [c for c in FEATURE_SETS["order_items"].columns if c not in NON_FEATURES]
         features += list(DELIVERY_FEATURES)
         return LabelledData(df, KEYS, features, ["returned"], oracle, [cutoff])
-
-    def default_params(self) -> dict[str, Any]:
-        # Returns are rare and noisy: small trees with many rows per leaf generalise better
-        # (measured on 2,000- and 20,000-customer shops; tuning searches around this).
-        return {**_boosting.DEFAULTS, "num_leaves": 7, "min_data_in_leaf": 200,
-                "learning_rate": 0.03, "lambda_l2": 10.0}
-
-    def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
-        return _boosting.search_space(trial)
 
     def fit(
         self,
@@ -120,15 +141,25 @@ class Returns(UseCase):
         seed: int = 0,
     ) -> Scorer:
         return _boosting.fit_booster_scorer(
-            train, valid, params, [("binary", {})], ["p_return"], seed=seed,
-            kind="probability", clip=(0.0, 1.0),
+            train,
+            valid,
+            params,
+            [("binary", {})],
+            ["p_return"],
+            seed=seed,
+            kind="probability",
+            clip=(0.0, 1.0),
         )
 
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
         # The category's historical return rate; the overall rate where a category is new.
         rate = float(train.y.mean())
-        return ColumnScorer(features=["category_return_rate"], outputs=["p_return"],
-                            fill=[rate], meta={"name": "category return rate"})
+        return ColumnScorer(
+            features=["category_return_rate"],
+            outputs=["p_return"],
+            fill=[rate],
+            meta={"name": "category return rate"},
+        )
 
     def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
         p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
@@ -142,9 +173,14 @@ class Returns(UseCase):
     def plots(self, scorer: Scorer, data: LabelledData, outdir: Path) -> list[Path]:
         y = data.y.to_numpy(dtype="float64")
         p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame))).reshape(-1)
-        out = [_plots.calibration(y, p, outdir / "calibration.png"),
-               _plots.lift(y, p, outdir / "lift.png")]
+        out = [
+            _plots.calibration(y, p, outdir / "calibration.png"),
+            _plots.lift(y, p, outdir / "lift.png"),
+        ]
         if "feature_importance" in scorer.meta:
-            out.append(_plots.importance(scorer.meta["feature_importance"],
-                                         outdir / "feature_importance.png"))
+            out.append(
+                _plots.importance(
+                    scorer.meta["feature_importance"], outdir / "feature_importance.png"
+                )
+            )
         return out

@@ -30,8 +30,18 @@ def _customers(**overrides: list) -> pd.DataFrame:
 
 def test_every_canonical_table_has_a_contract_with_a_key() -> None:
     for name in (
-        "customers", "sellers", "products", "orders", "order_items", "payments", "reviews",
-        "returns", "web_events", "campaigns", "campaign_sends", "price_history",
+        "customers",
+        "sellers",
+        "products",
+        "orders",
+        "order_items",
+        "payments",
+        "reviews",
+        "returns",
+        "web_events",
+        "campaigns",
+        "campaign_sends",
+        "price_history",
     ):
         assert name in CANONICAL_TABLES
         assert get_contract(name).primary_key
@@ -62,8 +72,9 @@ def test_each_broken_rule_is_named() -> None:
     )
     res = validate("customers", df)
     assert len(res.accepted) == 1
-    rules = dict(zip(res.quarantined["customer_id"].fillna("<null>"), res.quarantined["rules"],
-                     strict=True))
+    rules = dict(
+        zip(res.quarantined["customer_id"].fillna("<null>"), res.quarantined["rules"], strict=True)
+    )
     assert rules["a"] == "type:created_at; range:lat"
     assert rules["<null>"] == "null:customer_id"
     assert res.by_rule == {"type:created_at": 1, "range:lat": 1, "null:customer_id": 1}
@@ -76,12 +87,19 @@ def test_duplicate_keys_keep_the_first_clean_row() -> None:
 
 
 def test_orphans_are_quarantined_against_parent_keys() -> None:
-    orders = pd.DataFrame({
-        "order_id": ["o1", "o2"], "customer_id": ["a", "zzz"], "status": ["delivered"] * 2,
-        "purchased_at": ["2024-01-05"] * 2, "approved_at": [None] * 2, "shipped_at": [None] * 2,
-        "delivered_at": ["2024-01-09", "2024-01-01"], "estimated_delivery_at": [None] * 2,
-        "carrier": [None] * 2,
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2"],
+            "customer_id": ["a", "zzz"],
+            "status": ["delivered"] * 2,
+            "purchased_at": ["2024-01-05"] * 2,
+            "approved_at": [None] * 2,
+            "shipped_at": [None] * 2,
+            "delivered_at": ["2024-01-09", "2024-01-01"],
+            "estimated_delivery_at": [None] * 2,
+            "carrier": [None] * 2,
+        }
+    )
     parents = {"customers": pd.DataFrame({"customer_id": ["a"]})}
     res = validate("orders", orders, parents)
     assert list(res.accepted["order_id"]) == ["o1"]
@@ -91,11 +109,18 @@ def test_orphans_are_quarantined_against_parent_keys() -> None:
 
 
 def test_allowed_values_and_integer_types() -> None:
-    items = pd.DataFrame({
-        "order_item_id": ["o-1", "o-2", "o-3"], "order_id": ["o"] * 3, "item_seq": [1, 2, 3],
-        "product_id": ["p"] * 3, "seller_id": [None] * 3, "quantity": [1, 0, 1.5],
-        "unit_price": [1.0, 2.0, -1.0], "freight": [None] * 3,
-    })
+    items = pd.DataFrame(
+        {
+            "order_item_id": ["o-1", "o-2", "o-3"],
+            "order_id": ["o"] * 3,
+            "item_seq": [1, 2, 3],
+            "product_id": ["p"] * 3,
+            "seller_id": [None] * 3,
+            "quantity": [1, 0, 1.5],
+            "unit_price": [1.0, 2.0, -1.0],
+            "freight": [None] * 3,
+        }
+    )
     res = validate("order_items", items)
     assert list(res.quarantined["rules"]) == ["range:quantity", "type:quantity; range:unit_price"]
 

@@ -9,21 +9,35 @@ from shopml.data.warehouse import Warehouse, WarehouseError
 
 
 def _customers(ids: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": ids, "created_at": ["2024-01-01"] * len(ids), "country": ["BR"] * len(ids),
-        "region": [None] * len(ids), "city": [None] * len(ids), "zip_prefix": [None] * len(ids),
-        "lat": [0.0] * len(ids), "lon": [0.0] * len(ids),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids,
+            "created_at": ["2024-01-01"] * len(ids),
+            "country": ["BR"] * len(ids),
+            "region": [None] * len(ids),
+            "city": [None] * len(ids),
+            "zip_prefix": [None] * len(ids),
+            "lat": [0.0] * len(ids),
+            "lon": [0.0] * len(ids),
+        }
+    )
 
 
 def _orders(rows: list[tuple[str, str]]) -> pd.DataFrame:
     n = len(rows)
-    return pd.DataFrame({
-        "order_id": [r[0] for r in rows], "customer_id": [r[1] for r in rows],
-        "status": ["delivered"] * n, "purchased_at": ["2024-02-01"] * n, "approved_at": [None] * n,
-        "shipped_at": [None] * n, "delivered_at": [None] * n, "estimated_delivery_at": [None] * n,
-        "carrier": [None] * n,
-    })
+    return pd.DataFrame(
+        {
+            "order_id": [r[0] for r in rows],
+            "customer_id": [r[1] for r in rows],
+            "status": ["delivered"] * n,
+            "purchased_at": ["2024-02-01"] * n,
+            "approved_at": [None] * n,
+            "shipped_at": [None] * n,
+            "delivered_at": [None] * n,
+            "estimated_delivery_at": [None] * n,
+            "carrier": [None] * n,
+        }
+    )
 
 
 @pytest.fixture
@@ -36,7 +50,8 @@ def wh(tmp_path: Path) -> Warehouse:
 def test_write_reconciles_and_quarantines(wh: Warehouse) -> None:
     report = wh.write_tables(
         {"customers": _customers(["a", "b"]), "orders": _orders([("o1", "a"), ("o2", "x")])},
-        source="test", mode="dataset",
+        source="test",
+        mode="dataset",
     )
     orders = report.table("orders")
     assert (orders.rows_read, orders.rows_accepted, orders.rows_quarantined) == (2, 1, 1)
@@ -80,16 +95,24 @@ def test_upsert_replaces_existing_keys(wh: Warehouse) -> None:
 
 def test_upsert_checks_references_against_existing_rows(wh: Warehouse) -> None:
     wh.write_tables({"customers": _customers(["a"])}, source="t", mode="replace")
-    report = wh.write_tables({"orders": _orders([("o1", "a"), ("o2", "b")])}, source="t",
-                             mode="upsert")
+    report = wh.write_tables(
+        {"orders": _orders([("o1", "a"), ("o2", "b")])}, source="t", mode="upsert"
+    )
     assert report.table("orders").rows_accepted == 1
 
 
 def test_dataset_mode_removes_tables_of_the_previous_dataset(wh: Warehouse) -> None:
-    wh.write_tables({"customers": _customers(["a"]), "orders": _orders([("o1", "a")])},
-                    source="first", mode="dataset")
-    wh.write_tables({"customers": _customers(["a"])}, source="first", mode="dataset",
-                    meta={"rows_read:orders": "1"})
+    wh.write_tables(
+        {"customers": _customers(["a"]), "orders": _orders([("o1", "a")])},
+        source="first",
+        mode="dataset",
+    )
+    wh.write_tables(
+        {"customers": _customers(["a"])},
+        source="first",
+        mode="dataset",
+        meta={"rows_read:orders": "1"},
+    )
     report = wh.write_tables({"customers": _customers(["z"])}, source="second", mode="dataset")
     assert wh.get_meta("rows_read:orders") is None, "meta of the previous dataset must go"
     assert wh.get_meta("last_source") == "second"
@@ -98,9 +121,14 @@ def test_dataset_mode_removes_tables_of_the_previous_dataset(wh: Warehouse) -> N
     assert "orders" not in wh.versions()
 
 
-def test_a_failed_write_leaves_the_old_state(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
-    wh.write_tables({"customers": _customers(["a"]), "orders": _orders([("o1", "a")])},
-                    source="old", mode="dataset")
+def test_a_failed_write_leaves_the_old_state(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wh.write_tables(
+        {"customers": _customers(["a"]), "orders": _orders([("o1", "a")])},
+        source="old",
+        mode="dataset",
+    )
     before = (wh.versions(), wh.read("orders"))
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -111,7 +139,8 @@ def test_a_failed_write_leaves_the_old_state(wh: Warehouse, monkeypatch: pytest.
     with pytest.raises(RuntimeError, match="disk full"):
         wh.write_tables(
             {"customers": _customers(["b", "b"]), "orders": _orders([("o9", "b")])},
-            source="new", mode="dataset",
+            source="new",
+            mode="dataset",
         )
     assert wh.versions() == before[0]
     pd.testing.assert_frame_equal(wh.read("orders"), before[1])
@@ -119,7 +148,7 @@ def test_a_failed_write_leaves_the_old_state(wh: Warehouse, monkeypatch: pytest.
 
 
 def test_read_only_open_of_a_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(WarehouseError, match="no warehouse at .*shopml simulate"):
+    with pytest.raises(WarehouseError, match=r"no warehouse at .*shopml simulate"):
         _ = Warehouse(tmp_path / "missing.duckdb", read_only=True).con
 
 

@@ -5,10 +5,17 @@ import math
 from shopml.lifecycle.gate import SanityReport, decide
 from shopml.usecases.base import GatePolicy
 
-HIGHER = GatePolicy("auc", higher_is_better=True, min_improvement=0.01, floors={"auc": 0.6},
-                    output_range=(0, 1), max_latency_ms=10)
-LOWER = GatePolicy("mae", higher_is_better=False, min_improvement=0.02,
-                   ceilings={"coverage_gap": 0.05})
+HIGHER = GatePolicy(
+    "auc",
+    higher_is_better=True,
+    min_improvement=0.01,
+    floors={"auc": 0.6},
+    output_range=(0, 1),
+    max_latency_ms=10,
+)
+LOWER = GatePolicy(
+    "mae", higher_is_better=False, min_improvement=0.02, ceilings={"coverage_gap": 0.05}
+)
 OK = SanityReport(rows=100, missing=0, out_of_range=0, latency_ms=0.1)
 
 
