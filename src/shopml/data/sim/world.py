@@ -8,17 +8,30 @@ warehouse (see :func:`build_world`) without re-running the simulation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shopml.data.scenarios import Scenario, get_scenario
 
-SIM_VERSION = "1"
+
+def _source_version() -> str:
+    """A hash of the code that defines the world: any change to it is a new ShopSim version, so
+    the oracle never rebuilds a different world than the one that made a warehouse."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in (here / "world.py", here / "engine.py", here.parent / "scenarios.py"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+SIM_VERSION = _source_version()
 
 # Days of data kept past the end of the simulation for the oracle's horizons.
 HORIZON_PAD_DAYS = 400
