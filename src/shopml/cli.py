@@ -585,57 +585,159 @@ def rollback(
         console.print(f"{usecase}: champion rolled back from v{old} to v{new}")
 
 
+# Defaults for `shopml run`: a budget that keeps the whole run within 5 minutes on a shared
+# 2-core machine (see the pipeline benchmark); `shopml train` keeps the full TrainConfig budget.
+RUN_TRIALS = 3
+RUN_TIMEOUT_S = 15.0
+
+
 @app.command()
 def run(
     customers: Annotated[int, typer.Option(min=10, help="Customers to simulate.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = RUN_TRIALS,
+    timeout: Annotated[float, typer.Option(
+        min=0, help="Tuning seconds per use case.")] = RUN_TIMEOUT_S,
+    source: Annotated[str, typer.Option(
+        help="simulate (ShopSim) or warehouse (the data loaded last).")] = "simulate",
+    usecase: Annotated[list[str] | None, typer.Option(
+        help="Only these use cases (repeatable).")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Redo every step even when its inputs are unchanged.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job: the `pipeline` flow in-process (Prefect's ephemeral mode, no server).
+
+    Simulate a shop (or use the warehouse), validate, build features, train, gate and promote
+    every use case, materialise online features, batch-score the champions and write the
+    monitoring report. Steps whose inputs are unchanged since the last run are skipped.
+    """
+    import os
+
+    if source not in ("simulate", "warehouse"):
+        raise UserError(f"--source must be simulate or warehouse, got {source!r}")
+    if usecase:
+        _usecase_names(usecase, False)
+    # Prefect's own INFO lines would fight with the progress bar; warnings still show.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from shopml.flows import listen, pipeline
+    from shopml.flows.tasks import DataInvalid
+
+    with _progress("Pipeline", quiet=as_json) as update:
+        last = [0.0]
+
+        def on_progress(stage: str, fraction: float | None) -> None:
+            if fraction is not None:
+                last[0] = fraction
+            update(stage, last[0])
+
+        update("starting Prefect (ephemeral)", 0.0)
+        try:
+            with listen(on_progress):
+                summary = pipeline(source=source, customers=customers, seed=seed,
+                                   trials=trials, timeout_s=timeout, usecases=usecase,
+                                   force=force)
+        except DataInvalid as exc:
+            raise UserError(str(exc)) from None
+    if as_json:
+        print_json(summary.to_dict())
+    else:
+        _print_pipeline_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_pipeline_summary(summary: Any) -> None:
+    data = summary.data
+    what = (f"simulated {data.get('customers', 0):,} customers (seed {data.get('seed')})"
+            if data.get("source") == "simulator"
+            else f"the warehouse ({summary.validation.get('source')})")
+    loaded = "loaded" if data.get("loaded") else "unchanged, not reloaded"
+    console.print(f"Data: {what}, {loaded}; dataset version "
+                  f"{summary.validation.get('dataset_version')}, data end "
+                  f"{str(summary.validation.get('data_end', ''))[:10]}", highlight=False)
+    table = Table(title="Pipeline")
+    for col in ("use case", "this run", "trained", "champion", "metric", "champion value",
+                "baseline", "scored rows"):
+        table.add_column(col, justify="right" if col in ("champion value", "baseline",
+                                                        "scored rows") else "left")
+    styles = {"failed": "red", "skipped": "yellow", "promoted": "green"}
+    for u in summary.usecases:
+        status = u.status + (" (cached)" if u.cached else "")
+        style = styles.get(u.status, "")
+        table.add_row(
+            u.usecase, f"[{style}]{status}[/{style}]" if style else status,
+            f"v{u.version}" if u.version else "", f"v{u.champion_version}"
+            if u.champion_version else "none", u.metric or "",
+            _fmt_metric(u.champion_metric), _fmt_metric(u.baseline_metric),
+            f"{u.scored_rows:,}" if u.scored_rows is not None else "",
+        )
+    console.print(table)
+    for u in summary.usecases:
+        if u.status in ("failed", "skipped") or u.score_error:
+            style = styles.get(u.status, "yellow")
+            why = u.reason if u.status in ("failed", "skipped") else f"scoring: {u.score_error}"
+            console.print(f"[{style}]{u.usecase}[/{style}]: {why}", highlight=False)
+    online = ", ".join(f"{o['entity']} {o['rows']:,}" for o in summary.online)
+    steps = summary.next_steps
+    console.print(
+        f"\nOnline features: {online or 'none'}\n"
+        f"Batch scores: {steps.get('scores')}\n"
+        f"Monitoring report: {summary.monitoring.get('latest', 'none')}\n"
+        f"\nNext: `{steps.get('models')}` (champions and challengers)\n"
+        f"      `{steps.get('mlflow_ui')}` (runs, metrics, plots)\n"
+        f"      reports in {steps.get('reports')}\n"
+        f"      API: {steps.get('api')}", highlight=False,
+    )
+
+
+@app.command()
+def deploy(
     trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = 8,
     timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per use case.")] = 45.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """The main job: simulate a shop, load it, build the features, train and gate every use case."""
-    from shopml.data.simulator import SimConfig
-    from shopml.data.simulator import simulate as run_simulation
-    from shopml.features import FEATURE_SETS
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.usecases import get_usecases
+    """Create or update the Prefect deployments (pipeline, retrain, monitor, ingest) on the
+    server named by PREFECT_API_URL, with their schedules and the landing trigger."""
+    from shopml.flows.deploy import NoPrefectServer, deploy_all
 
     settings = _settings()
-    with _progress("Simulating", quiet=as_json) as update:
-        dataset = run_simulation(SimConfig(customers=customers, seed=seed), progress=update)
-    with _warehouse() as wh:
-        report = dataset.load(wh)
-        if not as_json:
-            _print_report(report, False, f"Simulated shop (seed {seed})")
-        at = _default_cutoff(wh)
-        with _progress("Building features", quiet=as_json) as update:
-            update("all feature sets", 0.1)
-            rows = _feature_summary(wh, at, list(FEATURE_SETS))
-        if not as_json:
-            _print_feature_summary(rows, at, False)
-        config = TrainConfig(trials=trials, timeout_s=timeout, seed=settings.seed)
-        usecases = get_usecases()
-        results = []
-        with _progress("Training", quiet=as_json) as update:
-            for i, uc in enumerate(usecases.values()):
-                def say(msg: str, i: int = i) -> None:
-                    update(msg, i / len(usecases))
-
-                results.append(train_usecase(uc, wh, settings, config, say))
+    try:
+        deployed = deploy_all(settings, trials=trials, timeout_s=timeout)
+    except NoPrefectServer as exc:
+        raise UserError(str(exc)) from None
     if as_json:
-        print_json({"load": report, "cutoff": at, "feature_sets": rows,
-                    "training": [r.to_dict() for r in results]})
+        print_json(deployed)
         return
-    _print_train_results(results, False)
-    home = settings.home
-    console.print(
-        f"\nWarehouse: {settings.warehouse}  (`shopml tables`)\n"
-        f"Models: `shopml models`; MLflow UI: "
-        f"`mlflow ui --backend-store-uri {settings.tracking_uri}`\n"
-        f"Everything lives under {home}", highlight=False,
-    )
-    if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+    table = Table(title=f"Deployments (work pool {settings.work_pool})")
+    for col in ("deployment", "schedule", "trigger", "id"):
+        table.add_column(col)
+    for d in deployed:
+        table.add_row(d.name, d.schedule, d.trigger, d.deployment_id)
+    console.print(table)
+    console.print("Run them with `shopml worker`; drop files into "
+                  f"{settings.landing_s3_prefix or settings.landing} to trigger an ingest.",
+                  highlight=False)
+
+
+@app.command()
+def worker(
+    watch: Annotated[bool, typer.Option(
+        help="Also watch the landing location and emit an event per new file.")] = True,
+) -> None:
+    """Run the deployments: a Prefect process worker for the work pool, plus the landing
+    watcher that turns new files into `shopml.landing.file` events. Stop with Ctrl-C."""
+    import logging
+
+    from shopml.flows.deploy import NoPrefectServer, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    try:
+        code = run_worker(settings, watch_landing=watch)
+    except NoPrefectServer as exc:
+        raise UserError(str(exc)) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:

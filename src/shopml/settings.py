@@ -72,6 +72,37 @@ class Settings(BaseSettings):
     admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     online_store_uri: str | None = None
     monitoring_store_uri: str | None = None
+    serve_max_batch: int = Field(
+        default=100, ge=1, le=10_000, description="Most instances in one predict request."
+    )
+    registry_poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often the service checks the champion aliases."
+    )
+    feature_max_age_hours: float = Field(
+        default=48.0, gt=0, description="Online features older than this are flagged stale."
+    )
+    feature_cache_seconds: float = Field(
+        default=5.0, ge=0, description="Online lookups cached per worker (0 turns it off)."
+    )
+    prediction_log_batch: int = Field(
+        default=500, ge=1, description="Prediction-log rows per write."
+    )
+    prediction_log_flush_seconds: float = Field(
+        default=1.0, gt=0, description="Longest a logged prediction waits before written."
+    )
+    prediction_log_max_queue: int = Field(
+        default=200_000, ge=1, description="Queued log rows beyond which new ones are dropped."
+    )
+
+    # Orchestration (Prefect deployments made by `shopml deploy`, run by `shopml worker`).
+    landing_s3_prefix: str | None = Field(
+        default=None, description="s3://bucket/prefix/ watched instead of the landing folder."
+    )
+    landing_poll_seconds: float = 5.0
+    retrain_cron: str = Field(default="0 3 * * *", description="Daily retrain of every use case.")
+    monitor_cron: str = Field(default="0 * * * *", description="Hourly monitoring report.")
+    schedule_timezone: str = "UTC"
+    work_pool: str = "shopml"
 
     # Reproducibility.
     seed: int = 42

@@ -40,22 +40,30 @@ def guess_kind(path: str) -> str | None:
     parts = lowered.rstrip("/").split("/")
     for part in parts[-3:]:
         for kind in IMPORTERS:
-            if part == kind or part.startswith(f"{kind}_") or part.startswith(f"{kind}-") \
-                    or part.startswith(f"{kind}."):
+            if (
+                part == kind
+                or part.startswith(f"{kind}_")
+                or part.startswith(f"{kind}-")
+                or part.startswith(f"{kind}.")
+            ):
                 return kind
     name = parts[-1]
     for kind in IMPORTERS:
         if kind.replace("-", "_") in name or kind in name:
             return kind
-    if name.endswith((".txt", ".dat")):
-        return "cdnow"
-    if name.endswith((".xlsx", ".parquet")):
-        return "online-retail"
-    if "." not in name:
-        return "olist"
-    if name.endswith((".csv", ".csv.gz")):
-        return "online-retail"
-    return None
+    # By format, most specific first; a suffix-less name is a folder (Olist's CSVs).
+    by_suffix = (
+        (".txt", "cdnow"),
+        (".dat", "cdnow"),
+        (".xlsx", "online-retail"),
+        (".parquet", "online-retail"),
+        (".csv", "online-retail"),
+        (".csv.gz", "online-retail"),
+    )
+    for suffix, kind in by_suffix:
+        if name.endswith(suffix):
+            return kind
+    return "olist" if "." not in name else None
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -80,9 +88,12 @@ def emit_landing_event(path: str, kind: str | None) -> None:
 
     event = emit_event(
         event=EVENT,
-        resource={"prefect.resource.id": f"shopml.landing.{uuid.uuid4().hex}",
-                  "prefect.resource.name": Path(path).name, "shopml.path": path,
-                  "shopml.kind": kind or ""},
+        resource={
+            "prefect.resource.id": f"shopml.landing.{uuid.uuid4().hex}",
+            "prefect.resource.name": Path(path).name,
+            "shopml.path": path,
+            "shopml.kind": kind or "",
+        },
         payload={"path": path, "kind": kind},
     )
     if event is None:
@@ -167,10 +178,15 @@ class S3Landing:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                rel = key[len(prefix):]
+                rel = key[len(prefix) :]
                 first = rel.split("/", 1)[0]
-                if not rel or first in (PROCESSED, REJECTED) or rel.endswith("/") \
-                        or Path(rel).name.startswith(".") or rel.endswith(_IGNORED_SUFFIXES):
+                if (
+                    not rel
+                    or first in (PROCESSED, REJECTED)
+                    or rel.endswith("/")
+                    or Path(rel).name.startswith(".")
+                    or rel.endswith(_IGNORED_SUFFIXES)
+                ):
                     continue
                 seen[key] = int(obj["Size"])
                 if self._sizes.get(key) != seen[key]:
@@ -181,18 +197,21 @@ class S3Landing:
                 sub = "" if parent == "." else parent + "/"
                 folder = PROCESSED if kind else REJECTED
                 new_key = f"{prefix}{folder}/{sub}{stamp}-{Path(rel).name}"
-                client.copy_object(Bucket=bucket, Key=new_key,
-                                   CopySource={"Bucket": bucket, "Key": key})
+                client.copy_object(
+                    Bucket=bucket, Key=new_key, CopySource={"Bucket": bucket, "Key": key}
+                )
                 client.delete_object(Bucket=bucket, Key=key)
                 if kind is None:
-                    log.warning("s3://%s/%s: no importer reads it; moved to %s", bucket, key,
-                                new_key)
+                    log.warning(
+                        "s3://%s/%s: no importer reads it; moved to %s", bucket, key, new_key
+                    )
                     continue
                 try:
                     self.emit(f"s3://{bucket}/{new_key}", kind)
                 except Exception:
-                    client.copy_object(Bucket=bucket, Key=key,
-                                       CopySource={"Bucket": bucket, "Key": new_key})
+                    client.copy_object(
+                        Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": new_key}
+                    )
                     client.delete_object(Bucket=bucket, Key=new_key)
                     raise
                 claimed.append(f"s3://{bucket}/{new_key}")
@@ -200,8 +219,11 @@ class S3Landing:
         return claimed
 
 
-def watch(landing: LocalLanding | S3Landing, interval_s: float = 5.0,
-          stop: Callable[[], bool] = lambda: False) -> None:
+def watch(
+    landing: LocalLanding | S3Landing,
+    interval_s: float = 5.0,
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
     """Poll until ``stop()`` says so; an error in one poll is logged and the loop goes on."""
     while not stop():
         try:

@@ -53,13 +53,13 @@ def _data_versions(names: list[str]) -> dict[str, str]:
         return {n: wh.dataset_version(list(get_usecase(n).required_tables)) for n in names}
 
 
-def _train(name: str, data_version: str, config: dict[str, Any], force: bool,
-           options: dict[str, Any]) -> tuple[Any, bool]:
+def _train(
+    name: str, data_version: str, config: dict[str, Any], force: bool, options: dict[str, Any]
+) -> tuple[Any, bool]:
     """Run the train task for one use case; returns (TrainResult, cached) and never raises."""
     from shopml.lifecycle.train import TrainResult
 
-    task = t.train_one.with_options(**options,
-                                    timeout_seconds=_train_timeout(config["timeout_s"]))
+    task = t.train_one.with_options(**options, timeout_seconds=_train_timeout(config["timeout_s"]))
     started = time.perf_counter()
     state = task(name, data_version, config, force, return_state=True)
     if state.is_completed():
@@ -69,12 +69,14 @@ def _train(name: str, data_version: str, config: dict[str, Any], force: bool,
         return exc.result, False
     # A timeout or a crash outside the lifecycle: still one line in the summary.
     reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
-    return TrainResult(name, "failed", reason or state.message or "failed",
-                       seconds=time.perf_counter() - started), False
+    return TrainResult(
+        name, "failed", reason or state.message or "failed", seconds=time.perf_counter() - started
+    ), False
 
 
-def _score(name: str, data_version: str, options: dict[str, Any],
-           row: UseCaseSummary) -> dict[str, Any] | None:
+def _score(
+    name: str, data_version: str, options: dict[str, Any], row: UseCaseSummary
+) -> dict[str, Any] | None:
     """Look up the champion and batch-score with it; fills ``row``. Never raises."""
     champ_state = t.champion_of.with_options(**options)(name, return_state=True)
     champ = champ_state.result(raise_on_failure=False)
@@ -87,8 +89,9 @@ def _score(name: str, data_version: str, options: dict[str, Any],
     if row.metric:
         row.champion_metric = champ["metrics"].get(row.metric)
         row.baseline_metric = champ["baseline"].get(row.metric)
-    state = t.batch_score.with_options(**options)(name, champ["version"], data_version,
-                                                  return_state=True)
+    state = t.batch_score.with_options(**options)(
+        name, champ["version"], data_version, return_state=True
+    )
     scored = state.result(raise_on_failure=False)
     if isinstance(scored, BaseException):
         row.score_error = f"{type(scored).__name__}: {scored}"
@@ -100,8 +103,12 @@ def _score(name: str, data_version: str, options: dict[str, Any],
 
 def _row(result: Any, cached: bool) -> UseCaseSummary:
     return UseCaseSummary(
-        usecase=result.usecase, status=result.status, reason=result.reason,
-        version=result.version, cached=cached, seconds=round(result.seconds, 1),
+        usecase=result.usecase,
+        status=result.status,
+        reason=result.reason,
+        version=result.version,
+        cached=cached,
+        seconds=round(result.seconds, 1),
         metric=result.metric,
     )
 
@@ -169,11 +176,13 @@ def pipeline(
         present = set(wh.table_names())
         feature_versions = {
             e: wh.dataset_version(list(get_feature_set(e).tables))
-            for e in t.ONLINE_ENTITIES if set(get_feature_set(e).tables) <= present
+            for e in t.ONLINE_ENTITIES
+            if set(get_feature_set(e).tables) <= present
         }
     for entity, version in feature_versions.items():
         summary.features.append(
-            t.build_latest_features.with_options(**options)(entity, version, cutoff))
+            t.build_latest_features.with_options(**options)(entity, version, cutoff)
+        )
     lap("features")
 
     # 3. Train, gate and promote each use case; one failing does not stop the others.
@@ -194,8 +203,11 @@ def pipeline(
     # 4. Online features for request-time lookups.
     report("materialising online features", 0.86)
     for f in summary.features:
-        summary.online.append(t.materialise_online.with_options(**options)(
-            f["entity"], f["key"], f["path"], cutoff, feature_versions[f["entity"]]))
+        summary.online.append(
+            t.materialise_online.with_options(**options)(
+                f["entity"], f["key"], f["path"], cutoff, feature_versions[f["entity"]]
+            )
+        )
     lap("online")
 
     # 5. Batch-score every champion (including champions from earlier runs).

@@ -18,7 +18,7 @@ _listeners: list[Listener] = []
 
 @contextmanager
 def listen(listener: Listener) -> Iterator[None]:
-    """Receive ``(stage, fraction or None)`` progress from flows run in this process while inside."""
+    """Receive ``(stage, fraction or None)`` from flows run in this process meanwhile."""
     with _lock:
         _listeners.append(listener)
     try:

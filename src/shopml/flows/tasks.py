@@ -15,8 +15,8 @@ would duplicate.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -82,8 +82,12 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     # them with the task, the code and the stores the task reads and writes is the cache key.
     s = settings()
     return digest(
-        context.task.name, parameters, code_version(), str(s.warehouse.resolve()),
-        s.tracking_uri, s.online_store_uri or str((s.home / "online.sqlite").resolve()),
+        context.task.name,
+        parameters,
+        code_version(),
+        str(s.warehouse.resolve()),
+        s.tracking_uri,
+        s.online_store_uri or str((s.home / "online.sqlite").resolve()),
     )
 
 
@@ -142,8 +146,9 @@ class DataInvalid(ValueError):
 
 # -- data --------------------------------------------------------------------------------------
 @task(name="load-simulated-data", timeout_seconds=1800, cache_policy=NO_CACHE)
-def load_simulated(customers: int, seed: int, days: int = 730, start: str = "2023-01-01",
-                   scenario: str = "none") -> dict[str, Any]:
+def load_simulated(
+    customers: int, seed: int, days: int = 730, start: str = "2023-01-01", scenario: str = "none"
+) -> dict[str, Any]:
     """Simulate a shop and load it, unless the warehouse already holds exactly this simulation.
 
     Not cached by Prefect: the warehouse itself is the record (the simulator's configuration and
@@ -153,16 +158,28 @@ def load_simulated(customers: int, seed: int, days: int = 730, start: str = "202
     from shopml.data.sim.world import SIM_VERSION
     from shopml.data.simulator import SimConfig, simulate
 
-    config = SimConfig(customers=customers, seed=seed, days=days,
-                       start=date.fromisoformat(start), scenario=scenario)
+    config = SimConfig(
+        customers=customers,
+        seed=seed,
+        days=days,
+        start=date.fromisoformat(start),
+        scenario=scenario,
+    )
     with open_warehouse() as wh:
-        same = (wh.get_meta("source") == "simulator"
-                and wh.get_meta("sim_config") == config.to_json()
-                and wh.get_meta("sim_version") == SIM_VERSION)
+        same = (
+            wh.get_meta("source") == "simulator"
+            and wh.get_meta("sim_config") == config.to_json()
+            and wh.get_meta("sim_version") == SIM_VERSION
+        )
         if same:
             report("data unchanged: the warehouse already holds this simulation", 0.08)
-            return {"source": "simulator", "loaded": False, "customers": customers,
-                    "seed": seed, "dataset_version": wh.dataset_version()}
+            return {
+                "source": "simulator",
+                "loaded": False,
+                "customers": customers,
+                "seed": seed,
+                "dataset_version": wh.dataset_version(),
+            }
     report(f"simulating {customers:,} customers", 0.01)
 
     def progress(stage: str, fraction: float) -> None:
@@ -173,9 +190,15 @@ def load_simulated(customers: int, seed: int, days: int = 730, start: str = "202
     with open_warehouse() as wh:
         load = dataset.load(wh)
         version = wh.dataset_version()
-    return {"source": "simulator", "loaded": True, "customers": customers, "seed": seed,
-            "dataset_version": version, "rows_quarantined": load.rows_quarantined,
-            "tables": {t.table: t.rows_accepted for t in load.tables}}
+    return {
+        "source": "simulator",
+        "loaded": True,
+        "customers": customers,
+        "seed": seed,
+        "dataset_version": version,
+        "rows_quarantined": load.rows_quarantined,
+        "tables": {t.table: t.rows_accepted for t in load.tables},
+    }
 
 
 def _fetch(path: str, workdir: Path) -> Path:
@@ -196,14 +219,19 @@ def _fetch(path: str, workdir: Path) -> Path:
         return target
     folder = workdir / Path(key.rstrip("/")).name
     for k in keys:  # a prefix: an Olist folder of CSVs
-        dest = folder / k[len(key):].lstrip("/")
+        dest = folder / k[len(key) :].lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(bucket, k, str(dest))
     return folder
 
 
-@task(name="ingest-file", timeout_seconds=1800, cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=SERVER_RETRY_DELAYS[:2])
+@task(
+    name="ingest-file",
+    timeout_seconds=1800,
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=SERVER_RETRY_DELAYS[:2],
+)
 def ingest_file(path: str, kind: str) -> dict[str, Any]:
     """Import a landed file (or folder, or ``s3://`` object) into the warehouse.
 
@@ -223,9 +251,14 @@ def ingest_file(path: str, kind: str) -> dict[str, Any]:
         with open_warehouse() as wh:
             load = dataset.load(wh)
             version = wh.dataset_version()
-    return {"source": kind, "path": path, "loaded": True, "dataset_version": version,
-            "rows_quarantined": load.rows_quarantined,
-            "tables": {t.table: t.rows_accepted for t in load.tables}}
+    return {
+        "source": kind,
+        "path": path,
+        "loaded": True,
+        "dataset_version": version,
+        "rows_quarantined": load.rows_quarantined,
+        "tables": {t.table: t.rows_accepted for t in load.tables},
+    }
 
 
 @task(name="validate-data", timeout_seconds=300, cache_policy=NO_CACHE)
@@ -243,11 +276,18 @@ def validate_data() -> dict[str, Any]:
         if missing:
             raise DataInvalid(f"the warehouse has no {', '.join(missing)} table(s)")
         end = data_end(wh)
-        tables = {t.table: {"rows": t.rows, "quarantined": t.quarantined, "version": t.version}
-                  for t in info if not t.oracle}
-        return {"dataset_version": wh.dataset_version(), "data_end": end.isoformat(),
-                "source": wh.get_meta("source"), "tables": tables,
-                "rows_quarantined": sum(t["quarantined"] or 0 for t in tables.values())}
+        tables = {
+            t.table: {"rows": t.rows, "quarantined": t.quarantined, "version": t.version}
+            for t in info
+            if not t.oracle
+        }
+        return {
+            "dataset_version": wh.dataset_version(),
+            "data_end": end.isoformat(),
+            "source": wh.get_meta("source"),
+            "tables": tables,
+            "rows_quarantined": sum(t["quarantined"] or 0 for t in tables.values()),
+        }
 
 
 # -- features ----------------------------------------------------------------------------------
@@ -255,8 +295,12 @@ def features_path(entity: str) -> Path:
     return settings().home / "features" / f"{entity}.parquet"
 
 
-@task(name="build-latest-features", timeout_seconds=900, cache_key_fn=_cache_key,
-      task_run_name="features-{entity}")
+@task(
+    name="build-latest-features",
+    timeout_seconds=900,
+    cache_key_fn=_cache_key,
+    task_run_name="features-{entity}",
+)
 def build_latest_features(entity: str, data_version: str, cutoff: str) -> dict[str, Any]:
     """Build one entity's features at ``cutoff`` (the data end) into ``<home>/features``.
 
@@ -269,14 +313,27 @@ def build_latest_features(entity: str, data_version: str, cutoff: str) -> dict[s
     with open_warehouse(read_only=True) as wh:
         frame = build_features(wh, datetime.fromisoformat(cutoff), entity)
     path = atomic_parquet(frame, features_path(entity))
-    return {"entity": entity, "key": fs.key[0], "rows": len(frame),
-            "columns": len(frame.columns), "cutoff": cutoff, "path": str(path)}
+    return {
+        "entity": entity,
+        "key": fs.key[0],
+        "rows": len(frame),
+        "columns": len(frame.columns),
+        "cutoff": cutoff,
+        "path": str(path),
+    }
 
 
-@task(name="materialise-online", timeout_seconds=600, cache_key_fn=_cache_key,
-      retries=2, retry_delay_seconds=SERVER_RETRY_DELAYS[:2], task_run_name="online-{entity}")
-def materialise_online(entity: str, key: str, path: str, as_of: str,
-                       data_version: str) -> dict[str, Any]:
+@task(
+    name="materialise-online",
+    timeout_seconds=600,
+    cache_key_fn=_cache_key,
+    retries=2,
+    retry_delay_seconds=SERVER_RETRY_DELAYS[:2],
+    task_run_name="online-{entity}",
+)
+def materialise_online(
+    entity: str, key: str, path: str, as_of: str, data_version: str
+) -> dict[str, Any]:
     """Replace the online store's features for ``entity`` with the built ones (atomic swap)."""
     from shopml.online import open_store
 
@@ -303,9 +360,18 @@ class TransientFailure(UseCaseFailed):
 
 
 _TRANSIENT_MARKERS = (
-    "ConnectionError", "ConnectionRefused", "ConnectTimeout", "ReadTimeout", "TimeoutError",
-    "Max retries exceeded", "Temporary failure", "503", "502", "database is locked",
-    "server closed the connection", "OperationalError",
+    "ConnectionError",
+    "ConnectionRefused",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "TimeoutError",
+    "Max retries exceeded",
+    "Temporary failure",
+    "503",
+    "502",
+    "database is locked",
+    "server closed the connection",
+    "OperationalError",
 )
 
 
@@ -324,11 +390,17 @@ def train_config(trials: int, timeout_s: float, seed: int) -> dict[str, Any]:
     return {"trials": trials, "timeout_s": timeout_s, "seed": seed}
 
 
-@task(name="train-usecase", cache_key_fn=_cache_key, retries=2,
-      retry_delay_seconds=SERVER_RETRY_DELAYS[:2], retry_condition_fn=_retry_transient,
-      task_run_name="train-{usecase}")
-def train_one(usecase: str, data_version: str, config: dict[str, Any],
-              force: bool = False) -> TrainResult:
+@task(
+    name="train-usecase",
+    cache_key_fn=_cache_key,
+    retries=2,
+    retry_delay_seconds=SERVER_RETRY_DELAYS[:2],
+    retry_condition_fn=_retry_transient,
+    task_run_name="train-{usecase}",
+)
+def train_one(
+    usecase: str, data_version: str, config: dict[str, Any], force: bool = False
+) -> TrainResult:
     """Train, evaluate, register and gate one use case (the lifecycle does the work).
 
     Cached on the use case, the versions of its tables, the training configuration and the
@@ -340,13 +412,12 @@ def train_one(usecase: str, data_version: str, config: dict[str, Any],
     from shopml.usecases import get_usecase
 
     uc = get_usecase(usecase)
-    cfg = TrainConfig(**config)
-    kwargs: dict[str, Any] = {}
-    if "force" in inspect.signature(train_usecase).parameters:
-        kwargs["force"] = force
+    # The lifecycle reuses a version registered with the same training key unless forced:
+    # that, not this task's cache, is what keeps a killed-and-rerun training from duplicating.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**config, **({"force": force} if "force" in fields else {}))
     with open_warehouse() as wh:
-        result = train_usecase(uc, wh, settings(), cfg,
-                               lambda msg: report(msg), **kwargs)
+        result = train_usecase(uc, wh, settings(), cfg, report)
     if result.status == "failed":
         if any(marker in result.reason for marker in _TRANSIENT_MARKERS):
             raise TransientFailure(result)
@@ -355,8 +426,14 @@ def train_one(usecase: str, data_version: str, config: dict[str, Any],
 
 
 # -- registry and scoring ----------------------------------------------------------------------
-@task(name="champion-of", timeout_seconds=120, cache_policy=NO_CACHE, retries=3,
-      retry_delay_seconds=SERVER_RETRY_DELAYS, task_run_name="champion-{usecase}")
+@task(
+    name="champion-of",
+    timeout_seconds=120,
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=SERVER_RETRY_DELAYS,
+    task_run_name="champion-{usecase}",
+)
 def champion_of(usecase: str) -> dict[str, Any] | None:
     """The champion's version and its recorded metrics, or None (asks the registry: retried)."""
     from shopml.lifecycle.registry import CHAMPION, alias_version
@@ -367,10 +444,12 @@ def champion_of(usecase: str) -> dict[str, Any] | None:
     if mv is None:
         return None
     tags = dict(mv.tags or {})
-    return {"version": str(mv.version),
-            "metrics": json.loads(tags.get("shopml.metrics", "{}")),
-            "baseline": json.loads(tags.get("shopml.baseline_metrics", "{}")),
-            "verdict": tags.get("shopml.gate.verdict")}
+    return {
+        "version": str(mv.version),
+        "metrics": json.loads(tags.get("shopml.metrics", "{}")),
+        "baseline": json.loads(tags.get("shopml.baseline_metrics", "{}")),
+        "verdict": tags.get("shopml.gate.verdict"),
+    }
 
 
 def scores_path(usecase: str) -> Path:
@@ -393,8 +472,14 @@ def scoring_frame(usecase: str, wh: Warehouse) -> tuple[pd.DataFrame, list[str],
     raise DataInvalid(f"{usecase}: no rows to score in the last {4 * uc.horizon_days} days")
 
 
-@task(name="batch-score", timeout_seconds=1200, cache_key_fn=_cache_key, retries=2,
-      retry_delay_seconds=SERVER_RETRY_DELAYS[:2], task_run_name="score-{usecase}")
+@task(
+    name="batch-score",
+    timeout_seconds=1200,
+    cache_key_fn=_cache_key,
+    retries=2,
+    retry_delay_seconds=SERVER_RETRY_DELAYS[:2],
+    task_run_name="score-{usecase}",
+)
 def batch_score(usecase: str, version: str, data_version: str) -> dict[str, Any]:
     """Score the latest rows with the champion (``version``) into ``<home>/scores/<uc>.parquet``.
 
@@ -409,14 +494,21 @@ def batch_score(usecase: str, version: str, data_version: str) -> dict[str, Any]
         frame, keys, cutoff = scoring_frame(usecase, wh)
     started = time.perf_counter()
     predictions = scorer.predict_frame(frame)
-    out = pd.concat([frame[keys].reset_index(drop=True),
-                     predictions.reset_index(drop=True)], axis=1)
+    out = pd.concat(
+        [frame[keys].reset_index(drop=True), predictions.reset_index(drop=True)], axis=1
+    )
     out["model_version"] = version
     out["as_of"] = cutoff
     path = atomic_parquet(out, scores_path(usecase))
-    return {"usecase": usecase, "version": version, "rows": len(out), "path": str(path),
-            "as_of": cutoff.isoformat(), "outputs": list(predictions.columns),
-            "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "usecase": usecase,
+        "version": version,
+        "rows": len(out),
+        "path": str(path),
+        "as_of": cutoff.isoformat(),
+        "outputs": list(predictions.columns),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 # -- monitoring --------------------------------------------------------------------------------
@@ -431,18 +523,26 @@ def data_quality_report() -> dict[str, Any]:
             if t.oracle:
                 continue
             total = t.rows + t.quarantined
-            tables.append({
-                "table": t.table, "rows": t.rows, "quarantined": t.quarantined,
-                "quarantined_share": round(t.quarantined / total, 6) if total else 0.0,
-                "version": t.version,
-                "written_at": t.written_at.isoformat() if t.written_at else None,
-                "hours_since_written": round((now - t.written_at).total_seconds() / 3600, 2)
-                if t.written_at else None,
-            })
-        return {"source": wh.get_meta("source"), "dataset_version": wh.dataset_version(),
-                "data_end": end.isoformat(),
-                "days_since_last_order": round((now - end).total_seconds() / 86400, 1),
-                "tables": tables}
+            tables.append(
+                {
+                    "table": t.table,
+                    "rows": t.rows,
+                    "quarantined": t.quarantined,
+                    "quarantined_share": round(t.quarantined / total, 6) if total else 0.0,
+                    "version": t.version,
+                    "written_at": t.written_at.isoformat() if t.written_at else None,
+                    "hours_since_written": round((now - t.written_at).total_seconds() / 3600, 2)
+                    if t.written_at
+                    else None,
+                }
+            )
+        return {
+            "source": wh.get_meta("source"),
+            "dataset_version": wh.dataset_version(),
+            "data_end": end.isoformat(),
+            "days_since_last_order": round((now - end).total_seconds() / 86400, 1),
+            "tables": tables,
+        }
 
 
 def _distribution(series: pd.Series) -> dict[str, Any]:
@@ -451,23 +551,36 @@ def _distribution(series: pd.Series) -> dict[str, Any]:
         values = numeric.dropna().to_numpy(dtype="float64")
         counts, edges = np.histogram(values, bins=10)
         return {
-            "kind": "numeric", "count": int(series.size), "missing": int(numeric.isna().sum()),
-            "mean": float(values.mean()), "std": float(values.std()),
-            "min": float(values.min()), "max": float(values.max()),
-            "quantiles": {str(q): float(np.quantile(values, q))
-                          for q in (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)},
-            "histogram": {"edges": [float(e) for e in edges],
-                          "counts": [int(c) for c in counts]},
+            "kind": "numeric",
+            "count": int(series.size),
+            "missing": int(numeric.isna().sum()),
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "quantiles": {
+                str(q): float(np.quantile(values, q))
+                for q in (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+            },
+            "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
         }
     values = series.dropna().astype(str)
     top = values.value_counts().head(10)
-    return {"kind": "categorical", "count": int(series.size),
-            "missing": int(series.isna().sum()), "distinct": int(values.nunique()),
-            "top": {str(k): int(v) for k, v in top.items()}}
+    return {
+        "kind": "categorical",
+        "count": int(series.size),
+        "missing": int(series.isna().sum()),
+        "distinct": int(values.nunique()),
+        "top": {str(k): int(v) for k, v in top.items()},
+    }
 
 
-@task(name="score-distribution", timeout_seconds=300, cache_policy=NO_CACHE,
-      task_run_name="score-distribution-{usecase}")
+@task(
+    name="score-distribution",
+    timeout_seconds=300,
+    cache_policy=NO_CACHE,
+    task_run_name="score-distribution-{usecase}",
+)
 def score_distribution(usecase: str) -> dict[str, Any] | None:
     """The latest batch scores' distribution per output column (None when never scored)."""
     path = scores_path(usecase)
@@ -478,7 +591,8 @@ def score_distribution(usecase: str) -> dict[str, Any] | None:
     keys = [c for c in frame.columns if c.endswith("_id") or c == "week_start"]
     outputs = [c for c in frame.columns if c not in skip and c not in keys]
     return {
-        "usecase": usecase, "rows": len(frame),
+        "usecase": usecase,
+        "rows": len(frame),
         "model_version": str(frame["model_version"].iloc[0]) if len(frame) else None,
         "as_of": str(frame["as_of"].iloc[0]) if len(frame) else None,
         "scored_at": datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(),
@@ -487,20 +601,26 @@ def score_distribution(usecase: str) -> dict[str, Any] | None:
 
 
 @task(name="write-monitoring-report", timeout_seconds=120, cache_policy=NO_CACHE)
-def write_monitoring_report(quality: dict[str, Any],
-                            scores: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+def write_monitoring_report(
+    quality: dict[str, Any], scores: dict[str, dict[str, Any] | None]
+) -> dict[str, Any]:
     """Write the report under ``<home>/reports/monitoring/`` (timestamped, and ``latest.json``)."""
     now = datetime.now(UTC)
     body = {
-        "generated_at": now.isoformat(), "data_quality": quality,
+        "generated_at": now.isoformat(),
+        "data_quality": quality,
         "score_distributions": {k: v for k, v in scores.items() if v is not None},
         "not_scored": sorted(k for k, v in scores.items() if v is None),
         "not_available_yet": "drift and delayed-label performance (Evidently) come with the "
-                             "monitoring issue",
+        "monitoring issue",
     }
     folder = settings().reports_dir / "monitoring"
     path = atomic_json(body, folder / f"monitoring-{now:%Y%m%dT%H%M%SZ}.json")
     shutil.copyfile(path, folder / ".latest.json.tmp")
     os.replace(folder / ".latest.json.tmp", folder / "latest.json")
-    return {"path": str(path), "latest": str(folder / "latest.json"),
-            "scored": sorted(body["score_distributions"]), "not_scored": body["not_scored"]}
+    return {
+        "path": str(path),
+        "latest": str(folder / "latest.json"),
+        "scored": sorted(body["score_distributions"]),
+        "not_scored": body["not_scored"],
+    }

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sqlite3
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -36,13 +37,11 @@ class OnlineStoreError(ValueError):
 
 def _jsonable(value: Any) -> Any:
     # Feature values become plain JSON types: NaN/NaT become null, timestamps ISO strings.
-    if value is None:
+    if value is None or value is pd.NaT:
         return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
-        return None
-    if value is pd.NaT:
         return None
     if isinstance(value, pd.Timestamp | datetime | date):
         return value.isoformat()
@@ -81,24 +80,30 @@ class SQLiteOnlineStore(OnlineStore):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        self._con = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute(
-            "CREATE TABLE IF NOT EXISTS _shopml_entities (entity TEXT PRIMARY KEY, "
-            "table_name TEXT NOT NULL, key TEXT NOT NULL, as_of TEXT NOT NULL, rows INTEGER, "
-            "columns TEXT, written_at TEXT)"
+        # One connection shared by a server's threads, serialised by a lock; other processes
+        # open their own, and WAL lets them read while one writes. We issue BEGIN ourselves.
+        self._con = sqlite3.connect(
+            str(self.path), isolation_level=None, timeout=30, check_same_thread=False
         )
+        self._lock = threading.RLock()
+        with self._lock:
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute(
+                "CREATE TABLE IF NOT EXISTS _shopml_entities (entity TEXT PRIMARY KEY, "
+                "table_name TEXT NOT NULL, key TEXT NOT NULL, as_of TEXT NOT NULL, "
+                "rows INTEGER, columns TEXT, written_at TEXT)"
+            )
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        self._con.execute("COMMIT")
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._con.execute(f"BEGIN {mode}")
+            try:
+                yield self._con
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
 
     def write(self, entity: str, frame: pd.DataFrame, key: str, as_of: datetime) -> int:
         if not _NAME.match(entity):
@@ -114,36 +119,39 @@ class SQLiteOnlineStore(OnlineStore):
             (str(k), json.dumps({c: _jsonable(v) for c, v in rec.items()}))
             for k, rec in zip(frame[key].tolist(), records, strict=True)
         ]
-        # Fill the new table outside the swap transaction: readers keep the old version meanwhile.
-        self._con.execute(f'CREATE TABLE "{table}" (id TEXT PRIMARY KEY, features TEXT NOT NULL)')
-        try:
-            with self._transaction() as con:
-                con.executemany(f'INSERT INTO "{table}" VALUES (?, ?)', rows)
-            with self._transaction() as con:
-                old = con.execute(
-                    "SELECT table_name FROM _shopml_entities WHERE entity = ?", [entity]
-                ).fetchone()
-                con.execute(
-                    "INSERT OR REPLACE INTO _shopml_entities VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [entity, table, key, as_of.isoformat(), len(rows), json.dumps(columns),
-                     datetime.now().isoformat(timespec="seconds")],
-                )
-                if old:
-                    con.execute(f'DROP TABLE IF EXISTS "{old[0]}"')
-        except BaseException:
-            self._con.execute(f'DROP TABLE IF EXISTS "{table}"')
-            raise
-        self._drop_orphans(entity)
+        with self._lock:
+            # Fill the new table first: readers keep using the old version meanwhile.
+            self._con.execute(
+                f'CREATE TABLE "{table}" (id TEXT PRIMARY KEY, features TEXT NOT NULL)'
+            )
+            try:
+                with self._transaction() as con:
+                    con.executemany(f'INSERT INTO "{table}" VALUES (?, ?)', rows)
+                with self._transaction() as con:  # the swap: one small transaction
+                    old = con.execute(
+                        "SELECT table_name FROM _shopml_entities WHERE entity = ?", [entity]
+                    ).fetchone()
+                    con.execute(
+                        "INSERT OR REPLACE INTO _shopml_entities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [entity, table, key, as_of.isoformat(), len(rows), json.dumps(columns),
+                         datetime.now().isoformat(timespec="seconds")],
+                    )  # fmt: skip
+                    if old:
+                        con.execute(f'DROP TABLE IF EXISTS "{old[0]}"')
+            except BaseException:
+                self._con.execute(f'DROP TABLE IF EXISTS "{table}"')
+                raise
+            self._drop_orphans(entity)
         return len(rows)
 
     def _drop_orphans(self, entity: str) -> None:
         # Tables a crashed write left behind (created, never swapped in).
         current = {r[0] for r in self._con.execute("SELECT table_name FROM _shopml_entities")}
+        prefix = f"fs_{entity}_"
         for (name,) in self._con.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?",
-            [f"fs\\_{entity}\\_%"],
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
         ).fetchall():
-            if name not in current and name.startswith(f"fs_{entity}_"):
+            if name.startswith(prefix) and name not in current:
                 self._con.execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def _current(self, entity: str) -> tuple[str, datetime] | None:
@@ -156,17 +164,14 @@ class SQLiteOnlineStore(OnlineStore):
 
     def get(self, entity: str, key_value: str) -> tuple[Features, datetime] | None:
         # One read transaction, so the pointer and the row come from the same version.
-        self._con.execute("BEGIN")
-        try:
+        with self._transaction("DEFERRED") as con:
             current = self._current(entity)
             if current is None:
                 return None
             table, as_of = current
-            row = self._con.execute(
+            row = con.execute(
                 f'SELECT features FROM "{table}" WHERE id = ?', [str(key_value)]
             ).fetchone()
-        finally:
-            self._con.execute("COMMIT")
         if row is None:
             return None
         return json.loads(row[0]), as_of
@@ -174,35 +179,38 @@ class SQLiteOnlineStore(OnlineStore):
     def get_many(self, entity: str, key_values: Iterable[str]) -> dict[str, Features]:
         ids = [str(k) for k in key_values]
         out: dict[str, Features] = {}
-        self._con.execute("BEGIN")
-        try:
+        with self._transaction("DEFERRED") as con:
             current = self._current(entity)
             if current is None:
                 return out
             table = current[0]
             for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key_id, features in self._con.execute(
+                for key_id, features in con.execute(
                     f'SELECT id, features FROM "{table}" WHERE id IN ({marks})', chunk
                 ):
                     out[key_id] = json.loads(features)
-        finally:
-            self._con.execute("COMMIT")
         return out
 
     def entities(self) -> dict[str, dict[str, Any]]:
         """What is materialised: per entity its key, as-of time, rows and columns."""
         out = {}
-        for entity, _table, key, as_of, rows, columns, written_at in self._con.execute(
-            "SELECT * FROM _shopml_entities ORDER BY entity"
-        ):
-            out[entity] = {"key": key, "as_of": as_of, "rows": rows,
-                           "columns": json.loads(columns or "[]"), "written_at": written_at}
+        with self._lock:
+            rows = self._con.execute("SELECT * FROM _shopml_entities ORDER BY entity").fetchall()
+        for entity, _table, key, as_of, n, columns, written_at in rows:
+            out[entity] = {
+                "key": key,
+                "as_of": as_of,
+                "rows": n,
+                "columns": json.loads(columns or "[]"),
+                "written_at": written_at,
+            }
         return out
 
     def close(self) -> None:
-        self._con.close()
+        with self._lock:
+            self._con.close()
 
 
 def open_store(settings: Settings) -> OnlineStore:
@@ -212,7 +220,15 @@ def open_store(settings: Settings) -> OnlineStore:
         return SQLiteOnlineStore(settings.home / "online.sqlite")
     if uri.startswith("sqlite:///"):
         return SQLiteOnlineStore(Path(uri.removeprefix("sqlite:///")))
+    if uri.startswith(("redis://", "rediss://", "unix://")):
+        from shopml.online.redis_store import RedisOnlineStore
+
+        return RedisOnlineStore(uri)
+    if uri.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        from shopml.online.postgres_store import PostgresOnlineStore
+
+        return PostgresOnlineStore(uri)
     raise OnlineStoreError(
-        f"online store {uri!r} is not supported yet (Redis and PostgreSQL come with serving); "
-        "use sqlite:///path or leave SHOPML_ONLINE_STORE_URI unset"
+        f"online store {uri!r} is not supported; use sqlite:///path, redis://host:port/db, "
+        "postgresql://user@host/db, or leave SHOPML_ONLINE_STORE_URI unset"
     )
