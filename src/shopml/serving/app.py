@@ -1,0 +1,501 @@
+"""The FastAPI app: one service for every use case, routes generated from the use cases.
+
+``create_app()`` builds it from settings. Every use case gets ``POST /v1/<name>/predict``
+except those with their own kind of answer (``recommender`` recommends, ``pricing`` suggests).
+The request path is kept short: validate (pydantic-core), look features up (cached), fill a
+preallocated numpy row, call the scorer's ``predict_matrix``, append to the prediction-log
+queue, count, and answer with orjson. Nothing on it does I/O except a cache-missing lookup.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the generated routes'
+annotations at run time, and they name classes local to the route factories.)
+"""
+
+import hashlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import Body, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.responses import Response
+
+from shopml.serving import metrics
+from shopml.serving.features import FeatureLookup, Lookup, MissingEntity, lookups_for
+from shopml.serving.models import LoadedModel, MlflowSource, ModelSource, ModelStore
+from shopml.serving.predlog import PredictionLog, open_writer
+from shopml.serving.schemas import (
+    BatchResponse,
+    PredictResponse,
+    RecommendRequest,
+    RecommendResponse,
+    SuggestRequest,
+    SuggestResponse,
+    batch_model,
+    instance_model,
+    predict_examples,
+)
+
+if TYPE_CHECKING:
+    from shopml.online.store import OnlineStore
+    from shopml.settings import Settings
+
+log = logging.getLogger("shopml.serving")
+
+# Use cases whose answer is not a prediction per instance get their own route.
+SPECIAL_ROUTES = {"recommender": "recommend", "pricing": "suggest"}
+NAN = float("nan")
+
+
+class ServingConfigError(RuntimeError):
+    """The service refuses to start with this configuration."""
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # orjson writes NaN as null and numpy scalars natively; no jsonable_encoder pass.
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status,
+                    headers=headers, media_type="application/json")
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 64 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def _invalid(loc: list[Any], msg: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+# -- auth --------------------------------------------------------------------------------------
+class Auth:
+    """Bearer API keys in two scopes; keys are kept as SHA-256 digests and never logged."""
+
+    def __init__(self, api_keys: list[str], admin_keys: list[str], open_: bool) -> None:
+        self.score = {self.digest(k) for k in api_keys}
+        self.admin = {self.digest(k) for k in admin_keys}
+        self.open = open_  # development with no keys configured: no auth
+        self.bearer = HTTPBearer(auto_error=False, description="An API key from "
+                                 "SHOPML_API_KEYS (scoring) or SHOPML_ADMIN_KEYS (admin).")
+
+    @staticmethod
+    def digest(key: str) -> bytes:
+        return hashlib.sha256(key.encode()).digest()
+
+    def _check(self, creds: HTTPAuthorizationCredentials | None, admin: bool) -> None:
+        if self.open:
+            return
+        if creds is None or not creds.credentials:
+            raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`",
+                                headers={"WWW-Authenticate": "Bearer"})
+        d = self.digest(creds.credentials)
+        if d in self.admin:
+            return
+        if d in self.score:
+            if admin:
+                raise HTTPException(403, "this API key has no admin scope")
+            return
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+    def scoring_dep(self) -> Callable[..., None]:
+        bearer = self.bearer
+
+        def scoring(creds: Annotated[HTTPAuthorizationCredentials | None,
+                                     Depends(bearer)]) -> None:
+            self._check(creds, admin=False)
+
+        return scoring
+
+    def admin_dep(self) -> Callable[..., None]:
+        bearer = self.bearer
+
+        def admin(creds: Annotated[HTTPAuthorizationCredentials | None,
+                                   Depends(bearer)]) -> None:
+            self._check(creds, admin=True)
+
+        return admin
+
+
+# -- state -------------------------------------------------------------------------------------
+class ServiceState:
+    """Everything the routes share: models, online features, prediction log, settings."""
+
+    def __init__(self, settings: "Settings", store: ModelStore, lookup_factory:
+                 Callable[[], FeatureLookup], log_factory: Callable[[], PredictionLog]) -> None:
+        self.settings = settings
+        self.models = store
+        self._lookup_factory = lookup_factory
+        self._log_factory = log_factory
+        self.lookup = FeatureLookup(None)
+        self.log = PredictionLog(lambda: None)
+        self.stale_after = settings.feature_max_age_hours * 3600.0
+        self._pred_children: dict[tuple[str, str], Any] = {}
+        self.dropped_reported = 0
+
+    def start(self) -> None:
+        self.log = self._log_factory()
+        self.log.start()
+        try:
+            self.lookup = self._lookup_factory()
+        except Exception as exc:  # noqa: BLE001 - serve explicit features; /ready reports it
+            log.warning("online store unavailable: %s", exc)
+            self.lookup = FeatureLookup(None)
+            self.lookup.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self.models.start()
+        metrics.REGISTRY_UP.set(1 if self.models.registry_ok else 0)
+
+    def stop(self) -> None:
+        self.models.stop()
+        self.log.close()
+        if self.lookup.store is not None:
+            self.lookup.store.close()
+
+    def observe(self, usecase: str, outputs: list[str], values: np.ndarray) -> None:
+        """Prediction distributions (bound histogram children cached per output)."""
+        for j, name in enumerate(outputs):
+            child = self._pred_children.get((usecase, name))
+            if child is None:
+                child = metrics.PREDICTIONS.labels(usecase, name)
+                self._pred_children[(usecase, name)] = child
+            col = values[:, j] if values.ndim == 2 else values
+            for v in col:
+                if v == v:  # not NaN
+                    child.observe(v)
+
+
+def _model(state: ServiceState, usecase: str) -> LoadedModel:
+    model = state.models.get(usecase)
+    if model is None:
+        reason = state.models.errors.get(usecase, "not loaded yet")
+        raise HTTPException(503, f"no {usecase} model is being served ({reason})")
+    return model
+
+
+# -- routes ------------------------------------------------------------------------------------
+def _add_predict_route(app: FastAPI, state: ServiceState, usecase: Any, scoring: Any,
+                       max_batch: int) -> None:
+    name: str = usecase.name
+    lookups = lookups_for(usecase.entity, usecase.key)
+    Instance = instance_model(name, lookups)  # noqa: N806 - a class
+    Batch = batch_model(name, Instance, max_batch)  # noqa: N806
+    fields = [lk.field for lk in lookups]
+    examples = predict_examples(lookups, list(usecase.monitoring.features))
+    stale_after = state.stale_after
+
+    def fill(model: LoadedModel, x: np.ndarray, r: int, inst: Any, loc: list[Any]
+             ) -> tuple[dict[str, str], float | None, Any]:
+        ids = {f: v for f in fields if (v := getattr(inst, f)) is not None}
+        explicit: dict[str, float | None] | None = inst.features
+        if not ids and explicit is None:
+            raise _invalid(loc, f"name the instance ({' or '.join(fields)}) or give `features`")
+        index = model.index
+        as_of = None
+        used: Any = None
+        if ids:
+            try:
+                merged, as_of = state.lookup.resolve(lookups, ids)
+            except MissingEntity as exc:
+                raise HTTPException(404, {"message": str(exc), exc.field: exc.value}) from None
+            except Exception as exc:
+                raise HTTPException(503, f"online feature store unavailable ({exc})") from None
+            for k, v in merged.items():
+                i = index.get(k)
+                if i is not None and v is not None:
+                    try:
+                        x[r, i] = float(v)
+                    except (TypeError, ValueError):
+                        pass  # a non-numeric column the model encodes elsewhere
+        if explicit:
+            for k, v in explicit.items():
+                i = index.get(k)
+                if i is None:
+                    raise _invalid([*loc, "features", k],
+                                   f"{name} v{model.version} has no feature {k!r}")
+                x[r, i] = NAN if v is None else v
+        return ids, as_of, used
+
+    def outputs_of(model: LoadedModel, out: np.ndarray, r: int) -> dict[str, Any]:
+        vals = out[r] if out.ndim == 2 else (out[r],)
+        pred = {o: (float(v) if v == v else None) for o, v in zip(model.outputs, vals,
+                                                                   strict=False)}
+        if model.name_of is not None and model.outputs:
+            first = pred[model.outputs[0]]
+            try:
+                pred["segment_name"] = model.name_of(int(first)) if first is not None else None
+            except (ValueError, IndexError):
+                pred["segment_name"] = None
+        return pred
+
+    def age(as_of: float | None, now: float) -> tuple[float | None, bool]:
+        if as_of is None:
+            return None, False
+        a = round(now - as_of, 1)
+        return a, a > stale_after
+
+    async def predict(
+        request: Request,
+        body: Annotated[Instance | Batch, Body(openapi_examples=examples)],  # type: ignore[valid-type]
+        _auth: Annotated[None, Depends(scoring)],
+    ) -> Response:
+        model = _model(state, name)
+        rid = _request_id(request)
+        now = time.time()
+        n = len(model.features)
+        if isinstance(body, Batch):
+            instances = body.instances  # type: ignore[attr-defined]
+            x = np.full((len(instances), n), NAN)
+            meta = [fill(model, x, r, inst, ["body", "instances", r])
+                    for r, inst in enumerate(instances)]
+        else:
+            # The single-instance fast path reuses the model's preallocated row.
+            x = model.row
+            x.fill(NAN)
+            meta = [fill(model, x, 0, body, ["body"])]
+        out = np.asarray(model.scorer.predict_matrix(x))
+        state.observe(name, model.outputs, out)
+        results = []
+        for r, (ids, as_of, _) in enumerate(meta):
+            pred = outputs_of(model, out, r)
+            a, stale = age(as_of, now)
+            results.append({"entity": ids, "prediction": pred, "feature_age_seconds": a,
+                            "stale": stale})
+            first_id = next(iter(ids.items()), (fields[0], None))
+            state.log.append((rid, now, name, model.version, first_id[0], first_id[1],
+                              model.features, x[r].tolist(), pred))
+        headers = {"x-request-id": rid}
+        if isinstance(body, Batch):
+            return _json({"request_id": rid, "usecase": name, "model_version": model.version,
+                          "predictions": results}, headers=headers)
+        return _json({"request_id": rid, "usecase": name, "model_version": model.version,
+                      **results[0]}, headers=headers)
+
+    app.add_api_route(
+        f"/v1/{name}/predict", predict, methods=["POST"], tags=[name],
+        summary=f"{usecase.question}",
+        description=(f"Score one {usecase.entity} or a batch (up to {max_batch}). Name the "
+                     f"`{usecase.key}` to look its features up in the online store, give "
+                     "`features` explicitly, or both (explicit values override). 404 names "
+                     "an id the online store does not know."),
+        responses={200: {"model": PredictResponse | BatchResponse},
+                   401: {"description": "No or unknown API key"},
+                   404: {"description": "An id not in the online store"},
+                   422: {"description": "Malformed request (the field is named)"},
+                   503: {"description": "No model loaded for this use case"}},
+        name=f"predict_{name}",
+    )
+
+
+def _add_recommend_route(app: FastAPI, state: ServiceState, scoring: Any) -> None:
+    async def recommend(request: Request, body: RecommendRequest,
+                        _auth: Annotated[None, Depends(scoring)]) -> Response:
+        model = _model(state, "recommender")
+        scorer: Any = model.scorer
+        rid = _request_id(request)
+        seen = (bool(scorer.meta.get("exclude_seen", False)) if body.exclude_seen is None
+                else body.exclude_seen)
+        known = bool(scorer.knows(body.customer_id))
+        recs = scorer.recommend(body.customer_id, body.k, exclude=body.exclude,
+                                exclude_seen=seen)
+        items = [{"product_id": p, "score": s if math.isfinite(s) else None} for p, s in recs]
+        state.log.append((rid, time.time(), "recommender", model.version, "customer_id",
+                          body.customer_id, None, {"k": body.k, "exclude": body.exclude},
+                          {"products": [p for p, _ in recs]}))
+        return _json({"request_id": rid, "model_version": model.version,
+                      "customer_id": body.customer_id, "known_customer": known,
+                      "strategy": "personalised" if known else "popular",
+                      "recommendations": items}, headers={"x-request-id": rid})
+
+    app.add_api_route(
+        "/v1/recommender/recommend", recommend, methods=["POST"], tags=["recommender"],
+        summary="Which products should this customer see next?",
+        description="Top-k products for a customer, leaving out `exclude`; a customer the model "
+                    "has never seen gets the most popular products (`strategy: popular`).",
+        responses={200: {"model": RecommendResponse}, 401: {"description": "No or unknown key"},
+                   503: {"description": "No recommender model loaded"}},
+    )
+
+
+def _add_suggest_route(app: FastAPI, state: ServiceState, scoring: Any) -> None:
+    async def suggest(request: Request, body: SuggestRequest,
+                      _auth: Annotated[None, Depends(scoring)]) -> Response:
+        model = _model(state, "pricing")
+        scorer: Any = model.scorer
+        rid = _request_id(request)
+        g = body.guardrails
+        try:
+            out = scorer.suggest(body.product_id, min_price=g.min_price if g else None,
+                                 max_price=g.max_price if g else None,
+                                 max_change=g.max_change if g else None,
+                                 current_price=body.current_price)
+        except KeyError:
+            raise HTTPException(404, {"message": f"product_id {body.product_id!r} is not known "
+                                      "to the pricing model", "product_id": body.product_id}
+                                ) from None
+        out = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+               for k, v in out.items()}
+        state.log.append((rid, time.time(), "pricing", model.version, "product_id",
+                          body.product_id, None, body.model_dump(exclude_none=True), out))
+        return _json({"request_id": rid, "model_version": model.version, **out},
+                     headers={"x-request-id": rid})
+
+    app.add_api_route(
+        "/v1/pricing/suggest", suggest, methods=["POST"], tags=["pricing"],
+        summary="What price should this product have, within guardrails?",
+        description="The suggested price, its expected effect on units, revenue and margin per "
+                    "day, and the guardrails applied (unset ones take the product's defaults).",
+        responses={200: {"model": SuggestResponse}, 401: {"description": "No or unknown key"},
+                   404: {"description": "A product the model does not know"},
+                   503: {"description": "No pricing model loaded"}},
+    )
+
+
+# -- the app -----------------------------------------------------------------------------------
+def create_app(
+    settings: "Settings | None" = None,
+    *,
+    source_factory: Callable[[], ModelSource] | None = None,
+    online_store_factory: "Callable[[], OnlineStore] | None" = None,
+    usecases: list[str] | None = None,
+) -> FastAPI:
+    """The service. Refuses (``ServingConfigError``) to run open outside development mode."""
+    from shopml.settings import get_settings
+    from shopml.usecases import get_usecases
+
+    settings = settings or get_settings()
+    api_keys = [k.get_secret_value() for k in settings.api_keys]
+    admin_keys = [k.get_secret_value() for k in settings.admin_keys]
+    if settings.env != "development" and not api_keys:
+        raise ServingConfigError(
+            "no API key configured: set SHOPML_API_KEYS (and SHOPML_ADMIN_KEYS for admin "
+            "routes), or run with SHOPML_ENV=development; refusing to serve without auth")
+    if not api_keys and not admin_keys:
+        log.warning("no API keys configured: serving without authentication (development)")
+    auth = Auth(api_keys, admin_keys, open_=not api_keys and not admin_keys)
+    scoring, admin = auth.scoring_dep(), auth.admin_dep()
+
+    all_usecases = get_usecases()
+    names = [n for n in all_usecases if usecases is None or n in usecases]
+
+    def default_source() -> ModelSource:
+        return MlflowSource(settings)
+
+    def default_store() -> "OnlineStore":
+        from shopml.online import open_store
+
+        return open_store(settings)
+
+    store_factory = online_store_factory or default_store
+    model_store = ModelStore(names, source_factory or default_source,
+                             settings.registry_poll_seconds, on_swap=metrics.model_swapped)
+    home = settings.home
+    state = ServiceState(
+        settings, model_store,
+        lambda: FeatureLookup(store_factory(), ttl=settings.feature_cache_seconds),
+        lambda: PredictionLog(lambda: open_writer(settings.monitoring_store_uri, home),
+                              settings.prediction_log_batch,
+                              settings.prediction_log_flush_seconds,
+                              settings.prediction_log_max_queue),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        home.mkdir(parents=True, exist_ok=True)
+        await run_in_threadpool(state.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.stop)
+
+    app = FastAPI(
+        title="shopml",
+        version="1",
+        summary="Every shopml use case behind one API: predictions, recommendations, prices.",
+        description=(
+            "Send `Authorization: Bearer <key>` (a key from `SHOPML_API_KEYS`; admin routes "
+            "want one from `SHOPML_ADMIN_KEYS`). Every answer carries the model version and a "
+            "request id (also in the `x-request-id` header)."),
+        lifespan=lifespan,
+    )
+    app.state.shopml = state
+    app.add_middleware(metrics.MetricsMiddleware)
+
+    @app.get("/health", tags=["service"], summary="Liveness (no auth)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["service"], summary="Models loaded and stores reachable",
+             responses={503: {"description": "No model loaded at all"}})
+    async def ready() -> Response:
+        loaded = {uc: (m.version if (m := model_store.get(uc)) else None) for uc in names}
+        problems = []
+        if not model_store.registry_ok:
+            problems.append(f"registry unreachable: {model_store.registry_error}")
+        if not state.lookup.ok:
+            problems.append(f"online store: {state.lookup.error}")
+        if state.log.error:
+            problems.append(f"prediction log: {state.log.error}")
+        missing = [uc for uc, v in loaded.items() if v is None]
+        if missing:
+            problems.append(f"no model for {', '.join(missing)}")
+        any_loaded = any(v is not None for v in loaded.values())
+        status = "unavailable" if not any_loaded else ("degraded" if problems else "ready")
+        metrics.REGISTRY_UP.set(1 if model_store.registry_ok else 0)
+        return _json({
+            "status": status, "problems": problems, "models": loaded,
+            "registry": {"ok": model_store.registry_ok, "error": model_store.registry_error,
+                         "last_poll": model_store.last_poll,
+                         "poll_seconds": model_store.poll_seconds},
+            "online_store": {"ok": state.lookup.ok, "error": state.lookup.error},
+            "prediction_log": {"pending": state.log.pending, "written": state.log.written,
+                               "dropped": state.log.dropped, "error": state.log.error},
+        }, 200 if any_loaded else 503)
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)",
+             response_class=Response)
+    async def metrics_page() -> Response:
+        metrics.LOG_QUEUE.set(state.log.pending)
+        dropped = state.log.dropped - state.dropped_reported
+        if dropped > 0:
+            metrics.LOG_DROPPED.inc(dropped)
+            state.dropped_reported = state.log.dropped
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    @app.get("/v1/models", tags=["service"], summary="What each use case is serving",
+             dependencies=[Depends(scoring)])
+    async def models() -> Response:
+        out = []
+        for uc in names:
+            m = model_store.get(uc)
+            out.append(m.describe() if m else {"usecase": uc, "version": None,
+                                                "error": model_store.errors.get(uc)})
+        return _json({"models": out})
+
+    @app.post("/v1/admin/reload", tags=["admin"], dependencies=[Depends(admin)],
+              summary="Check the registry now and swap in moved champions (admin scope)",
+              responses={401: {"description": "No or unknown key"},
+                         403: {"description": "A key without admin scope"}})
+    async def reload() -> Response:
+        changes = await run_in_threadpool(model_store.refresh)
+        return _json({"changes": changes, "registry_ok": model_store.registry_ok,
+                      "registry_error": model_store.registry_error,
+                      "models": {uc: (m.version if (m := model_store.get(uc)) else None)
+                                 for uc in names}})
+
+    for name in names:
+        uc = all_usecases[name]
+        special = SPECIAL_ROUTES.get(name)
+        if special == "recommend":
+            _add_recommend_route(app, state, scoring)
+        elif special == "suggest":
+            _add_suggest_route(app, state, scoring)
+        else:
+            _add_predict_route(app, state, uc, scoring, settings.serve_max_batch)
+    return app

@@ -1,0 +1,111 @@
+"""Prometheus metrics and the ASGI middleware that times every request.
+
+With several server workers ``shopml serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before they
+start, so each worker writes its samples to shared files and ``/metrics`` (answered by any
+worker) aggregates them all. The middleware is plain ASGI (no ``BaseHTTPMiddleware``, whose
+per-request task costs more than everything else here): it reads the matched route's template
+from the scope so labels stay bounded (``/v1/returns/predict``, not one per id).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   0.5, 1.0, 2.5)
+# One bucket set for every output: probabilities and uplift (0-1), days, segment ids, spend.
+PREDICTION_BUCKETS = (-0.5, -0.1, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+                      2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 500.0,
+                      1000.0, 5000.0)
+
+REQUESTS = Counter("shopml_requests_total", "HTTP requests by route, method and status.",
+                   ["route", "method", "status"])
+LATENCY = Histogram("shopml_request_duration_seconds",
+                    "Server-side request latency by route, method and status.",
+                    ["route", "method", "status"], buckets=LATENCY_BUCKETS)
+ERRORS = Counter("shopml_errors_total", "Failed requests by route and kind (client, server).",
+                 ["route", "kind"])
+PREDICTIONS = Histogram("shopml_prediction", "Distribution of predicted values.",
+                        ["usecase", "output"], buckets=PREDICTION_BUCKETS)
+MODEL_INFO = Gauge("shopml_model_version_info",
+                   "The model version served per use case (1 for the version being served).",
+                   ["usecase", "version"], multiprocess_mode="liveall")
+REGISTRY_UP = Gauge("shopml_registry_up", "1 when the last registry poll succeeded.",
+                    multiprocess_mode="liveall")
+LOG_DROPPED = Counter("shopml_prediction_log_dropped_total",
+                      "Predictions not logged because the log queue was full.")
+LOG_QUEUE = Gauge("shopml_prediction_log_queue", "Predictions waiting to be written.",
+                  multiprocess_mode="liveall")
+
+
+def model_swapped(usecase: str, old: str | None, new: str) -> None:
+    """Move the info metric to the version now served."""
+    if old is not None:
+        try:
+            MODEL_INFO.remove(usecase, old)
+        except KeyError:
+            pass
+    MODEL_INFO.labels(usecase, new).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    """The metrics page (every worker's samples in multi-process mode)."""
+    if MULTIPROC:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template, method and status."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            code = status[0]
+            key = (path, scope.get("method", ""), str(code))
+            # Label lookups cost more than the increments: keep the bound children.
+            children = self._children.get(key)
+            if children is None:
+                children = (REQUESTS.labels(*key), LATENCY.labels(*key))
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
+            if code >= 400:
+                ERRORS.labels(path, "server" if code >= 500 else "client").inc()
