@@ -61,13 +61,26 @@ def ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
 
 
 def attach(base: ir.Table, parts: list[ir.Table], key: str | list[str]) -> ir.Table:
-    """Left-join each part (keyed like ``base``) onto ``base``, keeping one copy of the key."""
+    """Left-join each part (keyed like ``base``) onto ``base``, keeping one copy of the key.
+
+    The parts join in one flat chain on ``base``'s key, so the SQL is a single ``FROM`` with
+    one ``LEFT JOIN`` per part rather than a nest of subqueries (smaller to compile, and the
+    same plan on every backend).
+    """
     keys = [key] if isinstance(key, str) else list(key)
-    for part in parts:
-        joined = base.left_join(part, keys)
-        extra = [f"{k}_right" for k in keys if f"{k}_right" in joined.columns]
-        base = joined.drop(*extra) if extra else joined
-    return base
+    if not parts:
+        return base
+    joined: Any = base
+    for i, part in enumerate(parts):
+        joined = joined.left_join(part, keys, rname=f"{{name}}__{i}")
+    return joined.drop(
+        *[c for c in joined.columns if c not in base.columns and _is_key_copy(c, keys)]
+    )
+
+
+def _is_key_copy(column: str, keys: list[str]) -> bool:
+    head, sep, tail = column.rpartition("__")
+    return bool(sep) and head in keys and tail.isdigit()
 
 
 class Snapshot:
@@ -161,11 +174,18 @@ class Snapshot:
         return r.join(self.items, "order_item_id")
 
     @cached_property
+    def written_reviews(self) -> ir.Table:
+        """Reviews written before the cutoff (of any order: join to :attr:`orders` to keep
+        only known orders' reviews)."""
+        r = self.table("reviews")
+        return r.filter(r.created_at < self.c).select(
+            "review_id", "order_id", "score", "created_at"
+        )
+
+    @cached_property
     def reviews(self) -> ir.Table:
         """Reviews written before the cutoff, of known orders, with the order's customer."""
-        r = self.table("reviews")
-        r = r.filter(r.created_at < self.c).select("review_id", "order_id", "score", "created_at")
-        return r.join(self.orders.select("order_id", "customer_id"), "order_id")
+        return self.written_reviews.join(self.orders.select("order_id", "customer_id"), "order_id")
 
     @cached_property
     def web_events(self) -> ir.Table:

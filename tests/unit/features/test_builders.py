@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pandas as pd
@@ -11,7 +11,10 @@ import pytest
 from shopml.data.warehouse import Warehouse
 from shopml.features import FEATURE_SETS, build_features, order_features
 
+from .shop import load_warehouse
+
 CUTOFF = datetime(2024, 3, 1)
+Features = Callable[[str], pd.DataFrame]  # entity -> its features on the tiny shop
 T = pd.Timestamp
 
 
@@ -89,17 +92,33 @@ def tiny_shop() -> dict[str, pd.DataFrame]:
     }  # fmt: skip
 
 
-@pytest.fixture
-def tiny(warehouse_factory: Callable[..., Warehouse]) -> Warehouse:
-    return warehouse_factory(tiny_shop())
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
+    """One tiny warehouse for the module: the tests only read it."""
+    wh = load_warehouse(tmp_path_factory.mktemp("tiny") / "tiny.duckdb", tiny_shop())
+    yield wh
+    wh.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tiny: Warehouse) -> Features:
+    """``build_features(tiny, CUTOFF, entity)``, built once per entity for the module."""
+    built: dict[str, pd.DataFrame] = {}
+
+    def get(entity: str) -> pd.DataFrame:
+        if entity not in built:
+            built[entity] = build_features(tiny, CUTOFF, entity)
+        return built[entity].copy()
+
+    return get
 
 
 def _row(df: pd.DataFrame, key: str, value: str) -> pd.Series:
     return df.set_index(key).loc[value]
 
 
-def test_customer_features_by_hand(tiny: Warehouse) -> None:
-    df = build_features(tiny, CUTOFF, "customers")
+def test_customer_features_by_hand(tiny_features: Features) -> None:
+    df = tiny_features("customers")
     assert list(df.customer_id) == ["c1", "c2"]  # c3 joins in June
     c1 = _row(df, "customer_id", "c1")
     assert c1.frequency_orders == 2 and c1.monetary_total == pytest.approx(52.0)
@@ -118,14 +137,14 @@ def test_customer_features_by_hand(tiny: Warehouse) -> None:
     assert c2.return_rate == 0.0 and pd.isna(c2.avg_review_score)
 
 
-def test_seller_and_product_features_by_hand(tiny: Warehouse) -> None:
-    s1 = _row(build_features(tiny, CUTOFF, "sellers"), "seller_id", "s1")
+def test_seller_and_product_features_by_hand(tiny_features: Features) -> None:
+    s1 = _row(tiny_features("sellers"), "seller_id", "s1")
     assert (s1.orders_total, s1.items_sold, s1.backlog_7d) == (3, 4, 1)
     assert s1.n_delivered == 1  # o2 is delivered only after the cutoff
     assert s1.delivery_days_mean == pytest.approx(5.0)
     assert s1.handling_days_mean == pytest.approx(2.0)
     assert s1.late_rate == 1.0 and s1.return_rate == pytest.approx(0.25)
-    products = build_features(tiny, CUTOFF, "products")
+    products = tiny_features("products")
     p1 = _row(products, "product_id", "p1")
     assert (p1.current_price, p1.price_changes, p1.units_sold) == (9.0, 2, 3)
     assert p1.return_rate == 0.0 and p1.price_vs_list == pytest.approx(0.9)
@@ -134,8 +153,8 @@ def test_seller_and_product_features_by_hand(tiny: Warehouse) -> None:
     assert p1.volume_cm3 == 1000.0
 
 
-def test_order_and_interaction_features_by_hand(tiny: Warehouse) -> None:
-    orders = build_features(tiny, CUTOFF, "orders")
+def test_order_and_interaction_features_by_hand(tiny_features: Features) -> None:
+    orders = tiny_features("orders")
     assert list(orders.order_id) == ["o1", "o2", "o4"]
     o1 = _row(orders, "order_id", "o1")
     assert (o1.n_items, o1.total_quantity, o1.total_price, o1.total_freight) == (2, 3, 40.0, 3.0)
@@ -147,7 +166,7 @@ def test_order_and_interaction_features_by_hand(tiny: Warehouse) -> None:
     assert o1.seller_delivery_days_mean == pytest.approx(5.0)
     assert (o1.customer_orders, o1.customer_n_returns) == (2, 1)
 
-    inter = build_features(tiny, CUTOFF, "interactions").set_index(["customer_id", "product_id"])
+    inter = tiny_features("interactions").set_index(["customer_id", "product_id"])
     assert inter.loc[("c1", "p1"), ["n_purchases", "n_views", "n_add_to_cart"]].tolist() == [
         2,
         1,
@@ -181,9 +200,9 @@ def test_missing_optional_tables_give_zeros_and_nulls(
         assert len(build_features(wh, CUTOFF, entity)) > 0
 
 
-def test_every_feature_set_outputs_its_declared_columns(tiny: Warehouse) -> None:
+def test_every_feature_set_outputs_its_declared_columns(tiny_features: Features) -> None:
     for entity, fs in FEATURE_SETS.items():
-        df = build_features(tiny, CUTOFF, entity)
+        df = tiny_features(entity)
         assert list(df.columns) == list(fs.columns), entity
         assert all(desc for desc in fs.columns.values())
         assert not df.duplicated(list(fs.key)).any(), entity

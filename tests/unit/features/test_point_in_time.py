@@ -9,7 +9,7 @@ order's current status shuffled). Every feature builder must give identical outp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -22,7 +22,7 @@ from shopml.data.contracts import ORDER_STATUSES
 from shopml.data.warehouse import Warehouse
 from shopml.features import FEATURE_SETS, build_features
 
-from .shop import START, make_tables
+from .shop import START, load_warehouse, make_tables
 
 Tables = dict[str, pd.DataFrame]
 
@@ -190,9 +190,14 @@ def _assert_same(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame], what: s
 
 
 def _check_cutoff(
-    tables: Tables, cutoff: datetime, seed: int, factory: Callable[..., Warehouse], tag: str
+    tables: Tables,
+    cutoff: datetime,
+    seed: int,
+    factory: Callable[..., Warehouse],
+    tag: str,
+    full_wh: Warehouse | None = None,
 ) -> None:
-    full = _all_features(factory(tables, f"full{tag}"), cutoff)
+    full = _all_features(full_wh or factory(tables, f"full{tag}"), cutoff)
     assert len(full["customers"]) > 10 and len(full["orders"]) > 10  # a meaningful check
     past = _all_features(factory(as_of(tables, cutoff), f"past{tag}"), cutoff)
     _assert_same(full, past, "future deleted")
@@ -200,13 +205,24 @@ def _check_cutoff(
     _assert_same(full, other, "future scrambled")
 
 
+@pytest.fixture(scope="module")
+def full_shop(shop_tables: Tables, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
+    """The whole shop, loaded once and only read: every cutoff below checks against it."""
+    wh = load_warehouse(tmp_path_factory.mktemp("full") / "full.duckdb", shop_tables)
+    yield wh
+    wh.close()
+
+
 @pytest.mark.parametrize(
     "cutoff", [datetime(2024, 5, 17, 13, 45, 10), datetime(2024, 11, 29)], ids=str
 )
 def test_features_ignore_the_future(
-    shop_tables: Tables, warehouse_factory: Callable[..., Warehouse], cutoff: datetime
+    shop_tables: Tables,
+    full_shop: Warehouse,
+    warehouse_factory: Callable[..., Warehouse],
+    cutoff: datetime,
 ) -> None:
-    _check_cutoff(shop_tables, cutoff, 7, warehouse_factory, "")
+    _check_cutoff(shop_tables, cutoff, 7, warehouse_factory, "", full_wh=full_shop)
 
 
 @pytest.mark.slow
