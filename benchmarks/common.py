@@ -80,9 +80,9 @@ def update_readme(name: str, block: str, readme: Path = README) -> bool:
         return False
     text = readme.read_text()
     pattern = re.compile(
-        rf"(<!-- bench:{re.escape(name)} -->\n).*?(\n<!-- /bench:{re.escape(name)} -->)", re.S
+        rf"(<!-- bench:{re.escape(name)} -->)\n?.*?\n?(<!-- /bench:{re.escape(name)} -->)", re.S
     )
     if not pattern.search(text):
         return False
-    readme.write_text(pattern.sub(lambda m: m.group(1) + block + m.group(2), text))
+    readme.write_text(pattern.sub(lambda m: f"{m.group(1)}\n{block}\n{m.group(2)}", text))
     return True
