@@ -136,6 +136,7 @@ def run(quick: bool = False) -> Result:
 
     work = Path(tempfile.mkdtemp(prefix="shopml-bench-training-"))
     try:
+        load_before = os.getloadavg()[0]
         customers = 2_000 if quick else SimConfig().customers
         print(f"simulating {customers:,} customers", flush=True)
         dataset = simulate(SimConfig(customers=customers))
@@ -150,7 +151,9 @@ def run(quick: bool = False) -> Result:
             *_quality_rows(results),
             "",
             f"All eight trained in **{total:.0f} s** (goal {GOAL_SECONDS:.0f} s: "
-            f"{'met' if total <= GOAL_SECONDS else 'missed'}; ratio {total / GOAL_SECONDS:.2f}).",
+            f"{'met' if total <= GOAL_SECONDS else 'missed'}; ratio {total / GOAL_SECONDS:.2f}); "
+            f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+            "(other work on the machine slows the times, not the metrics).",
         ]
         real: list[str] = []
         if not quick:
