@@ -739,6 +739,78 @@ def worker(
         raise UserError(str(exc)) from None
     raise typer.Exit(code)
 
+# -- serving (issue 5: `serve` and `score`; owned by the serving work) -------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
+    access_log: Annotated[bool, typer.Option(
+        help="Log every request line (keys are never logged; metrics count requests anyway)."
+    )] = False,
+) -> None:
+    """Serve every use case's champion over HTTP (FastAPI; docs at /docs)."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from shopml.serving import ServingConfigError, create_app
+
+    settings = _settings()
+    try:  # fail here, with one line, rather than in every worker
+        create_app(settings)
+    except ServingConfigError as exc:
+        raise UserError(str(exc)) from None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its samples to shared files so /metrics adds them all up.
+        settings.ensure_home()
+        metrics_dir = tempfile.mkdtemp(prefix="prometheus-", dir=settings.home)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    console.print(f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs",
+                  highlight=False)
+    try:
+        uvicorn.run("shopml.serving:create_app", factory=True, host=host, port=port,
+                    workers=workers, access_log=access_log, log_level="info",
+                    timeout_graceful_shutdown=30)
+    finally:
+        if workers > 1 and os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").startswith(
+                str(settings.home)):
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+@app.command()
+def score(
+    usecase: Annotated[str, typer.Argument(help="Use case whose champion scores the rows.")],
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="Parquet or CSV file (or s3://bucket/key when configured).")],
+    input_path: Annotated[str | None, typer.Option(
+        "--input", "-i", help="Parquet or CSV file of rows (ids and/or features).")] = None,
+    table: Annotated[str | None, typer.Option(help="A warehouse table instead of a file.")] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Batch-score rows with the champion and the online features, as the service would."""
+    from shopml.serving.batch import BatchError, score_batch
+
+    _usecase_names([usecase], False)
+    with _progress(f"Scoring {usecase}", quiet=as_json) as update:
+        def on_progress(done: int, total: int | None) -> None:
+            update(f"{done:,} rows", done / total if total else 0.0)
+
+        try:
+            result = score_batch(_settings(), usecase, output, input_path=input_path,
+                                 table=table, chunk_rows=chunk_rows, progress=on_progress)
+        except BatchError as exc:
+            raise UserError(str(exc)) from None
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        console.print(f"{usecase}: scored {result.rows:,} rows with v{result.model_version} "
+                      f"in {result.seconds:.1f} s -> {result.output}", highlight=False)
+# -- end of serving commands --------------------------------------------------------------------
+
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit 2."""
