@@ -4,13 +4,12 @@ the T-learner's outputs, pickling, the whole flow and the skip."""
 from __future__ import annotations
 
 import pickle
-import shutil
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tests.unit.usecases.conftest import train
 
 from shopml.data.warehouse import Warehouse
 from shopml.usecases import _metrics, get_usecase
@@ -93,37 +92,15 @@ def test_top_share_capture() -> None:
     assert _metrics.top_share_capture(y, y, 0.1) == pytest.approx(0.6)
 
 
-def test_skipped_with_a_reason_without_campaigns(small_sim_path: Path, tmp_path: Path) -> None:
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.settings import Settings
-
-    shutil.copy(small_sim_path, tmp_path / "shop.duckdb")
-    wh = Warehouse(tmp_path / "shop.duckdb")
-    wh.con.execute("DROP TABLE campaign_sends")
-    result = train_usecase(
-        get_usecase("campaign"), wh, Settings(home=tmp_path / "home"), TrainConfig(trials=0)
-    )
-    wh.close()
+def test_skipped_with_a_reason_without_campaigns(shop_copy: Warehouse) -> None:
+    shop_copy.con.execute("DROP TABLE campaign_sends")
+    result = train("campaign", shop_copy)
     assert result.status == "skipped" and "campaign_sends" in result.reason
 
 
 @pytest.mark.slow
-def test_trains_registers_and_beats_response_targeting(
-    small_sim_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.settings import Settings
-
-    monkeypatch.setenv("SHOPML_HOME", str(tmp_path / "home"))
-    shutil.copy(small_sim_path, tmp_path / "shop.duckdb")
-    wh = Warehouse(tmp_path / "shop.duckdb")
-    result = train_usecase(
-        get_usecase("campaign"),
-        wh,
-        Settings(home=tmp_path / "home"),
-        TrainConfig(trials=2, timeout_s=10),
-    )
-    wh.close()
+def test_trains_registers_and_beats_response_targeting(shop_copy: Warehouse) -> None:
+    result = train("campaign", shop_copy, trials=2, timeout_s=10)
     assert result.status in {"promoted", "challenger"}, result.reason
     assert result.version is not None
     assert result.oracle is not None and result.oracle["qini"] > 0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pickle
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.unit.usecases.conftest import train
 
 from shopml.data.warehouse import Warehouse
 from shopml.usecases import get_usecase
@@ -95,34 +95,14 @@ def test_model_fits_and_round_trips_through_pickle(
 
 
 def test_skipped_with_a_reason_without_orders(tmp_path: Path) -> None:
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.settings import Settings
-
-    wh = Warehouse(tmp_path / "empty.duckdb")
-    result = train_usecase(
-        get_usecase("clv"), wh, Settings(home=tmp_path / "home"), TrainConfig(trials=0)
-    )
+    with Warehouse(tmp_path / "empty.duckdb") as wh:
+        result = train("clv", wh)
     assert result.status == "skipped" and "orders" in result.reason
-    wh.close()
 
 
 @pytest.mark.slow
-def test_trains_registers_and_beats_bgnbd(
-    small_sim_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.settings import Settings
-
-    monkeypatch.setenv("SHOPML_HOME", str(tmp_path / "home"))
-    shutil.copy(small_sim_path, tmp_path / "shop.duckdb")
-    wh = Warehouse(tmp_path / "shop.duckdb")
-    result = train_usecase(
-        get_usecase("clv"),
-        wh,
-        Settings(home=tmp_path / "home"),
-        TrainConfig(trials=2, timeout_s=10),
-    )
-    wh.close()
+def test_trains_registers_and_beats_bgnbd(shop_copy: Warehouse) -> None:
+    result = train("clv", shop_copy, trials=2, timeout_s=10)
     assert result.status in {"promoted", "challenger"}, result.reason
     assert result.version is not None
     assert result.metrics["mae"] < result.baseline["mae"]

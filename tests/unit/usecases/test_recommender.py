@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pickle
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.unit.usecases.conftest import train
 
 from shopml.data.warehouse import Warehouse
 from shopml.runtime.scorers import RecommenderScorer
@@ -109,34 +109,14 @@ def test_scorer_round_trips_and_answers_the_generic_paths(
 
 
 def test_skipped_with_a_reason_without_order_items(tmp_path: Path) -> None:
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.settings import Settings
-
-    wh = Warehouse(tmp_path / "empty.duckdb")
-    result = train_usecase(
-        get_usecase("recommender"), wh, Settings(home=tmp_path / "home"), TrainConfig(trials=0)
-    )
+    with Warehouse(tmp_path / "empty.duckdb") as wh:
+        result = train("recommender", wh)
     assert result.status == "skipped" and "order" in result.reason
-    wh.close()
 
 
 @pytest.mark.slow
-def test_trains_registers_and_beats_popularity(
-    small_sim_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.settings import Settings
-
-    monkeypatch.setenv("SHOPML_HOME", str(tmp_path / "home"))
-    shutil.copy(small_sim_path, tmp_path / "shop.duckdb")
-    wh = Warehouse(tmp_path / "shop.duckdb")
-    result = train_usecase(
-        get_usecase("recommender"),
-        wh,
-        Settings(home=tmp_path / "home"),
-        TrainConfig(trials=2, timeout_s=10),
-    )
-    wh.close()
+def test_trains_registers_and_beats_popularity(shop_copy: Warehouse) -> None:
+    result = train("recommender", shop_copy, trials=2, timeout_s=10)
     assert result.status in {"promoted", "challenger"}, result.reason
     assert result.version is not None
     assert result.metrics["ndcg_at_10"] > result.baseline["ndcg_at_10"]
