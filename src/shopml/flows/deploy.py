@@ -161,6 +161,23 @@ def _worker_command(pool: str) -> list[str]:
     return [*base, "worker", "start", "--pool", pool, "--type", "process"]
 
 
+def pinned_environment(settings: Any) -> dict[str, str]:
+    """This environment with shopml's paths made absolute.
+
+    The process worker starts each flow run in a temporary folder, where a relative home
+    (``.shopml``) or config file would point somewhere else; pinning them keeps flow runs on
+    the same state as the worker's own directory.
+    """
+    env = os.environ.copy()
+    env["SHOPML_HOME"] = str(Path(settings.home).resolve())
+    env["SHOPML_WAREHOUSE_PATH"] = str(Path(settings.warehouse).resolve())
+    env["SHOPML_LANDING_DIR"] = str(Path(settings.landing).resolve())
+    config = Path(env.get("SHOPML_CONFIG", "shopml.toml"))
+    if config.exists():
+        env["SHOPML_CONFIG"] = str(config.resolve())
+    return env
+
+
 def run_worker(
     settings: Any, watch_landing: bool = True, stop: threading.Event | None = None
 ) -> int:
@@ -171,7 +188,7 @@ def run_worker(
     api_url()
     stop = stop or threading.Event()
     ensure_work_pool(settings.work_pool)
-    proc = subprocess.Popen(_worker_command(settings.work_pool), env=os.environ.copy())
+    proc = subprocess.Popen(_worker_command(settings.work_pool), env=pinned_environment(settings))
 
     def handle(signum: int, frame: Any) -> None:
         stop.set()
