@@ -58,8 +58,10 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
         }
         log = (tmp_path / "prefect-server.log").open("w")
         proc = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         api = f"http://127.0.0.1:{port}/api"
@@ -81,10 +83,10 @@ def _runs(api: str, flow_name: str) -> list[tuple[str, str | None]]:
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
-    return [(r.state_type.value if r.state_type else "", r.parent_task_run_id and "sub")
-            for r in runs]
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return [
+        (r.state_type.value if r.state_type else "", r.parent_task_run_id and "sub") for r in runs
+    ]
 
 
 def test_deploy_worker_and_landing_trigger(
@@ -102,7 +104,11 @@ def test_deploy_worker_and_landing_trigger(
     }
     deployed = subprocess.run(
         [str(BIN / "shopml"), "deploy", "--trials", "0", "--timeout", "5", "--json"],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     assert "ingest/shopml" in deployed.stdout and "0 3 * * *" in deployed.stdout
@@ -116,8 +122,13 @@ def test_deploy_worker_and_landing_trigger(
             assert client.read_work_pool("shopml").type == "process"
 
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([str(BIN / "shopml"), "worker"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [str(BIN / "shopml"), "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         landing = shopml_home / "landing" / "cdnow"
         landing.mkdir(parents=True)
@@ -133,12 +144,15 @@ def test_deploy_worker_and_landing_trigger(
                 pipelines = _runs(prefect_server, "pipeline")
                 if any(s in ("FAILED", "CRASHED") for s, _ in ingests + pipelines):
                     break
-                if [s for s, _ in ingests] == ["COMPLETED"] and \
-                        [s for s, _ in pipelines] == ["COMPLETED"]:
+                if [s for s, _ in ingests] == ["COMPLETED"] and [s for s, _ in pipelines] == [
+                    "COMPLETED"
+                ]:
                     break
                 time.sleep(2)
         assert [s for s, _ in ingests] == ["COMPLETED"], (
-            ingests, (tmp_path / "worker.log").read_text()[-4000:])
+            ingests,
+            (tmp_path / "worker.log").read_text()[-4000:],
+        )
         assert pipelines == [("COMPLETED", "sub")]
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

@@ -55,8 +55,10 @@ class PostgresOnlineStore(OnlineStore):
         records = frame[columns].to_dict(orient="records")
         self._con.execute(f'CREATE TABLE "{table}" (id TEXT PRIMARY KEY, features TEXT NOT NULL)')
         try:
-            with self._con.cursor() as cur, cur.copy(
-                    f'COPY "{table}" (id, features) FROM STDIN') as copy:
+            with (
+                self._con.cursor() as cur,
+                cur.copy(f'COPY "{table}" (id, features) FROM STDIN') as copy,
+            ):
                 for k, rec in zip(frame[key].tolist(), records, strict=True):
                     copy.write_row((str(k), json.dumps({c: _jsonable(v) for c, v in rec.items()})))
             with self._con.transaction():

@@ -66,16 +66,25 @@ class RedisOnlineStore(OnlineStore):
             for start in range(0, len(ids), _WRITE_CHUNK):
                 mapping = {
                     i: json.dumps({c: _jsonable(v) for c, v in rec.items()})
-                    for i, rec in zip(ids[start:start + _WRITE_CHUNK],
-                                      records[start:start + _WRITE_CHUNK], strict=True)
+                    for i, rec in zip(
+                        ids[start : start + _WRITE_CHUNK],
+                        records[start : start + _WRITE_CHUNK],
+                        strict=True,
+                    )
                 }
                 self._redis.hset(table, mapping=mapping)  # type: ignore[arg-type]
             old = self._redis.hget(self._pointer(entity), "table")
             # One HSET moves every field of the pointer together: readers see old or new.
-            self._redis.hset(self._pointer(entity), mapping={
-                "table": table, "key": key, "as_of": as_of.isoformat(), "rows": len(ids),
-                "columns": json.dumps(columns),
-            })
+            self._redis.hset(
+                self._pointer(entity),
+                mapping={
+                    "table": table,
+                    "key": key,
+                    "as_of": as_of.isoformat(),
+                    "rows": len(ids),
+                    "columns": json.dumps(columns),
+                },
+            )
         except BaseException:
             self._redis.unlink(table)
             raise

@@ -30,8 +30,9 @@ class CountingToy(ToyUseCase):
     name = "toy"
     fits = 0
 
-    def fit(self, wh: Warehouse, train: Any, valid: Any, params: Mapping[str, Any],
-            seed: int = 0) -> Any:
+    def fit(
+        self, wh: Warehouse, train: Any, valid: Any, params: Mapping[str, Any], seed: int = 0
+    ) -> Any:
         type(self).fits += 1
         return super().fit(wh, train, valid, params, seed)
 

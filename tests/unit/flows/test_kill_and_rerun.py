@@ -62,16 +62,26 @@ def test_kill_midway_then_rerun_duplicates_nothing(
 ) -> None:
     before = snapshot(loaded)
     marker = tmp_path / "hanging"
-    env = {**os.environ, "SHOPML_TEST_HANG": str(marker), "PYTHONPATH": str(ROOT),
-           "PREFECT_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "SHOPML_TEST_HANG": str(marker),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr \
-                else "the pipeline exited early"
+            assert proc.poll() is None, (
+                proc.stderr.read().decode()[-3000:] if proc.stderr else "the pipeline exited early"
+            )
             assert time.monotonic() < deadline, "the second use case never started training"
             time.sleep(0.2)
     finally:
@@ -93,15 +103,20 @@ def test_kill_midway_then_rerun_duplicates_nothing(
     assert rows["toy-slow"].status == "promoted" and not rows["toy-slow"].cached
 
     for name in ("toy", "toy-slow"):
-        assert [str(v.version) for v in client.search_model_versions(
-            f"name = '{model_name(name)}'")] == ["1"]
+        assert [
+            str(v.version) for v in client.search_model_versions(f"name = '{model_name(name)}'")
+        ] == ["1"]
         exp = client.get_experiment_by_name(f"shopml-{name}")
         statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
         assert "RUNNING" not in statuses
         assert statuses.count("FINISHED") == 1
     assert snapshot(loaded) == before  # the warehouse is exactly as loaded
     store = SQLiteOnlineStore(loaded / "online.sqlite")
-    names = [r[0] for r in store._con.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fs_%'")]
+    names = [
+        r[0]
+        for r in store._con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fs_%'"
+        )
+    ]
     assert len(names) == 3
     assert not [p for p in loaded.rglob("*.tmp")]

@@ -12,16 +12,19 @@ from shopml.flows.landing import EVENT, LocalLanding, guess_kind
 from shopml.settings import Settings, get_settings
 
 
-@pytest.mark.parametrize(("path", "kind"), [
-    ("cdnow/anything.txt", "cdnow"),
-    ("CDNOW_sample.txt", "cdnow"),
-    ("online-retail/2010.xlsx", "online-retail"),
-    ("online_retail_II.csv.gz", "online-retail"),
-    ("exports/orders.parquet", "online-retail"),
-    ("olist/", "olist"),
-    ("processed/20250101T000000-cdnow.txt", "cdnow"),
-    ("notes.pdf", None),
-])
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("cdnow/anything.txt", "cdnow"),
+        ("CDNOW_sample.txt", "cdnow"),
+        ("online-retail/2010.xlsx", "online-retail"),
+        ("online_retail_II.csv.gz", "online-retail"),
+        ("exports/orders.parquet", "online-retail"),
+        ("olist/", "olist"),
+        ("processed/20250101T000000-cdnow.txt", "cdnow"),
+        ("notes.pdf", None),
+    ],
+)
 def test_guess_kind(path: str, kind: str | None) -> None:
     assert guess_kind(path) == kind
 
@@ -96,6 +99,8 @@ def test_the_deployments_schedules_and_trigger(shopml_home: Path) -> None:
 def test_deploy_without_a_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: None}), \
-            pytest.raises(NoPrefectServer, match="prefect server start"):
+    with (
+        temporary_settings(updates={PREFECT_API_URL: None}),
+        pytest.raises(NoPrefectServer, match="prefect server start"),
+    ):
         deploy_all(get_settings())

@@ -16,13 +16,15 @@ AS_OF = datetime(2024, 12, 31)
 
 
 def frame(n: int, value: float) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": [f"c{i}" for i in range(n)],
-        "orders": np.arange(n, dtype="int64"),
-        "spend": [value] * n,
-        "last_order": pd.Timestamp("2024-12-01"),
-        "missing": np.nan,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "orders": np.arange(n, dtype="int64"),
+            "spend": [value] * n,
+            "last_order": pd.Timestamp("2024-12-01"),
+            "missing": np.nan,
+        }
+    )
 
 
 def test_round_trip_get_and_get_many(tmp_path: Path) -> None:
@@ -31,8 +33,12 @@ def test_round_trip_get_and_get_many(tmp_path: Path) -> None:
     got = store.get("customers", "c1")
     assert got is not None
     features, as_of = got
-    assert features == {"orders": 1, "spend": 1.5, "last_order": "2024-12-01T00:00:00",
-                        "missing": None}
+    assert features == {
+        "orders": 1,
+        "spend": 1.5,
+        "last_order": "2024-12-01T00:00:00",
+        "missing": None,
+    }
     assert as_of == AS_OF
     assert store.get("customers", "nobody") is None
     assert store.get("products", "c1") is None  # entity never written
@@ -52,13 +58,15 @@ def test_a_new_write_replaces_the_old_version_whole(tmp_path: Path) -> None:
     got = store.get("customers", "c1")
     assert got is not None and got[0]["spend"] == 2.0 and got[1] == datetime(2025, 1, 1)
     tables = store._con.execute(
-        "SELECT name FROM sqlite_master WHERE name LIKE 'fs_customers_%'").fetchall()
+        "SELECT name FROM sqlite_master WHERE name LIKE 'fs_customers_%'"
+    ).fetchall()
     assert len(tables) == 1  # the old version's table is gone
     assert store.entities()["customers"]["rows"] == 2
 
 
-def test_a_failed_write_leaves_the_old_version(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_the_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = SQLiteOnlineStore(tmp_path / "online.sqlite")
     store.write("customers", frame(3, 1.0), "customer_id", AS_OF)
     bad = frame(3, 9.0)
@@ -68,7 +76,8 @@ def test_a_failed_write_leaves_the_old_version(tmp_path: Path,
     got = store.get("customers", "c0")
     assert got is not None and got[0]["spend"] == 1.0
     leftovers = store._con.execute(
-        "SELECT count(*) FROM sqlite_master WHERE name LIKE 'fs_customers_%'").fetchone()
+        "SELECT count(*) FROM sqlite_master WHERE name LIKE 'fs_customers_%'"
+    ).fetchone()
     assert leftovers == (1,)
     with pytest.raises(OnlineStoreError, match="not unique"):
         store.write("customers", pd.concat([frame(2, 1.0)] * 2), "customer_id", AS_OF)
@@ -105,8 +114,9 @@ def test_readers_see_the_old_or_the_new_version_never_a_mix(tmp_path: Path) -> N
     assert all(len(values) == 1 for values in seen)  # one version per read
 
 
-def test_open_store_follows_the_settings(shopml_home: Path, monkeypatch: pytest.MonkeyPatch,
-                                         tmp_path: Path) -> None:
+def test_open_store_follows_the_settings(
+    shopml_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     store = open_store(get_settings())
     assert isinstance(store, SQLiteOnlineStore)
     assert store.path == shopml_home / "online.sqlite"

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 def versions(usecase: str) -> list[str]:
     client = configure(get_settings())
-    return sorted(str(v.version) for v in
-                  client.search_model_versions(f"name = '{model_name(usecase)}'"))
+    return sorted(
+        str(v.version) for v in client.search_model_versions(f"name = '{model_name(usecase)}'")
+    )
 
 
 def run(**kwargs: Any) -> Any:
