@@ -821,7 +821,11 @@ def main() -> None:
 
     errors = _user_errors()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns a command's `typer.Exit(code)` instead of
+        # exiting with it: pass it on, or `shopml run` with a failed use case would exit 0.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)

@@ -103,3 +103,66 @@ def test_no_data_is_a_clear_error(shopml_home: Path) -> None:
 
     with pytest.raises(WarehouseError, match="no warehouse"):
         run()
+
+
+def shopml(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    from shopml import cli
+
+    monkeypatch.setattr("sys.argv", ["shopml", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_shopml_run_prints_the_summary_and_fails_on_a_failed_use_case(
+    loaded: Path,
+    toy_usecases: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shopml.cli.console.width", 200)
+    code, out, _ = shopml(
+        ["run", "--source", "warehouse", "--trials", "0", "--timeout", "5"], capsys, monkeypatch
+    )
+    assert code == 1  # toy-broken failed
+    assert "toy-broken: RuntimeError: boom" in out
+    assert "promoted" in out and "v1" in out
+    assert "mlflow ui --backend-store-uri sqlite:" in out
+    assert "shopml serve (coming" in out
+
+    code, out, _ = shopml(
+        [
+            "run",
+            "--source",
+            "warehouse",
+            "--trials",
+            "0",
+            "--timeout",
+            "5",
+            "--usecase",
+            "toy",
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["usecases"][0]["cached"] is True
+    assert summary["usecases"][0]["champion_version"] == "1"
+
+
+def test_shopml_deploy_needs_a_server(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        code, _, err = shopml(["deploy"], capsys, monkeypatch)
+    assert code == 2 and "PREFECT_API_URL" in err
