@@ -104,3 +104,31 @@ def test_deploy_without_a_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
         pytest.raises(NoPrefectServer, match="prefect server start"),
     ):
         deploy_all(get_settings())
+
+
+def test_an_s3_prefix_is_watched_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from shopml.flows.landing import S3Landing
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="shop")
+        s3.put_object(Bucket="shop", Key="landing/cdnow/week.txt", Body=b"x\n")
+        s3.put_object(Bucket="shop", Key="landing/upload.part", Body=b"half")
+        s3.put_object(Bucket="shop", Key="other/ignored.txt", Body=b"x")
+        events: list[tuple[str, str | None]] = []
+        landing = S3Landing(
+            "s3://shop/landing/", emit=lambda p, k: events.append((p, k)), client=s3
+        )
+        assert landing.poll() == []
+        (claimed,) = landing.poll()
+        assert claimed.startswith("s3://shop/landing/processed/cdnow/")
+        assert claimed.endswith("-week.txt") and events == [(claimed, "cdnow")]
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="shop")["Contents"])
+        assert "landing/cdnow/week.txt" not in keys
+        assert "landing/upload.part" in keys and "other/ignored.txt" in keys
+        assert landing.poll() == [] and len(events) == 1
