@@ -1,0 +1,98 @@
+"""Shared fixtures for the serving tests: one small shop, its champions trained once per session
+(tiny budgets), and its online features materialised; each test builds its own app on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopml.settings import Settings
+
+# The use cases the serving unit tests train (one of each kind of route and entity).
+SERVED = ["returns", "clv", "segments", "recommender", "pricing"]
+AS_OF = datetime(2025, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with a small simulated shop, champions for :data:`SERVED` and online features."""
+    from shopml.data.simulator import SimConfig, simulate
+    from shopml.data.warehouse import Warehouse
+    from shopml.features import build_features
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.online.store import SQLiteOnlineStore
+    from shopml.usecases import get_usecase
+
+    import os
+
+    reuse = os.environ.get("SHOPML_TEST_SERVED_HOME")  # a developer's cache between runs
+    if reuse and (Path(reuse) / "online.sqlite").exists():
+        return Path(reuse)
+    home = Path(reuse) if reuse else tmp_path_factory.mktemp("served")
+    home.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=home)
+    wh = Warehouse(home / "warehouse.duckdb")
+    simulate(SimConfig(customers=600, days=600, seed=11)).load(wh)
+    for name in SERVED:
+        result = train_usecase(get_usecase(name), wh, settings, TrainConfig(trials=0))
+        assert result.status == "promoted", (name, result.reason)
+    store = SQLiteOnlineStore(home / "online.sqlite")
+    for entity, key in (("customers", "customer_id"), ("products", "product_id"),
+                        ("sellers", "seller_id")):
+        store.write(entity, build_features(wh, AS_OF, entity), key, AS_OF)
+    store.close()
+    wh.close()
+    return home
+
+
+def serving_settings(home: Path, **overrides: Any) -> Settings:
+    """Settings on the shared home, with fast polling for tests."""
+    values: dict[str, Any] = {"home": home, "registry_poll_seconds": 0.2,
+                              "prediction_log_flush_seconds": 0.05}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def client_factory(served_home: Path) -> Iterator[Any]:
+    """``make(**settings overrides) -> TestClient`` (started; closed after the test)."""
+    from fastapi.testclient import TestClient
+
+    from shopml.serving import create_app
+
+    opened: list[Any] = []
+
+    def make(app_kwargs: dict[str, Any] | None = None, **overrides: Any) -> Any:
+        app = create_app(serving_settings(served_home, **overrides), usecases=SERVED,
+                         **(app_kwargs or {}))
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(client_factory: Any) -> Any:
+    return client_factory()
+
+
+def a_customer(home: Path) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT customer_id FROM orders GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return str(row[0])
