@@ -119,7 +119,8 @@ def test_deploy_worker_and_landing_trigger(
         with get_client(sync_client=True) as client:
             monitor = client.read_deployment_by_name("monitor/shopml")
             assert [s.schedule.cron for s in monitor.schedules] == ["0 * * * *"]
-            assert client.read_work_pool("shopml").type == "process"
+            pool = client.read_work_pool("shopml")
+            assert pool.type == "process" and pool.concurrency_limit == 1
 
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(

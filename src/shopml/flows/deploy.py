@@ -72,7 +72,11 @@ class DeployedFlow:
 
 
 def ensure_work_pool(name: str) -> None:
-    """Create the process work pool if it does not exist."""
+    """Create the process work pool if it does not exist.
+
+    Its concurrency limit is 1: the DuckDB warehouse takes one writer at a time, so a
+    triggered ingest waits for a scheduled pipeline to finish instead of failing on the lock.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
@@ -81,7 +85,7 @@ def ensure_work_pool(name: str) -> None:
         try:
             client.read_work_pool(name)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            client.create_work_pool(WorkPoolCreate(name=name, type="process", concurrency_limit=1))
 
 
 def build_deployments(
