@@ -16,6 +16,7 @@ time), and batch scoring (``score_batch``) against calling predict directly on t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -108,27 +109,47 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
-def _wrk(url: str, body: str, headers: dict[str, str], seconds: float, connections: int = 8,
-         threads: int = 2, delay_ms: float | None = None, workdir: Path = Path(".")
-         ) -> dict[str, float]:
+def _wrk(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    seconds: float,
+    connections: int = 8,
+    threads: int = 2,
+    delay_ms: float | None = None,
+    workdir: Path = Path("."),
+) -> dict[str, float]:
     """Requests/s and latency percentiles (ms) from wrk with a POST body."""
-    lines = ['wrk.method = "POST"', f"wrk.body = [[{body}]]",
-             'wrk.headers["Content-Type"] = "application/json"']
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = [[{body}]]",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     if delay_ms is not None:
         lines.append(f"function delay() return {delay_ms:.3f} end")
     script = workdir / f"wrk-{time.monotonic_ns()}.lua"
     script.write_text("\n".join(lines) + "\n")
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--latency",
-         "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60,
-        check=True).stdout
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds:.0f}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
 
     def ms(text: str) -> float:
         m = re.match(r"([\d.]+)(us|ms|s)", text)
@@ -145,10 +166,13 @@ def _wrk(url: str, body: str, headers: dict[str, str], seconds: float, connectio
     # Only successful answers count: a server that fails fast must not look fast.
     ok_share = 1.0 - bad / float(total.group(1)) if total and float(total.group(1)) else 1.0
     rps = rps * ok_share
-    return {"rps": rps, "p50_ms": pct.get("50", float("nan")),
-            "p99_ms": pct.get("99", float("nan")),
-            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
-            "socket_errors": 1.0 if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": pct.get("50", float("nan")),
+        "p99_ms": pct.get("99", float("nan")),
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+    }
 
 
 def _train(work: Path) -> tuple[Any, Any]:
@@ -174,8 +198,12 @@ def _register(clf: Any, frame: Any, home: Path) -> str:
     from shopml.runtime.pyfunc import SCORER_ARTIFACT, ShopmlModel, write_scorer
     from shopml.runtime.scorers import BoosterScorer
 
-    scorer = BoosterScorer(features=list(frame.columns), outputs=["p_return"],
-                           models=[clf.booster_.model_to_string()], kind="probability")
+    scorer = BoosterScorer(
+        features=list(frame.columns),
+        outputs=["p_return"],
+        models=[clf.booster_.model_to_string()],
+        kind="probability",
+    )
     uri = f"sqlite:///{home / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -184,7 +212,9 @@ def _register(clf: Any, frame: Any, home: Path) -> str:
         path = write_scorer(scorer, home / "scorer.pkl")
         example = frame.head(3)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=ShopmlModel(), artifacts={SCORER_ARTIFACT: str(path)},
+            name="model",
+            python_model=ShopmlModel(),
+            artifacts={SCORER_ARTIFACT: str(path)},
             signature=infer_signature(example, scorer.predict_frame(example)),
             pip_requirements=["lightgbm", "pandas"],
         )
@@ -196,8 +226,6 @@ def _register(clf: Any, frame: Any, home: Path) -> str:
 def run(quick: bool = False) -> Result:
     import json
     import pickle
-
-    import numpy as np
 
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
@@ -212,30 +240,74 @@ def run(quick: bool = False) -> Result:
     (work / "bench_peer_apps.py").write_text(textwrap.dedent(PEER_APPS))
     row = {f"f{i}": round(float(v), 4) for i, v in enumerate(frame.iloc[7])}
     body = json.dumps({"features": row})
-    env = {**os.environ, "SHOPML_HOME": str(home), "SHOPML_API_KEYS": KEY,
-           "SHOPML_ADMIN_KEYS": KEY + "-admin", "BENCH_MODEL": str(work / "model.pkl"),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": f"{work}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "SHOPML_HOME": str(home),
+        "SHOPML_API_KEYS": KEY,
+        "SHOPML_ADMIN_KEYS": KEY + "-admin",
+        "BENCH_MODEL": str(work / "model.pkl"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": f"{work}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     auth = {"Authorization": f"Bearer {KEY}"}
 
     contenders: dict[str, tuple[list[str], str, str, dict[str, str]]] = {
-        "shopml": ([str(BIN / "shopml"), "serve", "--workers", "2"], "/v1/returns/predict",
-                   "/ready", auth),
-        "mlflow": ([str(BIN / "mlflow"), "models", "serve", "-m", "models:/shopml-returns/"
-                    + version, "--env-manager", "local", "-w", "2", "-h", "127.0.0.1"],
-                   "/invocations", "/ping", {}),
-        "pandas": ([str(BIN / "uvicorn"), "bench_peer_apps:pandas_app", "--workers", "2",
-                    "--no-access-log"], "/predict", "/docs", {}),
-        "lean": ([str(BIN / "uvicorn"), "bench_peer_apps:lean_app", "--workers", "2",
-                  "--no-access-log"], "/predict", "/docs", {}),
-        "noop": ([str(BIN / "uvicorn"), "bench_peer_apps:noop_app", "--workers", "2",
-                  "--no-access-log"], "/predict", "/docs", {}),
+        "shopml": (
+            [str(BIN / "shopml"), "serve", "--workers", "2"],
+            "/v1/returns/predict",
+            "/ready",
+            auth,
+        ),
+        "mlflow": (
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/shopml-returns/" + version,
+                "--env-manager",
+                "local",
+                "-w",
+                "2",
+                "-h",
+                "127.0.0.1",
+            ],
+            "/invocations",
+            "/ping",
+            {},
+        ),
+        "pandas": (
+            [
+                str(BIN / "uvicorn"),
+                "bench_peer_apps:pandas_app",
+                "--workers",
+                "2",
+                "--no-access-log",
+            ],
+            "/predict",
+            "/docs",
+            {},
+        ),
+        "lean": (
+            [str(BIN / "uvicorn"), "bench_peer_apps:lean_app", "--workers", "2", "--no-access-log"],
+            "/predict",
+            "/docs",
+            {},
+        ),
+        "noop": (
+            [str(BIN / "uvicorn"), "bench_peer_apps:noop_app", "--workers", "2", "--no-access-log"],
+            "/predict",
+            "/docs",
+            {},
+        ),
     }
-    mlflow_body = json.dumps({"dataframe_split": {"columns": list(row),
-                                                  "data": [list(row.values())]}})
+    mlflow_body = json.dumps(
+        {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}
+    )
     figures: dict[str, Any] = {"seconds_per_run": seconds}
     for name, (cmd, path, ready, headers) in contenders.items():
         port = _free_port()
@@ -243,14 +315,19 @@ def run(quick: bool = False) -> Result:
         if name in ("pandas", "lean", "noop"):
             full = [*cmd, "--host", "127.0.0.1", "--port", str(port)]
         log = (work / f"{name}.log").open("w")
-        proc = subprocess.Popen(full, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            full, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             _wait(f"http://127.0.0.1:{port}{ready}", proc)
             url = f"http://127.0.0.1:{port}{path}"
             b = mlflow_body if name == "mlflow" else body
-            req = urllib.request.Request(url, data=b.encode(), method="POST",
-                                         headers={**headers, "Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url,
+                data=b.encode(),
+                method="POST",
+                headers={**headers, "Content-Type": "application/json"},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     figures[f"{name}_answer"] = resp.read().decode()[:300]
@@ -261,11 +338,12 @@ def run(quick: bool = False) -> Result:
             if name == "shopml":
                 peak = figures[name]["rps"]
                 target = 0.7 * peak
-                figures["shopml_at_70pct"] = _wrk(url, b, headers, seconds, workdir=work,
-                                                  delay_ms=8 / target * 1000)
-                figures["shopml_single_connection"] = _wrk(url, b, headers, seconds,
-                                                           connections=1, threads=1,
-                                                           workdir=work)
+                figures["shopml_at_70pct"] = _wrk(
+                    url, b, headers, seconds, workdir=work, delay_ms=8 / target * 1000
+                )
+                figures["shopml_single_connection"] = _wrk(
+                    url, b, headers, seconds, connections=1, threads=1, workdir=work
+                )
         finally:
             _stop(proc)
             log.close()
@@ -300,17 +378,29 @@ def run(quick: bool = False) -> Result:
     settings = Settings(home=home, online_store_uri=f"sqlite:///{work / 'none.sqlite'}")
     loaded = LoadedModel("returns", scorer, VersionInfo(version))
     t = time.perf_counter()
-    score_batch(settings, "returns", str(work / "scored.parquet"), input_path=str(src),
-                chunk_rows=100_000, model=loaded)
+    score_batch(
+        settings,
+        "returns",
+        str(work / "scored.parquet"),
+        input_path=str(src),
+        chunk_rows=100_000,
+        model=loaded,
+    )
     batch = n / (time.perf_counter() - t)
-    figures["batch"] = {"rows": n, "direct_rows_per_s": direct, "batch_rows_per_s": batch,
-                        "ratio": batch / direct}
+    figures["batch"] = {
+        "rows": n,
+        "direct_rows_per_s": direct,
+        "batch_rows_per_s": batch,
+        "ratio": batch / direct,
+    }
     shutil.rmtree(work, ignore_errors=True)
 
     s = figures["shopml"]["rps"]
     ratios = {
-        "vs_mlflow": s / figures["mlflow"]["rps"], "vs_pandas": s / figures["pandas"]["rps"],
-        "vs_noop": s / figures["noop"]["rps"], "vs_lean": s / figures["lean"]["rps"],
+        "vs_mlflow": s / figures["mlflow"]["rps"],
+        "vs_pandas": s / figures["pandas"]["rps"],
+        "vs_noop": s / figures["noop"]["rps"],
+        "vs_lean": s / figures["lean"]["rps"],
     }
     figures["ratios"] = ratios
     rows = [
@@ -320,15 +410,20 @@ def run(quick: bool = False) -> Result:
         ("FastAPI + booster on a numpy row (lean)", "lean"),
         ("FastAPI no-op (parse body, return constant)", "noop"),
     ]
-    table = ["| server (2 workers, 8 connections) | successful requests/s | p50 ms | p99 ms | non-2xx |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    table = [
+        "| server (2 workers, 8 connections) | successful requests/s | p50 ms | p99 ms | non-2xx |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for label, key in rows:
         f = figures[key]
-        table.append(f"| {label} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
-                     f"{f['non_2xx']:.0f} |")
+        table.append(
+            f"| {label} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
+            f"{f['non_2xx']:.0f} |"
+        )
     at70 = figures["shopml_at_70pct"]
     goals = [
-        "| goal | measured | target | met |", "| --- | ---: | ---: | :---: |",
+        "| goal | measured | target | met |",
+        "| --- | ---: | ---: | :---: |",
         f"| shopml / mlflow serve | {ratios['vs_mlflow']:.1f}x | >= 10x | "
         f"{'yes' if ratios['vs_mlflow'] >= 10 else 'no'} |",
         f"| shopml / pandas app | {ratios['vs_pandas']:.1f}x | >= 3x | "
@@ -344,12 +439,18 @@ def run(quick: bool = False) -> Result:
         f">= 0.8x | {'yes' if figures['batch']['ratio'] >= 0.8 else 'no'} |",
     ]
     load = os.getloadavg()[0]
-    markdown = "\n".join([
-        f"Model: LightGBM classifier, {N_TREES} trees, {N_FEATURES} features, registered once "
-        "and served by each contender on loopback; load from `wrk` "
-        f"({seconds:.0f} s per run, after a 2 s warm-up). Host load average at the end: "
-        f"{load:.1f}.", "", *table, "", *goals,
-    ])
+    markdown = "\n".join(
+        [
+            f"Model: LightGBM classifier, {N_TREES} trees, {N_FEATURES} features, registered once "
+            "and served by each contender on loopback; load from `wrk` "
+            f"({seconds:.0f} s per run, after a 2 s warm-up). Host load average at the end: "
+            f"{load:.1f}.",
+            "",
+            *table,
+            "",
+            *goals,
+        ]
+    )
     return Result("serving", "Serving: shopml vs its peers", markdown, figures)
 
 

@@ -39,8 +39,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[OnlineStore]:
 
 
 def test_write_get_and_swap(store: OnlineStore) -> None:
-    first = pd.DataFrame({"customer_id": ["a", "b"], "recency_days": [3.0, float("nan")],
-                          "segment": ["x", "y"]})
+    first = pd.DataFrame(
+        {"customer_id": ["a", "b"], "recency_days": [3.0, float("nan")], "segment": ["x", "y"]}
+    )
     assert store.write("customers", first, "customer_id", AS_OF) == 2
     got = store.get("customers", "a")
     assert got is not None and got[0] == {"recency_days": 3.0, "segment": "x"}
@@ -48,8 +49,12 @@ def test_write_get_and_swap(store: OnlineStore) -> None:
     assert store.get("customers", "b")[0]["recency_days"] is None  # type: ignore[index]
     assert store.get("customers", "zz") is None and store.get("nobody", "a") is None
     later = datetime(2025, 2, 1)
-    store.write("customers", pd.DataFrame({"customer_id": ["b", "c"], "recency_days": [1, 2]}),
-                "customer_id", later)
+    store.write(
+        "customers",
+        pd.DataFrame({"customer_id": ["b", "c"], "recency_days": [1, 2]}),
+        "customer_id",
+        later,
+    )
     assert store.get("customers", "a") is None  # the old version is gone whole
     assert store.get("customers", "c") == ({"recency_days": 2}, later)
     assert set(store.get_many("customers", ["b", "c", "zz"])) == {"b", "c"}
@@ -66,9 +71,15 @@ def test_service_answers_from_the_store(kind: str, tmp_path: Path) -> None:
     from shopml.serving.models import VersionInfo
     from shopml.settings import Settings
 
-    scorer = LinearScorer(features=["recency_days", "frequency_orders"], outputs=["y"],
-                          coef=[1.0, 2.0], intercept=0.0, mean=[0.0, 0.0], scale=[1.0, 1.0],
-                          fill=[0.0, 0.0])
+    scorer = LinearScorer(
+        features=["recency_days", "frequency_orders"],
+        outputs=["y"],
+        coef=[1.0, 2.0],
+        intercept=0.0,
+        mean=[0.0, 0.0],
+        scale=[1.0, 1.0],
+        fill=[0.0, 0.0],
+    )
 
     class Source:
         def alias_version(self, usecase: str, alias: str) -> VersionInfo:
@@ -80,13 +91,18 @@ def test_service_answers_from_the_store(kind: str, tmp_path: Path) -> None:
     with postgres_database() as pg:
         # Redis database 15: a throwaway one, away from anything real on the shared server.
         uri = ensure_redis().rsplit("/", 1)[0] + "/15" if kind == "redis" else pg
-        settings = Settings(home=tmp_path, online_store_uri=uri, monitoring_store_uri=pg,
-                            feature_cache_seconds=0)
+        settings = Settings(
+            home=tmp_path, online_store_uri=uri, monitoring_store_uri=pg, feature_cache_seconds=0
+        )
         from shopml.online import open_store
 
         s = open_store(settings)
-        s.write("customers", pd.DataFrame({"customer_id": ["C1"], "recency_days": [4.0],
-                                           "frequency_orders": [3.0]}), "customer_id", AS_OF)
+        s.write(
+            "customers",
+            pd.DataFrame({"customer_id": ["C1"], "recency_days": [4.0], "frequency_orders": [3.0]}),
+            "customer_id",
+            AS_OF,
+        )
         s.close()
         app = create_app(settings, source_factory=Source, usecases=["clv"])
         with TestClient(app) as client:
@@ -100,6 +116,7 @@ def test_service_answers_from_the_store(kind: str, tmp_path: Path) -> None:
         from shopml.online.postgres_store import _conninfo
 
         with psycopg.connect(_conninfo(pg)) as con:
-            row = con.execute("SELECT usecase, entity_id, model_version, output->>'y' "
-                              "FROM prediction_log").fetchone()
+            row = con.execute(
+                "SELECT usecase, entity_id, model_version, output->>'y' FROM prediction_log"
+            ).fetchone()
         assert row == ("clv", "C1", "7", "10.0")

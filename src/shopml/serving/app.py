@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
 from shopml.serving import metrics
-from shopml.serving.features import FeatureLookup, Lookup, MissingEntity, lookups_for
+from shopml.serving.features import FeatureLookup, MissingEntity, lookups_for
 from shopml.serving.models import LoadedModel, MlflowSource, ModelSource, ModelStore
 from shopml.serving.predlog import PredictionLog, open_writer
 from shopml.serving.schemas import (
@@ -59,8 +59,12 @@ class ServingConfigError(RuntimeError):
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # orjson writes NaN as null and numpy scalars natively; no jsonable_encoder pass.
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status,
-                    headers=headers, media_type="application/json")
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def _request_id(request: Request) -> str:
@@ -82,8 +86,10 @@ class Auth:
         self.score = {self.digest(k) for k in api_keys}
         self.admin = {self.digest(k) for k in admin_keys}
         self.open = open_  # development with no keys configured: no auth
-        self.bearer = HTTPBearer(auto_error=False, description="An API key from "
-                                 "SHOPML_API_KEYS (scoring) or SHOPML_ADMIN_KEYS (admin).")
+        self.bearer = HTTPBearer(
+            auto_error=False,
+            description="An API key from SHOPML_API_KEYS (scoring) or SHOPML_ADMIN_KEYS (admin).",
+        )
 
     @staticmethod
     def digest(key: str) -> bytes:
@@ -93,8 +99,11 @@ class Auth:
         if self.open:
             return
         if creds is None or not creds.credentials:
-            raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>`",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing API key: send `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         d = self.digest(creds.credentials)
         if d in self.admin:
             return
@@ -107,8 +116,7 @@ class Auth:
     def scoring_dep(self) -> Callable[..., None]:
         bearer = self.bearer
 
-        def scoring(creds: Annotated[HTTPAuthorizationCredentials | None,
-                                     Depends(bearer)]) -> None:
+        def scoring(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
             self._check(creds, admin=False)
 
         return scoring
@@ -116,8 +124,7 @@ class Auth:
     def admin_dep(self) -> Callable[..., None]:
         bearer = self.bearer
 
-        def admin(creds: Annotated[HTTPAuthorizationCredentials | None,
-                                   Depends(bearer)]) -> None:
+        def admin(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
             self._check(creds, admin=True)
 
         return admin
@@ -127,8 +134,13 @@ class Auth:
 class ServiceState:
     """Everything the routes share: models, online features, prediction log, settings."""
 
-    def __init__(self, settings: "Settings", store: ModelStore, lookup_factory:
-                 Callable[[], FeatureLookup], log_factory: Callable[[], PredictionLog]) -> None:
+    def __init__(
+        self,
+        settings: "Settings",
+        store: ModelStore,
+        lookup_factory: Callable[[], FeatureLookup],
+        log_factory: Callable[[], PredictionLog],
+    ) -> None:
         self.settings = settings
         self.models = store
         self._lookup_factory = lookup_factory
@@ -144,7 +156,7 @@ class ServiceState:
         self.log.start()
         try:
             self.lookup = self._lookup_factory()
-        except Exception as exc:  # noqa: BLE001 - serve explicit features; /ready reports it
+        except Exception as exc:
             log.warning("online store unavailable: %s", exc)
             self.lookup = FeatureLookup(None)
             self.lookup.error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -166,7 +178,7 @@ class ServiceState:
                 self._pred_children[(usecase, name)] = child
             col = values[:, j] if values.ndim == 2 else values
             for v in col:
-                if v == v:  # not NaN
+                if v == v:  # noqa: PLR0124 - the NaN test without a call (per prediction)
                     child.observe(v)
 
 
@@ -179,19 +191,21 @@ def _model(state: ServiceState, usecase: str) -> LoadedModel:
 
 
 # -- routes ------------------------------------------------------------------------------------
-def _add_predict_route(app: FastAPI, state: ServiceState, usecase: Any, scoring: Any,
-                       max_batch: int) -> None:
+def _add_predict_route(
+    app: FastAPI, state: ServiceState, usecase: Any, scoring: Any, max_batch: int
+) -> None:
     name: str = usecase.name
     lookups = lookups_for(usecase.entity, usecase.key)
-    Instance = instance_model(name, lookups)  # noqa: N806 - a class
-    Batch = batch_model(name, Instance, max_batch)  # noqa: N806
+    Instance = instance_model(name, lookups)
+    Batch = batch_model(name, Instance, max_batch)
     fields = [lk.field for lk in lookups]
     examples = predict_examples(lookups, list(usecase.monitoring.features))
     stale_after = state.stale_after
 
-    def fill(model: LoadedModel, x: np.ndarray, r: int, inst: Any, loc: list[Any]
-             ) -> tuple[dict[str, str], float | None, Any]:
-        ids = {f: v for f in fields if (v := getattr(inst, f)) is not None}
+    def fill(
+        model: LoadedModel, x: np.ndarray, r: int, inst: Any, loc: list[Any]
+    ) -> tuple[dict[str, str], float | None, Any]:
+        ids = {f: val for f in fields if (val := getattr(inst, f)) is not None}
         explicit: dict[str, float | None] | None = inst.features
         if not ids and explicit is None:
             raise _invalid(loc, f"name the instance ({' or '.join(fields)}) or give `features`")
@@ -208,23 +222,28 @@ def _add_predict_route(app: FastAPI, state: ServiceState, usecase: Any, scoring:
             for k, v in merged.items():
                 i = index.get(k)
                 if i is not None and v is not None:
-                    try:
+                    # A non-numeric column (a category name) is encoded elsewhere: skip it.
+                    # try/except, not contextlib.suppress: this runs per feature per request.
+                    try:  # noqa: SIM105
                         x[r, i] = float(v)
                     except (TypeError, ValueError):
-                        pass  # a non-numeric column the model encodes elsewhere
+                        pass
         if explicit:
-            for k, v in explicit.items():
+            for k, value in explicit.items():
                 i = index.get(k)
                 if i is None:
-                    raise _invalid([*loc, "features", k],
-                                   f"{name} v{model.version} has no feature {k!r}")
-                x[r, i] = NAN if v is None else v
+                    raise _invalid(
+                        [*loc, "features", k], f"{name} v{model.version} has no feature {k!r}"
+                    )
+                x[r, i] = NAN if value is None else value
         return ids, as_of, used
 
     def outputs_of(model: LoadedModel, out: np.ndarray, r: int) -> dict[str, Any]:
         vals = out[r] if out.ndim == 2 else (out[r],)
-        pred = {o: (float(v) if v == v else None) for o, v in zip(model.outputs, vals,
-                                                                   strict=False)}
+        pred: dict[str, Any] = {
+            o: (None if math.isnan(v) else float(v))
+            for o, v in zip(model.outputs, vals, strict=False)
+        }
         if model.name_of is not None and model.outputs:
             first = pred[model.outputs[0]]
             try:
@@ -251,8 +270,10 @@ def _add_predict_route(app: FastAPI, state: ServiceState, usecase: Any, scoring:
         if isinstance(body, Batch):
             instances = body.instances  # type: ignore[attr-defined]
             x = np.full((len(instances), n), NAN)
-            meta = [fill(model, x, r, inst, ["body", "instances", r])
-                    for r, inst in enumerate(instances)]
+            meta = [
+                fill(model, x, r, inst, ["body", "instances", r])
+                for r, inst in enumerate(instances)
+            ]
         else:
             # The single-instance fast path reuses the model's preallocated row.
             x = model.row
@@ -264,95 +285,177 @@ def _add_predict_route(app: FastAPI, state: ServiceState, usecase: Any, scoring:
         for r, (ids, as_of, _) in enumerate(meta):
             pred = outputs_of(model, out, r)
             a, stale = age(as_of, now)
-            results.append({"entity": ids, "prediction": pred, "feature_age_seconds": a,
-                            "stale": stale})
+            results.append(
+                {"entity": ids, "prediction": pred, "feature_age_seconds": a, "stale": stale}
+            )
             first_id = next(iter(ids.items()), (fields[0], None))
-            state.log.append((rid, now, name, model.version, first_id[0], first_id[1],
-                              model.features, x[r].tolist(), pred))
+            state.log.append(
+                (
+                    rid,
+                    now,
+                    name,
+                    model.version,
+                    first_id[0],
+                    first_id[1],
+                    model.features,
+                    x[r].tolist(),
+                    pred,
+                )
+            )
         headers = {"x-request-id": rid}
         if isinstance(body, Batch):
-            return _json({"request_id": rid, "usecase": name, "model_version": model.version,
-                          "predictions": results}, headers=headers)
-        return _json({"request_id": rid, "usecase": name, "model_version": model.version,
-                      **results[0]}, headers=headers)
+            return _json(
+                {
+                    "request_id": rid,
+                    "usecase": name,
+                    "model_version": model.version,
+                    "predictions": results,
+                },
+                headers=headers,
+            )
+        return _json(
+            {"request_id": rid, "usecase": name, "model_version": model.version, **results[0]},
+            headers=headers,
+        )
 
     app.add_api_route(
-        f"/v1/{name}/predict", predict, methods=["POST"], tags=[name],
+        f"/v1/{name}/predict",
+        predict,
+        methods=["POST"],
+        tags=[name],
         summary=f"{usecase.question}",
-        description=(f"Score one {usecase.entity} or a batch (up to {max_batch}). Name the "
-                     f"`{usecase.key}` to look its features up in the online store, give "
-                     "`features` explicitly, or both (explicit values override). 404 names "
-                     "an id the online store does not know."),
-        responses={200: {"model": PredictResponse | BatchResponse},
-                   401: {"description": "No or unknown API key"},
-                   404: {"description": "An id not in the online store"},
-                   422: {"description": "Malformed request (the field is named)"},
-                   503: {"description": "No model loaded for this use case"}},
+        description=(
+            f"Score one {usecase.entity} or a batch (up to {max_batch}). Name the "
+            f"`{usecase.key}` to look its features up in the online store, give "
+            "`features` explicitly, or both (explicit values override). 404 names "
+            "an id the online store does not know."
+        ),
+        responses={
+            200: {"model": PredictResponse | BatchResponse},
+            401: {"description": "No or unknown API key"},
+            404: {"description": "An id not in the online store"},
+            422: {"description": "Malformed request (the field is named)"},
+            503: {"description": "No model loaded for this use case"},
+        },
         name=f"predict_{name}",
     )
 
 
 def _add_recommend_route(app: FastAPI, state: ServiceState, scoring: Any) -> None:
-    async def recommend(request: Request, body: RecommendRequest,
-                        _auth: Annotated[None, Depends(scoring)]) -> Response:
+    async def recommend(
+        request: Request, body: RecommendRequest, _auth: Annotated[None, Depends(scoring)]
+    ) -> Response:
         model = _model(state, "recommender")
         scorer: Any = model.scorer
         rid = _request_id(request)
-        seen = (bool(scorer.meta.get("exclude_seen", False)) if body.exclude_seen is None
-                else body.exclude_seen)
+        seen = (
+            bool(scorer.meta.get("exclude_seen", False))
+            if body.exclude_seen is None
+            else body.exclude_seen
+        )
         known = bool(scorer.knows(body.customer_id))
-        recs = scorer.recommend(body.customer_id, body.k, exclude=body.exclude,
-                                exclude_seen=seen)
+        recs = scorer.recommend(body.customer_id, body.k, exclude=body.exclude, exclude_seen=seen)
         items = [{"product_id": p, "score": s if math.isfinite(s) else None} for p, s in recs]
-        state.log.append((rid, time.time(), "recommender", model.version, "customer_id",
-                          body.customer_id, None, {"k": body.k, "exclude": body.exclude},
-                          {"products": [p for p, _ in recs]}))
-        return _json({"request_id": rid, "model_version": model.version,
-                      "customer_id": body.customer_id, "known_customer": known,
-                      "strategy": "personalised" if known else "popular",
-                      "recommendations": items}, headers={"x-request-id": rid})
+        state.log.append(
+            (
+                rid,
+                time.time(),
+                "recommender",
+                model.version,
+                "customer_id",
+                body.customer_id,
+                None,
+                {"k": body.k, "exclude": body.exclude},
+                {"products": [p for p, _ in recs]},
+            )
+        )
+        return _json(
+            {
+                "request_id": rid,
+                "model_version": model.version,
+                "customer_id": body.customer_id,
+                "known_customer": known,
+                "strategy": "personalised" if known else "popular",
+                "recommendations": items,
+            },
+            headers={"x-request-id": rid},
+        )
 
     app.add_api_route(
-        "/v1/recommender/recommend", recommend, methods=["POST"], tags=["recommender"],
+        "/v1/recommender/recommend",
+        recommend,
+        methods=["POST"],
+        tags=["recommender"],
         summary="Which products should this customer see next?",
         description="Top-k products for a customer, leaving out `exclude`; a customer the model "
-                    "has never seen gets the most popular products (`strategy: popular`).",
-        responses={200: {"model": RecommendResponse}, 401: {"description": "No or unknown key"},
-                   503: {"description": "No recommender model loaded"}},
+        "has never seen gets the most popular products (`strategy: popular`).",
+        responses={
+            200: {"model": RecommendResponse},
+            401: {"description": "No or unknown key"},
+            503: {"description": "No recommender model loaded"},
+        },
     )
 
 
 def _add_suggest_route(app: FastAPI, state: ServiceState, scoring: Any) -> None:
-    async def suggest(request: Request, body: SuggestRequest,
-                      _auth: Annotated[None, Depends(scoring)]) -> Response:
+    async def suggest(
+        request: Request, body: SuggestRequest, _auth: Annotated[None, Depends(scoring)]
+    ) -> Response:
         model = _model(state, "pricing")
         scorer: Any = model.scorer
         rid = _request_id(request)
         g = body.guardrails
         try:
-            out = scorer.suggest(body.product_id, min_price=g.min_price if g else None,
-                                 max_price=g.max_price if g else None,
-                                 max_change=g.max_change if g else None,
-                                 current_price=body.current_price)
+            out = scorer.suggest(
+                body.product_id,
+                min_price=g.min_price if g else None,
+                max_price=g.max_price if g else None,
+                max_change=g.max_change if g else None,
+                current_price=body.current_price,
+            )
         except KeyError:
-            raise HTTPException(404, {"message": f"product_id {body.product_id!r} is not known "
-                                      "to the pricing model", "product_id": body.product_id}
-                                ) from None
-        out = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-               for k, v in out.items()}
-        state.log.append((rid, time.time(), "pricing", model.version, "product_id",
-                          body.product_id, None, body.model_dump(exclude_none=True), out))
-        return _json({"request_id": rid, "model_version": model.version, **out},
-                     headers={"x-request-id": rid})
+            raise HTTPException(
+                404,
+                {
+                    "message": f"product_id {body.product_id!r} is not known to the pricing model",
+                    "product_id": body.product_id,
+                },
+            ) from None
+        out = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in out.items()
+        }
+        state.log.append(
+            (
+                rid,
+                time.time(),
+                "pricing",
+                model.version,
+                "product_id",
+                body.product_id,
+                None,
+                body.model_dump(exclude_none=True),
+                out,
+            )
+        )
+        return _json(
+            {"request_id": rid, "model_version": model.version, **out},
+            headers={"x-request-id": rid},
+        )
 
     app.add_api_route(
-        "/v1/pricing/suggest", suggest, methods=["POST"], tags=["pricing"],
+        "/v1/pricing/suggest",
+        suggest,
+        methods=["POST"],
+        tags=["pricing"],
         summary="What price should this product have, within guardrails?",
         description="The suggested price, its expected effect on units, revenue and margin per "
-                    "day, and the guardrails applied (unset ones take the product's defaults).",
-        responses={200: {"model": SuggestResponse}, 401: {"description": "No or unknown key"},
-                   404: {"description": "A product the model does not know"},
-                   503: {"description": "No pricing model loaded"}},
+        "day, and the guardrails applied (unset ones take the product's defaults).",
+        responses={
+            200: {"model": SuggestResponse},
+            401: {"description": "No or unknown key"},
+            404: {"description": "A product the model does not know"},
+            503: {"description": "No pricing model loaded"},
+        },
     )
 
 
@@ -374,7 +477,8 @@ def create_app(
     if settings.env != "development" and not api_keys:
         raise ServingConfigError(
             "no API key configured: set SHOPML_API_KEYS (and SHOPML_ADMIN_KEYS for admin "
-            "routes), or run with SHOPML_ENV=development; refusing to serve without auth")
+            "routes), or run with SHOPML_ENV=development; refusing to serve without auth"
+        )
     if not api_keys and not admin_keys:
         log.warning("no API keys configured: serving without authentication (development)")
     auth = Auth(api_keys, admin_keys, open_=not api_keys and not admin_keys)
@@ -392,16 +496,23 @@ def create_app(
         return open_store(settings)
 
     store_factory = online_store_factory or default_store
-    model_store = ModelStore(names, source_factory or default_source,
-                             settings.registry_poll_seconds, on_swap=metrics.model_swapped)
+    model_store = ModelStore(
+        names,
+        source_factory or default_source,
+        settings.registry_poll_seconds,
+        on_swap=metrics.model_swapped,
+    )
     home = settings.home
     state = ServiceState(
-        settings, model_store,
+        settings,
+        model_store,
         lambda: FeatureLookup(store_factory(), ttl=settings.feature_cache_seconds),
-        lambda: PredictionLog(lambda: open_writer(settings.monitoring_store_uri, home),
-                              settings.prediction_log_batch,
-                              settings.prediction_log_flush_seconds,
-                              settings.prediction_log_max_queue),
+        lambda: PredictionLog(
+            lambda: open_writer(settings.monitoring_store_uri, home),
+            settings.prediction_log_batch,
+            settings.prediction_log_flush_seconds,
+            settings.prediction_log_max_queue,
+        ),
     )
 
     @asynccontextmanager
@@ -420,7 +531,8 @@ def create_app(
         description=(
             "Send `Authorization: Bearer <key>` (a key from `SHOPML_API_KEYS`; admin routes "
             "want one from `SHOPML_ADMIN_KEYS`). Every answer carries the model version and a "
-            "request id (also in the `x-request-id` header)."),
+            "request id (also in the `x-request-id` header)."
+        ),
         lifespan=lifespan,
     )
     app.state.shopml = state
@@ -430,8 +542,12 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["service"], summary="Models loaded and stores reachable",
-             responses={503: {"description": "No model loaded at all"}})
+    @app.get(
+        "/ready",
+        tags=["service"],
+        summary="Models loaded and stores reachable",
+        responses={503: {"description": "No model loaded at all"}},
+    )
     async def ready() -> Response:
         loaded = {uc: (m.version if (m := model_store.get(uc)) else None) for uc in names}
         problems = []
@@ -447,18 +563,34 @@ def create_app(
         any_loaded = any(v is not None for v in loaded.values())
         status = "unavailable" if not any_loaded else ("degraded" if problems else "ready")
         metrics.REGISTRY_UP.set(1 if model_store.registry_ok else 0)
-        return _json({
-            "status": status, "problems": problems, "models": loaded,
-            "registry": {"ok": model_store.registry_ok, "error": model_store.registry_error,
-                         "last_poll": model_store.last_poll,
-                         "poll_seconds": model_store.poll_seconds},
-            "online_store": {"ok": state.lookup.ok, "error": state.lookup.error},
-            "prediction_log": {"pending": state.log.pending, "written": state.log.written,
-                               "dropped": state.log.dropped, "error": state.log.error},
-        }, 200 if any_loaded else 503)
+        return _json(
+            {
+                "status": status,
+                "problems": problems,
+                "models": loaded,
+                "registry": {
+                    "ok": model_store.registry_ok,
+                    "error": model_store.registry_error,
+                    "last_poll": model_store.last_poll,
+                    "poll_seconds": model_store.poll_seconds,
+                },
+                "online_store": {"ok": state.lookup.ok, "error": state.lookup.error},
+                "prediction_log": {
+                    "pending": state.log.pending,
+                    "written": state.log.written,
+                    "dropped": state.log.dropped,
+                    "error": state.log.error,
+                },
+            },
+            200 if any_loaded else 503,
+        )
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (no auth)",
-             response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (no auth)",
+        response_class=Response,
+    )
     async def metrics_page() -> Response:
         metrics.LOG_QUEUE.set(state.log.pending)
         dropped = state.log.dropped - state.dropped_reported
@@ -468,26 +600,43 @@ def create_app(
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
-    @app.get("/v1/models", tags=["service"], summary="What each use case is serving",
-             dependencies=[Depends(scoring)])
+    @app.get(
+        "/v1/models",
+        tags=["service"],
+        summary="What each use case is serving",
+        dependencies=[Depends(scoring)],
+    )
     async def models() -> Response:
         out = []
         for uc in names:
             m = model_store.get(uc)
-            out.append(m.describe() if m else {"usecase": uc, "version": None,
-                                                "error": model_store.errors.get(uc)})
+            out.append(
+                m.describe()
+                if m
+                else {"usecase": uc, "version": None, "error": model_store.errors.get(uc)}
+            )
         return _json({"models": out})
 
-    @app.post("/v1/admin/reload", tags=["admin"], dependencies=[Depends(admin)],
-              summary="Check the registry now and swap in moved champions (admin scope)",
-              responses={401: {"description": "No or unknown key"},
-                         403: {"description": "A key without admin scope"}})
+    @app.post(
+        "/v1/admin/reload",
+        tags=["admin"],
+        dependencies=[Depends(admin)],
+        summary="Check the registry now and swap in moved champions (admin scope)",
+        responses={
+            401: {"description": "No or unknown key"},
+            403: {"description": "A key without admin scope"},
+        },
+    )
     async def reload() -> Response:
         changes = await run_in_threadpool(model_store.refresh)
-        return _json({"changes": changes, "registry_ok": model_store.registry_ok,
-                      "registry_error": model_store.registry_error,
-                      "models": {uc: (m.version if (m := model_store.get(uc)) else None)
-                                 for uc in names}})
+        return _json(
+            {
+                "changes": changes,
+                "registry_ok": model_store.registry_ok,
+                "registry_error": model_store.registry_error,
+                "models": {uc: (m.version if (m := model_store.get(uc)) else None) for uc in names},
+            }
+        )
 
     for name in names:
         uc = all_usecases[name]

@@ -46,8 +46,9 @@ class BatchResult:
         return dict(self.__dict__)
 
 
-def load_champion(settings: Settings, usecase: str, source: ModelSource | None = None
-                  ) -> LoadedModel:
+def load_champion(
+    settings: Settings, usecase: str, source: ModelSource | None = None
+) -> LoadedModel:
     """The use case's champion, as the service loads it."""
     source = source or MlflowSource(settings)
     info = source.alias_version(usecase, CHAMPION)
@@ -65,8 +66,9 @@ def _fmt(path: str) -> str:
     raise BatchError(f"{path}: must end in .parquet or .csv")
 
 
-def read_chunks(settings: Settings, input_path: str | None, table: str | None,
-                chunk_rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
+def read_chunks(
+    settings: Settings, input_path: str | None, table: str | None, chunk_rows: int
+) -> tuple[Iterator[pd.DataFrame], int | None]:
     """Chunks of the input and the total row count when known."""
     if (input_path is None) == (table is None):
         raise BatchError("give exactly one of --input FILE or --table NAME")
@@ -97,13 +99,13 @@ def read_chunks(settings: Settings, input_path: str | None, table: str | None,
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
-        return (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows)), \
-            pf.metadata.num_rows
+        return (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows)), pf.metadata.num_rows
     return iter(pd.read_csv(path, chunksize=chunk_rows, low_memory=False)), None
 
 
-def _fill_online(frame: pd.DataFrame, features: list[str], lookups: tuple[Lookup, ...],
-                 store: OnlineStore | None) -> int:
+def _fill_online(
+    frame: pd.DataFrame, features: list[str], lookups: tuple[Lookup, ...], store: OnlineStore | None
+) -> int:
     """Fill the model's missing feature columns from the online store, in place."""
     missing = [f for f in features if f not in frame.columns]
     if not missing or store is None:
@@ -137,8 +139,10 @@ def _sink(output: str, settings: Settings) -> tuple[Any, str]:
             scheme, _, host = endpoint.partition("://")
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
         if os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                          secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""))
+            kwargs.update(
+                access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            )
         kwargs["region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
         return fs.S3FileSystem(**kwargs), output.removeprefix("s3://")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -170,10 +174,12 @@ class _Writer:
         import pyarrow.csv as pacsv
 
         if self._stream is None:
-            self._stream = (self.fs.open_output_stream(self.path) if self.fs is not None
-                            else pa.OSFile(self.path, "wb"))
-        pacsv.write_csv(table, self._stream,
-                        pacsv.WriteOptions(include_header=self._header))
+            self._stream = (
+                self.fs.open_output_stream(self.path)
+                if self.fs is not None
+                else pa.OSFile(self.path, "wb")
+            )
+        pacsv.write_csv(table, self._stream, pacsv.WriteOptions(include_header=self._header))
         self._header = False
 
     def close(self, ok: bool) -> None:
@@ -217,7 +223,7 @@ def score_batch(
             from shopml.online import open_store
 
             store = open_store(settings)
-        except Exception:  # noqa: BLE001 - explicit feature columns still score
+        except Exception:
             store = None
     writer = _Writer(output, settings)
     rows = looked_up = 0
@@ -226,8 +232,11 @@ def score_batch(
         for frame in chunks:
             if frame.empty:
                 continue
-            ids = [c for c in (*(lk.field for lk in lookups), "customer_id", "product_id")
-                   if c in frame.columns]
+            ids = [
+                c
+                for c in (*(lk.field for lk in lookups), "customer_id", "product_id")
+                if c in frame.columns
+            ]
             ids = list(dict.fromkeys(ids))
             if hasattr(model.scorer, "recommend") or hasattr(model.scorer, "suggest"):
                 out = model.scorer.predict_frame(frame)
@@ -236,8 +245,9 @@ def score_batch(
                 x = model.scorer.to_matrix(frame)
                 pred = np.asarray(model.scorer.predict_matrix(x))
                 out = pd.DataFrame(pred.reshape(len(frame), -1), columns=model.outputs)
-            result = pd.concat([frame[ids].reset_index(drop=True),
-                                out.reset_index(drop=True)], axis=1)
+            result = pd.concat(
+                [frame[ids].reset_index(drop=True), out.reset_index(drop=True)], axis=1
+            )
             result["model_version"] = model.version
             writer.write(result)
             rows += len(frame)
@@ -248,5 +258,4 @@ def score_batch(
         writer.close(ok)
         if own_store and store is not None:
             store.close()
-    return BatchResult(usecase, model.version, rows, output, time.perf_counter() - start,
-                       looked_up)
+    return BatchResult(usecase, model.version, rows, output, time.perf_counter() - start, looked_up)

@@ -59,8 +59,9 @@ class FeatureLookup:
     it grows past ``max_entries``: simpler than an LRU and as good for a hot working set.
     """
 
-    def __init__(self, store: OnlineStore | None, ttl: float = 5.0,
-                 max_entries: int = 100_000) -> None:
+    def __init__(
+        self, store: OnlineStore | None, ttl: float = 5.0, max_entries: int = 100_000
+    ) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
@@ -96,8 +97,9 @@ class FeatureLookup:
             self._cache[key] = (now, features, as_of)
         return None if features is None else (features, as_of)
 
-    def resolve(self, lookups: tuple[Lookup, ...], ids: dict[str, str]
-                ) -> tuple[dict[str, Any], float | None]:
+    def resolve(
+        self, lookups: tuple[Lookup, ...], ids: dict[str, str]
+    ) -> tuple[dict[str, Any], float | None]:
         """Merged features for the ids an instance names, and the oldest as-of among them.
 
         Raises :class:`MissingEntity` for an id the store does not know.
@@ -127,7 +129,7 @@ class FeatureLookup:
             return False
         try:
             self.store.get("customers", "__shopml_ping__")
-        except Exception as exc:  # noqa: BLE001 - reported by /ready
+        except Exception as exc:
             self.ok, self.error = False, f"{type(exc).__name__}: {str(exc)[:200]}"
             return False
         self.ok, self.error = True, None

@@ -9,6 +9,7 @@ from the scope so labels stay bounded (``/v1/returns/predict``, not one per id).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
@@ -24,40 +25,96 @@ from prometheus_client import (
 
 MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
-                   0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 # One bucket set for every output: probabilities and uplift (0-1), days, segment ids, spend.
-PREDICTION_BUCKETS = (-0.5, -0.1, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
-                      2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 500.0,
-                      1000.0, 5000.0)
+PREDICTION_BUCKETS = (
+    -0.5,
+    -0.1,
+    0.0,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    7.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    5000.0,
+)
 
-REQUESTS = Counter("shopml_requests_total", "HTTP requests by route, method and status.",
-                   ["route", "method", "status"])
-LATENCY = Histogram("shopml_request_duration_seconds",
-                    "Server-side request latency by route, method and status.",
-                    ["route", "method", "status"], buckets=LATENCY_BUCKETS)
-ERRORS = Counter("shopml_errors_total", "Failed requests by route and kind (client, server).",
-                 ["route", "kind"])
-PREDICTIONS = Histogram("shopml_prediction", "Distribution of predicted values.",
-                        ["usecase", "output"], buckets=PREDICTION_BUCKETS)
-MODEL_INFO = Gauge("shopml_model_version_info",
-                   "The model version served per use case (1 for the version being served).",
-                   ["usecase", "version"], multiprocess_mode="liveall")
-REGISTRY_UP = Gauge("shopml_registry_up", "1 when the last registry poll succeeded.",
-                    multiprocess_mode="liveall")
-LOG_DROPPED = Counter("shopml_prediction_log_dropped_total",
-                      "Predictions not logged because the log queue was full.")
-LOG_QUEUE = Gauge("shopml_prediction_log_queue", "Predictions waiting to be written.",
-                  multiprocess_mode="liveall")
+REQUESTS = Counter(
+    "shopml_requests_total",
+    "HTTP requests by route, method and status.",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "shopml_request_duration_seconds",
+    "Server-side request latency by route, method and status.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+ERRORS = Counter(
+    "shopml_errors_total", "Failed requests by route and kind (client, server).", ["route", "kind"]
+)
+PREDICTIONS = Histogram(
+    "shopml_prediction",
+    "Distribution of predicted values.",
+    ["usecase", "output"],
+    buckets=PREDICTION_BUCKETS,
+)
+MODEL_INFO = Gauge(
+    "shopml_model_version_info",
+    "The model version served per use case (1 for the version being served).",
+    ["usecase", "version"],
+    multiprocess_mode="liveall",
+)
+REGISTRY_UP = Gauge(
+    "shopml_registry_up", "1 when the last registry poll succeeded.", multiprocess_mode="liveall"
+)
+LOG_DROPPED = Counter(
+    "shopml_prediction_log_dropped_total", "Predictions not logged because the log queue was full."
+)
+LOG_QUEUE = Gauge(
+    "shopml_prediction_log_queue", "Predictions waiting to be written.", multiprocess_mode="liveall"
+)
 
 
 def model_swapped(usecase: str, old: str | None, new: str) -> None:
     """Move the info metric to the version now served."""
     if old is not None:
-        try:
+        with contextlib.suppress(KeyError):
             MODEL_INFO.remove(usecase, old)
-        except KeyError:
-            pass
     MODEL_INFO.labels(usecase, new).set(1)
 
 

@@ -47,7 +47,7 @@ def read_scorer(path: Path) -> Scorer:
     import pickle
 
     with path.open("rb") as fh:
-        scorer = pickle.load(fh)  # noqa: S301 - our own artifact from our own registry
+        scorer = pickle.load(fh)
     if not isinstance(scorer, Scorer):
         raise TypeError(f"{path} does not hold a shopml scorer")
     return scorer
@@ -109,8 +109,11 @@ class MlflowSource:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
-        created = (datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
-                   .strftime("%Y-%m-%dT%H:%M:%SZ") if mv.creation_timestamp else None)
+        created = (
+            datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if mv.creation_timestamp
+            else None
+        )
         return VersionInfo(str(mv.version), created, mv.run_id, dict(mv.tags or {}))
 
     def load(self, usecase: str, version: str) -> Scorer:
@@ -158,7 +161,7 @@ class LoadedModel:
         try:
             if self.features and type(self.scorer).predict_matrix is not Scorer.predict_matrix:
                 self.scorer.predict_matrix(np.full((1, len(self.features)), np.nan))
-        except Exception:  # noqa: BLE001 - warming is an optimisation; a real call reports
+        except Exception:
             log.debug("warm-up of %s v%s failed", self.usecase, self.version, exc_info=True)
 
     def describe(self) -> dict[str, Any]:
@@ -170,22 +173,31 @@ class LoadedModel:
         except ValueError:
             metrics = {}
         return {
-            "usecase": self.usecase, "model": model_name(self.usecase), "alias": CHAMPION,
-            "version": self.version, "trained_at": self.info.created_at,
-            "run_id": self.info.run_id, "cutoff": tags.get("shopml.cutoff"),
-            "dataset_version": tags.get("shopml.dataset_version"), "metrics": metrics,
-            "features": len(self.features), "outputs": self.outputs,
-            "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"),
+            "usecase": self.usecase,
+            "model": model_name(self.usecase),
+            "alias": CHAMPION,
+            "version": self.version,
+            "trained_at": self.info.created_at,
+            "run_id": self.info.run_id,
+            "cutoff": tags.get("shopml.cutoff"),
+            "dataset_version": tags.get("shopml.dataset_version"),
+            "metrics": metrics,
+            "features": len(self.features),
+            "outputs": self.outputs,
+            "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
 
 class ModelStore:
     """Champions by use case, refreshed in the background when their alias moves."""
 
-    def __init__(self, usecases: Iterable[str], source_factory: Callable[[], ModelSource],
-                 poll_seconds: float = 30.0,
-                 on_swap: Callable[[str, str | None, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        usecases: Iterable[str],
+        source_factory: Callable[[], ModelSource],
+        poll_seconds: float = 30.0,
+        on_swap: Callable[[str, str | None, str], None] | None = None,
+    ) -> None:
         self.usecases = list(usecases)
         self._source_factory = source_factory
         self.source: ModelSource | None = None
@@ -213,11 +225,12 @@ class ModelStore:
                     self.source = self._source_factory()
                 source = self.source
                 wanted = {uc: source.alias_version(uc, CHAMPION) for uc in self.usecases}
-            except Exception as exc:  # noqa: BLE001 - any failure to reach it is an outage
+            except Exception as exc:
                 self.registry_ok = False
                 self.registry_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.warning("registry unreachable, serving the loaded models: %s",
-                            self.registry_error)
+                log.warning(
+                    "registry unreachable, serving the loaded models: %s", self.registry_error
+                )
                 return changes
             self.registry_ok, self.registry_error = True, None
             self.last_poll = time.time()
@@ -231,7 +244,7 @@ class ModelStore:
                     continue
                 try:
                     loaded = LoadedModel(uc, source.load(uc, info.version), info)
-                except Exception as exc:  # noqa: BLE001 - keep serving the old version
+                except Exception as exc:
                     self.errors[uc] = f"v{info.version} failed to load: {str(exc)[:200]}"
                     log.exception("loading %s v%s failed", uc, info.version)
                     continue
@@ -247,8 +260,7 @@ class ModelStore:
     def start(self) -> None:
         """Load what the registry has now, then watch it from a daemon thread."""
         self.refresh()
-        self._thread = threading.Thread(target=self._run, name="shopml-model-watch",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="shopml-model-watch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -27,8 +28,16 @@ import orjson
 log = logging.getLogger("shopml.serving")
 
 TABLE = "prediction_log"
-COLUMNS = ("request_id", "ts", "usecase", "model_version", "entity_key", "entity_id",
-           "features", "output")
+COLUMNS = (
+    "request_id",
+    "ts",
+    "usecase",
+    "model_version",
+    "entity_key",
+    "entity_id",
+    "features",
+    "output",
+)
 
 # (request_id, unix time, usecase, version, entity key, entity id, feature names or None,
 #  feature values (a dict, a sequence or None), output dict)
@@ -82,8 +91,11 @@ class PostgresLogWriter(LogWriter):
         self.con.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_uc_ts ON {TABLE} (usecase, ts)")
 
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        with self.con.transaction(), self.con.cursor() as cur, cur.copy(
-                f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        with (
+            self.con.transaction(),
+            self.con.cursor() as cur,
+            cur.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
 
@@ -99,26 +111,43 @@ def open_writer(uri: str | None, home: Path) -> LogWriter:
         return SQLiteLogWriter(Path(uri.removeprefix("sqlite:///")))
     if uri.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         return PostgresLogWriter(uri)
-    raise ValueError(f"monitoring store {uri!r} is not supported; use sqlite:///path or "
-                     "postgresql://user@host/db")
+    raise ValueError(
+        f"monitoring store {uri!r} is not supported; use sqlite:///path or "
+        "postgresql://user@host/db"
+    )
 
 
 def _row(rec: Record) -> tuple[Any, ...]:
     request_id, ts, usecase, version, key, entity_id, names, values, output = rec
     if names is not None and values is not None and not isinstance(values, dict):
-        values = {n: (None if v != v else v) for n, v in zip(names, values, strict=False)}
+        values = {
+            n: (None if isinstance(v, float) and math.isnan(v) else v)
+            for n, v in zip(names, values, strict=False)
+        }
     when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
     opts = orjson.OPT_SERIALIZE_NUMPY
-    return (request_id, when, usecase, version, key, entity_id,
-            orjson.dumps(values, option=opts).decode() if values is not None else None,
-            orjson.dumps(output, option=opts).decode())
+    return (
+        request_id,
+        when,
+        usecase,
+        version,
+        key,
+        entity_id,
+        orjson.dumps(values, option=opts).decode() if values is not None else None,
+        orjson.dumps(output, option=opts).decode(),
+    )
 
 
 class PredictionLog:
     """The in-memory queue and the thread that writes it out in batches."""
 
-    def __init__(self, writer_factory: Any, batch: int = 500, flush_seconds: float = 1.0,
-                 max_queue: int = 200_000) -> None:
+    def __init__(
+        self,
+        writer_factory: Any,
+        batch: int = 500,
+        flush_seconds: float = 1.0,
+        max_queue: int = 200_000,
+    ) -> None:
         self._factory = writer_factory
         self.batch = batch
         self.flush_seconds = flush_seconds
@@ -148,8 +177,7 @@ class PredictionLog:
         return len(self._queue)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="shopml-prediction-log",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="shopml-prediction-log", daemon=True)
         self._thread.start()
 
     def _drain(self, limit: int | None = None) -> int:
@@ -170,14 +198,15 @@ class PredictionLog:
                 self._writer = self._factory()
             assert self._writer is not None
             self._writer.write(rows)
-        except Exception as exc:  # noqa: BLE001 - retried on the next round
+        except Exception as exc:
             self.failed_writes += 1
             self.error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            log.warning("prediction log write failed (%s rows kept for retry): %s",
-                        len(taken), self.error)
+            log.warning(
+                "prediction log write failed (%s rows kept for retry): %s", len(taken), self.error
+            )
             # Put them back in front, in order, unless that overflows the queue.
             room = self.max_queue - len(q)
-            keep = taken[:max(room, 0)]
+            keep = taken[: max(room, 0)]
             self.dropped += len(taken) - len(keep)
             q.extendleft(reversed(keep))
             self._writer = None

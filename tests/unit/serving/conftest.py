@@ -20,14 +20,14 @@ AS_OF = datetime(2025, 1, 1)
 @pytest.fixture(scope="session")
 def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with a small simulated shop, champions for :data:`SERVED` and online features."""
+    import os
+
     from shopml.data.simulator import SimConfig, simulate
     from shopml.data.warehouse import Warehouse
     from shopml.features import build_features
     from shopml.lifecycle.train import TrainConfig, train_usecase
     from shopml.online.store import SQLiteOnlineStore
     from shopml.usecases import get_usecase
-
-    import os
 
     reuse = os.environ.get("SHOPML_TEST_SERVED_HOME")  # a developer's cache between runs
     if reuse and (Path(reuse) / "online.sqlite").exists():
@@ -41,8 +41,11 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = train_usecase(get_usecase(name), wh, settings, TrainConfig(trials=0))
         assert result.status == "promoted", (name, result.reason)
     store = SQLiteOnlineStore(home / "online.sqlite")
-    for entity, key in (("customers", "customer_id"), ("products", "product_id"),
-                        ("sellers", "seller_id")):
+    for entity, key in (
+        ("customers", "customer_id"),
+        ("products", "product_id"),
+        ("sellers", "seller_id"),
+    ):
         store.write(entity, build_features(wh, AS_OF, entity), key, AS_OF)
     store.close()
     wh.close()
@@ -51,8 +54,11 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def serving_settings(home: Path, **overrides: Any) -> Settings:
     """Settings on the shared home, with fast polling for tests."""
-    values: dict[str, Any] = {"home": home, "registry_poll_seconds": 0.2,
-                              "prediction_log_flush_seconds": 0.05}
+    values: dict[str, Any] = {
+        "home": home,
+        "registry_poll_seconds": 0.2,
+        "prediction_log_flush_seconds": 0.05,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -67,8 +73,9 @@ def client_factory(served_home: Path) -> Iterator[Any]:
     opened: list[Any] = []
 
     def make(app_kwargs: dict[str, Any] | None = None, **overrides: Any) -> Any:
-        app = create_app(serving_settings(served_home, **overrides), usecases=SERVED,
-                         **(app_kwargs or {}))
+        app = create_app(
+            serving_settings(served_home, **overrides), usecases=SERVED, **(app_kwargs or {})
+        )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)

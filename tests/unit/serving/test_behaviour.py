@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[3]
 SCORE_KEY, ADMIN_KEY = "score-key-4c1f9a", "admin-key-77d2e0"
 
 
-def test_auth_scopes_and_keys_never_logged(client_factory: Any, served_home: Path,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_auth_scopes_and_keys_never_logged(
+    client_factory: Any, served_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     client = client_factory(api_keys=[SCORE_KEY], admin_keys=[ADMIN_KEY])
     body = {"customer_id": a_customer(served_home)}
@@ -48,8 +49,9 @@ def test_refuses_to_run_open_outside_development(served_home: Path) -> None:
 
     with pytest.raises(ServingConfigError, match="SHOPML_API_KEYS"):
         create_app(serving_settings(served_home, env="production"), usecases=SERVED)
-    create_app(serving_settings(served_home, env="production", api_keys=[SCORE_KEY]),
-               usecases=SERVED)
+    create_app(
+        serving_settings(served_home, env="production", api_keys=[SCORE_KEY]), usecases=SERVED
+    )
 
 
 def test_hot_swap_under_concurrent_requests(client: Any, served_home: Path) -> None:
@@ -110,8 +112,9 @@ class FlakySource:
         return self.inner.load(usecase, version)
 
 
-def test_registry_outage_keeps_serving_and_ready_says_so(client_factory: Any,
-                                                         served_home: Path) -> None:
+def test_registry_outage_keeps_serving_and_ready_says_so(
+    client_factory: Any, served_home: Path
+) -> None:
     flaky: list[FlakySource] = []
 
     def factory() -> FlakySource:
@@ -134,12 +137,15 @@ def test_registry_outage_keeps_serving_and_ready_says_so(client_factory: Any,
     assert client.get("/ready").json()["status"] == "ready"
 
 
-def test_prediction_log_is_batched_and_flushed_on_shutdown(client_factory: Any,
-                                                           served_home: Path,
-                                                           tmp_path: Path) -> None:
+def test_prediction_log_is_batched_and_flushed_on_shutdown(
+    client_factory: Any, served_home: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "monitoring.sqlite"
-    client = client_factory(monitoring_store_uri=f"sqlite:///{db}",
-                            prediction_log_flush_seconds=3600, prediction_log_batch=10_000)
+    client = client_factory(
+        monitoring_store_uri=f"sqlite:///{db}",
+        prediction_log_flush_seconds=3600,
+        prediction_log_batch=10_000,
+    )
     cid = a_customer(served_home)
     for _ in range(25):
         assert client.post("/v1/clv/predict", json={"customer_id": cid}).status_code == 200
@@ -150,8 +156,10 @@ def test_prediction_log_is_batched_and_flushed_on_shutdown(client_factory: Any,
     client.__exit__(None, None, None)  # graceful shutdown drains the queue
     con = sqlite3.connect(db)
     rows = con.execute("SELECT usecase, count(*) FROM prediction_log GROUP BY 1").fetchall()
-    one = con.execute("SELECT request_id, ts, entity_key, entity_id, features, output, "
-                      "model_version FROM prediction_log WHERE usecase = 'clv' LIMIT 1").fetchone()
+    one = con.execute(
+        "SELECT request_id, ts, entity_key, entity_id, features, output, "
+        "model_version FROM prediction_log WHERE usecase = 'clv' LIMIT 1"
+    ).fetchone()
     con.close()
     assert dict(rows) == {"clv": 25, "segments": 3, "recommender": 1}
     assert one[2:4] == ("customer_id", cid) and one[6] == "1"
@@ -165,45 +173,98 @@ def test_batch_score_matches_the_service(client: Any, served_home: Path, tmp_pat
     from shopml.serving.batch import score_batch
 
     con = duckdb.connect(str(served_home / "warehouse.duckdb"), read_only=True)
-    ids = [r[0] for r in con.execute(
-        "SELECT DISTINCT customer_id FROM orders ORDER BY 1 LIMIT 40").fetchall()]
+    ids = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT customer_id FROM orders ORDER BY 1 LIMIT 40"
+        ).fetchall()
+    ]
     con.close()
     src = tmp_path / "customers.csv"
     pd.DataFrame({"customer_id": ids}).to_csv(src, index=False)
     out = tmp_path / "clv.parquet"
     seen: list[int] = []
-    result = score_batch(serving_settings(served_home), "clv", str(out), input_path=str(src),
-                         chunk_rows=15, progress=lambda done, total: seen.append(done))
+    result = score_batch(
+        serving_settings(served_home),
+        "clv",
+        str(out),
+        input_path=str(src),
+        chunk_rows=15,
+        progress=lambda done, total: seen.append(done),
+    )
     assert result.rows == 40 and seen == [15, 30, 40]
     scored = pd.read_parquet(out)
-    assert list(scored.columns) == ["customer_id", "predicted_spend_90d", "expected_spend_90d",
-                                    "model_version"]
+    assert list(scored.columns) == [
+        "customer_id",
+        "predicted_spend_90d",
+        "expected_spend_90d",
+        "model_version",
+    ]
     served = client.post("/v1/clv/predict", json={"customer_id": ids[0]}).json()["prediction"]
     assert scored.iloc[0]["predicted_spend_90d"] == pytest.approx(served["predicted_spend_90d"])
 
 
-def test_score_command(served_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                       ) -> None:
+def test_score_command(served_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPML_HOME", str(served_home))
     out = tmp_path / "rec.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "shopml.cli", "score", "recommender", "--table", "customers",
-         "--output", str(out), "--json"], capture_output=True, text=True, timeout=300,
-        cwd=tmp_path, env={**__import__("os").environ, "SHOPML_HOME": str(served_home)})
+    proc = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [
+            sys.executable,
+            "-m",
+            "shopml.cli",
+            "score",
+            "recommender",
+            "--table",
+            "customers",
+            "--output",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "SHOPML_HOME": str(served_home)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import pandas as pd
 
     scored = pd.read_csv(out)
     assert list(scored.columns) == ["customer_id", "recommendations", "model_version"]
     assert len(scored) > 100 and scored["recommendations"].str.count(",").min() >= 1
-    bad = subprocess.run(
-        [sys.executable, "-m", "shopml.cli", "score", "clv", "--input", "nope.csv",
-         "--output", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    bad = subprocess.run(  # noqa: PLW1510 - the return code is asserted
+        [
+            sys.executable,
+            "-m",
+            "shopml.cli",
+            "score",
+            "clv",
+            "--input",
+            "nope.csv",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "nope.csv" in bad.stderr
 
 
-FORBIDDEN = ("shopml.lifecycle", "shopml.flows", "shopml.monitoring", "optuna", "prefect",
-             "evidently", "sklearn", "implicit", "pymc", "pymc_marketing", "mlflow")
+FORBIDDEN = (
+    "shopml.lifecycle",
+    "shopml.flows",
+    "shopml.monitoring",
+    "optuna",
+    "prefect",
+    "evidently",
+    "sklearn",
+    "implicit",
+    "pymc",
+    "pymc_marketing",
+    "mlflow",
+)
 
 
 def test_serving_imports_are_slim() -> None:
@@ -215,8 +276,14 @@ def test_serving_imports_are_slim() -> None:
         f"or any(m.startswith(p + '.') or m == p for p in {FORBIDDEN!r}))\n"
         "print(','.join(bad))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == ""
 
@@ -226,8 +293,7 @@ def test_serves_without_training_libraries(served_home: Path) -> None:
     in the slim image."""
     code = f"""
 import importlib.abc, sys
-BLOCKED = {('sklearn', 'optuna', 'prefect', 'evidently', 'implicit', 'pymc',
-            'pymc_marketing')!r}
+BLOCKED = {("sklearn", "optuna", "prefect", "evidently", "implicit", "pymc", "pymc_marketing")!r}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in BLOCKED:
@@ -246,8 +312,14 @@ with TestClient(app) as c:
     assert c.get('/ready').json()['status'] == 'ready', c.get('/ready').text
 print('ok')
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
 
@@ -263,10 +335,11 @@ def test_serving_dockerfile_is_consistent() -> None:
     assert re.search(r"^USER\s+(?!root)\S+", text, re.M), "the image must not run as root"
     expose = re.search(r"^EXPOSE\s+(\d+)", text, re.M)
     assert expose is not None
-    assert f"--port\", \"{expose.group(1)}\"" in text or f"--port {expose.group(1)}" in text
+    assert f'--port", "{expose.group(1)}"' in text or f"--port {expose.group(1)}" in text
     assert ".[serve]" in text
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]
+        "optional-dependencies"
+    ]
     assert "serve" in extras
     from shopml.settings import Settings
 

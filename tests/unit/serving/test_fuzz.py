@@ -22,8 +22,9 @@ def live_url(served_home: Path) -> Any:
 
     from shopml.serving import create_app
 
-    app = create_app(serving_settings(served_home, api_keys=[KEY], admin_keys=[KEY + "-admin"]),
-                     usecases=SERVED)
+    app = create_app(
+        serving_settings(served_home, api_keys=[KEY], admin_keys=[KEY + "-admin"]), usecases=SERVED
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -49,14 +50,17 @@ def test_fuzz_every_route_never_5xx(live_url: Any) -> None:
 
     def fuzz(operation: Any) -> None:
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def run(case: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {KEY}"}
             response = case.call(base_url=url)
             if response.status_code >= 500:
-                failures.append(f"{operation.label}: {response.status_code} "
-                                f"{response.text[:200]} for {case.body!r}")
+                failures.append(
+                    f"{operation.label}: {response.status_code} "
+                    f"{response.text[:200]} for {case.body!r}"
+                )
 
         run()
 

@@ -25,9 +25,18 @@ def test_predict_looks_features_up_and_reports_their_age(client: Any, served_hom
 def test_explicit_features_override_looked_up_ones(client: Any, served_home: Path) -> None:
     cid = a_customer(served_home)
     looked = client.post("/v1/clv/predict", json={"customer_id": cid}).json()
-    overridden = client.post("/v1/clv/predict", json={
-        "customer_id": cid, "features": {"monetary_total": 0.0, "frequency_orders": 0.0,
-                                          "spend_365d": 0.0, "spend_90d": 0.0}}).json()
+    overridden = client.post(
+        "/v1/clv/predict",
+        json={
+            "customer_id": cid,
+            "features": {
+                "monetary_total": 0.0,
+                "frequency_orders": 0.0,
+                "spend_365d": 0.0,
+                "spend_90d": 0.0,
+            },
+        },
+    ).json()
     assert overridden["prediction"] != looked["prediction"]
     explicit = client.post("/v1/clv/predict", json={"features": {"recency_days": 3.0}})
     assert explicit.status_code == 200 and explicit.json()["feature_age_seconds"] is None
@@ -39,11 +48,18 @@ def test_order_line_uses_related_entities(client: Any, served_home: Path) -> Non
     con = duckdb.connect(str(served_home / "warehouse.duckdb"), read_only=True)
     cid, pid, sid = con.execute(
         "SELECT o.customer_id, i.product_id, i.seller_id FROM order_items i "
-        "JOIN orders o USING (order_id) LIMIT 1").fetchone()
+        "JOIN orders o USING (order_id) LIMIT 1"
+    ).fetchone()
     con.close()
-    r = client.post("/v1/returns/predict", json={
-        "customer_id": cid, "product_id": pid, "seller_id": sid,
-        "features": {"unit_price": 20.0, "delivery_delay_days": 2.0}})
+    r = client.post(
+        "/v1/returns/predict",
+        json={
+            "customer_id": cid,
+            "product_id": pid,
+            "seller_id": sid,
+            "features": {"unit_price": 20.0, "delivery_delay_days": 2.0},
+        },
+    )
     assert r.status_code == 200, r.text
     assert 0.0 <= r.json()["prediction"]["p_return"] <= 1.0
 
@@ -51,8 +67,10 @@ def test_order_line_uses_related_entities(client: Any, served_home: Path) -> Non
 def test_batch_and_its_limit(client_factory: Any, served_home: Path) -> None:
     client = client_factory(serve_max_batch=3)
     cid = a_customer(served_home)
-    r = client.post("/v1/segments/predict", json={"instances": [
-        {"customer_id": cid}, {"features": {"recency_days": 400.0}}]})
+    r = client.post(
+        "/v1/segments/predict",
+        json={"instances": [{"customer_id": cid}, {"features": {"recency_days": 400.0}}]},
+    )
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert len(preds) == 2 and all("segment_name" in p["prediction"] for p in preds)
@@ -81,11 +99,14 @@ def test_malformed_requests_are_422_naming_the_field(client: Any) -> None:
         r = client.post("/v1/clv/predict", json=body)
         assert r.status_code == 422, (body, r.text)
         assert field in str(r.json()["detail"]), (body, r.text)
-    bad_json = client.post("/v1/clv/predict", content=b"{not json",
-                           headers={"content-type": "application/json"})
+    bad_json = client.post(
+        "/v1/clv/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 422
-    r = client.post("/v1/pricing/suggest", json={"product_id": "P000001",
-                                                  "guardrails": {"min_price": 5, "max_price": 1}})
+    r = client.post(
+        "/v1/pricing/suggest",
+        json={"product_id": "P000001", "guardrails": {"min_price": 5, "max_price": 1}},
+    )
     assert r.status_code == 422 and "min_price" in r.text
 
 
@@ -95,8 +116,9 @@ def test_recommend_known_and_unknown_customers(client: Any, served_home: Path) -
     assert known["known_customer"] is True and known["strategy"] == "personalised"
     assert len(known["recommendations"]) == 5
     first = known["recommendations"][0]["product_id"]
-    excluded = client.post("/v1/recommender/recommend",
-                           json={"customer_id": cid, "k": 5, "exclude": [first]}).json()
+    excluded = client.post(
+        "/v1/recommender/recommend", json={"customer_id": cid, "k": 5, "exclude": [first]}
+    ).json()
     assert first not in [r["product_id"] for r in excluded["recommendations"]]
     stranger = client.post("/v1/recommender/recommend", json={"customer_id": "NEW-1", "k": 3})
     assert stranger.status_code == 200
@@ -109,9 +131,14 @@ def test_pricing_suggests_within_guardrails(client: Any, served_home: Path) -> N
     con = duckdb.connect(str(served_home / "warehouse.duckdb"), read_only=True)
     pid = con.execute("SELECT product_id FROM products LIMIT 1").fetchone()[0]
     con.close()
-    r = client.post("/v1/pricing/suggest", json={
-        "product_id": pid, "current_price": 100.0,
-        "guardrails": {"min_price": 95.0, "max_price": 104.0, "max_change": 0.05}})
+    r = client.post(
+        "/v1/pricing/suggest",
+        json={
+            "product_id": pid,
+            "current_price": 100.0,
+            "guardrails": {"min_price": 95.0, "max_price": 104.0, "max_change": 0.05},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert 95.0 <= body["suggested_price"] <= 104.0
