@@ -16,12 +16,13 @@ would duplicate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 # Entities materialised for online lookup (what serving needs at request time).
 ONLINE_ENTITIES = ("customers", "products", "sellers")
+# Packages whose code does not change what the pipeline computes (see code_version).
+_NOT_PIPELINE_CODE = ("serving", "monitoring")
 # Back-off for tasks that talk to servers (MLflow, a remote store): 2 s, 10 s, 30 s.
 SERVER_RETRY_DELAYS = [2.0, 10.0, 30.0]
 
@@ -64,11 +67,23 @@ def open_warehouse(read_only: bool = False) -> Warehouse:
     return Warehouse.open(settings(), read_only=read_only)
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The package version and git commit: a code change invalidates cached work."""
-    from shopml.lifecycle.tracking import git_commit
+    """The package version and a hash of the code a pipeline result depends on.
 
-    return f"{shopml.__version__}+{git_commit()}"
+    A hash of the source rather than the git commit: it changes exactly when that code does
+    (committed or not), it works in an installed package without git, and edits to code the
+    pipeline does not run (the CLI, the serving app) do not throw away finished work.
+    """
+    root = Path(shopml.__file__).resolve().parent
+    h = hashlib.sha256(shopml.__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in _NOT_PIPELINE_CODE or rel.name == "cli.py":
+            continue
+        h.update(str(rel).encode())
+        h.update(path.read_bytes())
+    return f"{shopml.__version__}+{h.hexdigest()[:16]}"
 
 
 def digest(*parts: Any) -> str:
@@ -106,16 +121,20 @@ def task_options(force: bool = False) -> dict[str, Any]:
     return options
 
 
+def _temporary_sibling(path: Path) -> Path:
+    # Same folder (so the rename is atomic), hidden, unique; created with normal permissions.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write a parquet file under a temporary name in the same folder, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".parquet.tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temporary_sibling(path)
     try:
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -123,10 +142,13 @@ def atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
 def atomic_json(value: Any, path: Path) -> Path:
     """Write JSON under a temporary name in the same folder, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json.tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(value, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    tmp = _temporary_sibling(path)
+    try:
+        tmp.write_text(json.dumps(value, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -616,8 +638,7 @@ def write_monitoring_report(
     }
     folder = settings().reports_dir / "monitoring"
     path = atomic_json(body, folder / f"monitoring-{now:%Y%m%dT%H%M%SZ}.json")
-    shutil.copyfile(path, folder / ".latest.json.tmp")
-    os.replace(folder / ".latest.json.tmp", folder / "latest.json")
+    atomic_json(body, folder / "latest.json")
     return {
         "path": str(path),
         "latest": str(folder / "latest.json"),
