@@ -154,6 +154,12 @@ class UseCase(ABC):
             return f"the {', '.join(empty)} table(s) are empty"
         return None
 
+    @staticmethod
+    def has_delivery_dates(wh: Warehouse) -> bool:
+        """Whether the orders record when they were delivered (imported data often does not)."""
+        row = wh.con.execute("SELECT count(delivered_at) FROM orders").fetchone()
+        return bool(row and row[0])
+
     def data_end(self, wh: Warehouse) -> datetime:
         row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
         if not row or row[0] is None:

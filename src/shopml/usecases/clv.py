@@ -351,7 +351,16 @@ class BgNbdSpendScorer(Scorer):
         p = u ** (1.0 / a)  # p ** (a - 1) dp = du / a
         dens = (1 - p)[None, :] ** (b + x[:, None] - 1)  # the rest of Beta(a, b + x)
         c = t / (alpha + big_t)
-        g = -np.expm1(-(r + x)[:, None] * np.log1p(p[None, :] * c[:, None])) / p[None, :]
+        # (1 - (1 + p c) ** -(r + x)) / p, whose limit at p -> 0 is (r + x) c: a small fitted
+        # ``a`` (real data gives a ~ 0.01) makes u ** (1 / a) underflow to exactly 0.
+        pp = p[None, :]
+        tiny = pp < 1e-300
+        safe = np.where(tiny, 1.0, pp)
+        g = np.where(
+            tiny,
+            (r + x)[:, None] * c[:, None],
+            -np.expm1(-(r + x)[:, None] * np.log1p(safe * c[:, None])) / safe,
+        )
         ratio = (dens * g) @ w / (dens @ w)
         return p_alive * ratio
 

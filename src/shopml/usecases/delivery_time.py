@@ -115,6 +115,12 @@ class DeliveryTime(_boosting.BoostedParams, UseCase):
     train_cutoffs = 12
     train_step_days = 28
 
+    def skip_reason(self, wh: Warehouse) -> str | None:
+        reason = super().skip_reason(wh)
+        if reason is None and not self.has_delivery_dates(wh):
+            return "the orders have no delivery dates (delivered_at is empty): nothing to learn"
+        return reason
+
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         from shopml.features import FEATURE_SETS, order_features
         from shopml.features._snapshot import days_between

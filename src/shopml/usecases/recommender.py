@@ -58,6 +58,10 @@ def _split(text: Any) -> list[str]:
     return [p for p in str(text).split(",") if p] if isinstance(text, str) else []
 
 
+# Fewer distinct products than this and a top-K ranking is trivial (CDNOW sells one: "cd").
+MIN_PRODUCTS = 20
+
+
 class Recommender(UseCase):
     name = "recommender"
     question = "Which products should this customer see next?"
@@ -103,6 +107,19 @@ class Recommender(UseCase):
                 self._interactions.pop(next(iter(self._interactions)))
             self._interactions[key] = interactions(wh.ibis(), cutoff).to_pandas()
         return self._interactions[key]
+
+    def skip_reason(self, wh: Warehouse) -> str | None:
+        reason = super().skip_reason(wh)
+        if reason is not None:
+            return reason
+        row = wh.con.execute("SELECT count(DISTINCT product_id) FROM order_items").fetchone()
+        sold = int(row[0]) if row else 0
+        if sold < MIN_PRODUCTS:
+            return (
+                f"only {sold} product(s) were ever sold; ranking top-{K} needs at least "
+                f"{MIN_PRODUCTS}"
+            )
+        return None
 
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         b = wh.ibis()

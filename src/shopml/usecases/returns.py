@@ -88,11 +88,16 @@ class Returns(_boosting.BoostedParams, UseCase):
         window_end = cutoff + timedelta(days=self.entity_window_days)
         label_end = cutoff + timedelta(days=self.horizon_days)
         ret_window = ibis.interval(days=RETURN_WINDOW_DAYS)
-        orders = o.filter(
-            o.purchased_at >= cutoff,
-            o.purchased_at < window_end,
-            o.delivered_at.notnull(),
-            (o.delivered_at + ret_window) < label_end,
+        if self.has_delivery_dates(wh):
+            window = o.filter(o.delivered_at.notnull())
+        else:
+            # Shops that do not record deliveries (Online Retail) count the return window
+            # from the purchase.
+            window = o.mutate(delivered_at=o.purchased_at)
+        orders = window.filter(
+            window.purchased_at >= cutoff,
+            window.purchased_at < window_end,
+            (window.delivered_at + ret_window) < label_end,
         )
         items = b.table("order_items").semi_join(orders, "order_id")
         feats = order_item_features(b, cutoff, items, orders=orders)

@@ -107,3 +107,16 @@ def test_trains_registers_and_beats_bgnbd(shop_copy: Warehouse) -> None:
     assert result.version is not None
     assert result.metrics["mae"] < result.baseline["mae"]
     assert result.oracle is not None and np.isfinite(result.oracle["mae"])
+
+
+def test_bgnbd_scorer_is_finite_for_a_tiny_fitted_a() -> None:
+    """Real data (Online Retail) fits a ~ 0.01, where p = u ** (1 / a) underflows to 0."""
+    from shopml.usecases.clv import BgNbdSpendScorer
+
+    scorer = BgNbdSpendScorer(features=[], outputs=["x"], r=0.704, alpha=58.9, a=0.011, b=0.989)
+    x = np.array([0.0, 1, 5, 20])
+    out = scorer.expected_purchases(
+        x, np.array([0.0, 30, 100, 200]), np.array([50.0, 100, 200, 250])
+    )
+    assert np.isfinite(out).all() and (out > 0).all()
+    assert np.all(np.diff(out) > 0), "more repeat purchases, recently, mean more expected"
