@@ -102,17 +102,22 @@ class Returns(_boosting.BoostedParams, UseCase):
         items = b.table("order_items").semi_join(orders, "order_id")
         feats = order_item_features(b, cutoff, items, orders=orders)
         # The item's own delivery, known when it is scored (at delivery).
-        delivery = orders.select(
-            "order_id",
-            delivery_days=(
-                orders.delivered_at.epoch_seconds() - orders.purchased_at.epoch_seconds()
+        if self.has_delivery_dates(wh):
+            delivery = orders.select(
+                "order_id",
+                delivery_days=(
+                    orders.delivered_at.epoch_seconds() - orders.purchased_at.epoch_seconds()
+                )
+                / 86400.0,
+                delivery_delay_days=(
+                    orders.delivered_at.epoch_seconds()
+                    - orders.estimated_delivery_at.epoch_seconds()
+                )
+                / 86400.0,
             )
-            / 86400.0,
-            delivery_delay_days=(
-                orders.delivered_at.epoch_seconds() - orders.estimated_delivery_at.epoch_seconds()
-            )
-            / 86400.0,
-        )
+        else:  # unknown, not zero: the purchase stands in for the delivery only as a date
+            unknown = ibis.null().cast("float64")
+            delivery = orders.select("order_id", delivery_days=unknown, delivery_delay_days=unknown)
         feats = feats.left_join(delivery, "order_id").drop("order_id_right")
         r = b.table("returns")
         od = orders.select("order_id", "delivered_at")
