@@ -126,7 +126,7 @@ def _wrk(
     """Requests/s and latency percentiles (ms) from wrk with a POST body."""
     lines = [
         'wrk.method = "POST"',
-        f"wrk.body = [[{body}]]",
+        f"wrk.body = [==[{body}]==]",  # JSON bodies may contain "]]"
         'wrk.headers["Content-Type"] = "application/json"',
     ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
