@@ -74,7 +74,11 @@ def code_version() -> str:
     A hash of the source rather than the git commit: it changes exactly when that code does
     (committed or not), it works in an installed package without git, and edits to code the
     pipeline does not run (the CLI, the serving app) do not throw away finished work.
+    ``SHOPML_CODE_VERSION``, when set, is used instead.
     """
+    pinned = os.environ.get("SHOPML_CODE_VERSION")
+    if pinned:  # a build that names itself (an image tag), or a benchmark holding it still
+        return pinned
     root = Path(shopml.__file__).resolve().parent
     h = hashlib.sha256(shopml.__version__.encode())
     for path in sorted(root.rglob("*.py")):
