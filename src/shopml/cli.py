@@ -7,6 +7,7 @@ on stderr naming what and where, and exit code 2; nothing prints a traceback for
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ingest_app = typer.Typer(help="Import a real dataset into the warehouse (replaces the current one).")
+ingest_app = typer.Typer(
+    help="Import a real dataset into the warehouse (replaces the current one)."
+)
 app.add_typer(ingest_app, name="ingest")
 
 console = Console()
@@ -43,12 +46,15 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from shopml.data.contracts import ContractError
     from shopml.data.warehouse import WarehouseError
+    from shopml.lifecycle.registry import RegistryError
     from shopml.settings import SettingsError
 
-    from shopml.lifecycle.registry import RegistryError
-
     errors: list[type[BaseException]] = [
-        UserError, ContractError, WarehouseError, SettingsError, RegistryError,
+        UserError,
+        ContractError,
+        WarehouseError,
+        SettingsError,
+        RegistryError,
     ]
     try:
         from shopml.data.importers import ImportFormatError
@@ -59,7 +65,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if is_dataclass(value) and not isinstance(value, type):
         return _jsonable(asdict(value))
     if isinstance(value, dict):
@@ -110,8 +116,9 @@ def _progress(description: str, quiet: bool = False) -> Iterator[Callable[[str, 
         task = bar.add_task(description, total=1.0)
 
         def update(stage: str, fraction: float) -> None:
-            bar.update(task, completed=min(max(fraction, 0.0), 1.0),
-                       description=f"{description}: {stage}")
+            bar.update(
+                task, completed=min(max(fraction, 0.0), 1.0), description=f"{description}: {stage}"
+            )
 
         yield update
 
@@ -131,8 +138,9 @@ def _parse_datetime(value: str | None, option: str) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise UserError(f"{option} expects a date or time as YYYY-MM-DD[THH:MM], got {value!r}") \
-            from None
+        raise UserError(
+            f"{option} expects a date or time as YYYY-MM-DD[THH:MM], got {value!r}"
+        ) from None
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -145,8 +153,14 @@ def _print_report(report: Any, as_json: bool, title: str) -> None:
         table.add_column(col, justify="left" if col in ("table", "version") else "right")
     for t in report.tables:
         aside = sum(report.set_aside.get(t.table, {}).values())
-        table.add_row(t.table, f"{t.rows_read + aside:,}", f"{t.rows_accepted:,}",
-                      f"{t.rows_quarantined:,}", f"{aside:,}" if aside else "", t.version)
+        table.add_row(
+            t.table,
+            f"{t.rows_read + aside:,}",
+            f"{t.rows_accepted:,}",
+            f"{t.rows_quarantined:,}",
+            f"{aside:,}" if aside else "",
+            t.version,
+        )
     console.print(table)
     reasons = [
         (t.table, rule, n) for t in report.tables for rule, n in sorted(t.by_rule.items())
@@ -172,10 +186,13 @@ def simulate(
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2023-01-01",
     days: Annotated[int, typer.Option(min=30, help="Number of days to simulate.")] = 730,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same shop.")] = 42,
-    scenario: Annotated[str, typer.Option(help="World change from --scenario-start on; "
-                                          "see `shopml scenarios`.")] = "none",
-    scenario_start: Annotated[str | None, typer.Option(
-        help="When the scenario starts (default: three quarters of the way).")] = None,
+    scenario: Annotated[
+        str, typer.Option(help="World change from --scenario-start on; see `shopml scenarios`.")
+    ] = "none",
+    scenario_start: Annotated[
+        str | None,
+        typer.Option(help="When the scenario starts (default: three quarters of the way)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate a shop (ShopSim) and load it into the warehouse, replacing the current data."""
@@ -186,8 +203,11 @@ def simulate(
     if scenario not in SCENARIOS:
         raise UserError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
     config = SimConfig(
-        customers=customers, start=_parse_date(start, "--start") or date(2023, 1, 1), days=days,
-        seed=seed, scenario=scenario,
+        customers=customers,
+        start=_parse_date(start, "--start") or date(2023, 1, 1),
+        days=days,
+        seed=seed,
+        scenario=scenario,
         scenario_start=_parse_date(scenario_start, "--scenario-start"),
     )
     with _progress("Simulating", quiet=as_json) as update:
@@ -271,8 +291,13 @@ def tables(as_json: JsonOpt = False) -> None:
         table.add_column(col, justify="right" if col in ("rows", "quarantined") else "left")
     for t in info:
         name = f"{t.table} [dim](oracle)[/dim]" if t.oracle else t.table
-        table.add_row(name, f"{t.rows:,}", f"{t.quarantined:,}", t.version or "",
-                      t.written_at.strftime("%Y-%m-%d %H:%M") if t.written_at else "")
+        table.add_row(
+            name,
+            f"{t.rows:,}",
+            f"{t.quarantined:,}",
+            t.version or "",
+            t.written_at.strftime("%Y-%m-%d %H:%M") if t.written_at else "",
+        )
     console.print(table)
 
 
@@ -291,16 +316,19 @@ def quarantine(
         q = wh.quarantine(table)
     counts = (
         q.groupby(["table_name", "rules"]).size().reset_index(name="rows")
-        if len(q) else q.assign(rows=0)[["table_name", "rules", "rows"]]
+        if len(q)
+        else q.assign(rows=0)[["table_name", "rules", "rows"]]
     )
     if as_json:
-        print_json({
-            "counts": counts.to_dict(orient="records"),
-            "rows": [
-                {"table": r.table_name, "rules": r.rules, "row": json.loads(r.row_json)}
-                for r in q.head(limit).itertuples()
-            ],
-        })
+        print_json(
+            {
+                "counts": counts.to_dict(orient="records"),
+                "rows": [
+                    {"table": r.table_name, "rules": r.rules, "row": json.loads(r.row_json)}
+                    for r in q.head(limit).itertuples()
+                ],
+            }
+        )
         return
     summary = Table(title="Quarantine: rows by rule")
     for col in ("table", "rules", "rows"):
@@ -340,25 +368,31 @@ def _feature_summary(wh: Any, cutoff: datetime, entities: list[str]) -> list[dic
     for entity in entities:
         df = build_features(wh, cutoff, entity)
         numeric = df.select_dtypes("number")
-        rows.append({
-            "entity": entity,
-            "rows": len(df),
-            "columns": len(df.columns),
-            "null_share": float(df.isna().mean().mean()) if len(df) else 0.0,
-            "numeric_columns": list(numeric.columns),
-            "description": FEATURE_SETS[entity].description,
-        })
+        rows.append(
+            {
+                "entity": entity,
+                "rows": len(df),
+                "columns": len(df.columns),
+                "null_share": float(df.isna().mean().mean()) if len(df) else 0.0,
+                "numeric_columns": list(numeric.columns),
+                "description": FEATURE_SETS[entity].description,
+            }
+        )
     return rows
 
 
 @app.command()
 def features(
     entity: Annotated[str | None, typer.Argument(help="Feature set (default: all).")] = None,
-    cutoff: Annotated[str | None, typer.Option(
-        help="Use only what was known before this time (default: the day after the last order)."
-    )] = None,
-    output: Annotated[Path | None, typer.Option(help="Write the feature table (parquet or csv).")]
-    = None,
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Use only what was known before this time (default: the day after the last order)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the feature table (parquet or csv).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build point-in-time features at a cutoff and summarise them (or write them to a file)."""
@@ -386,11 +420,17 @@ def _print_feature_summary(rows: list[dict[str, Any]], at: datetime, as_json: bo
         return
     table = Table(title=f"Point-in-time features at {at:%Y-%m-%d %H:%M}")
     for col in ("feature set", "rows", "columns", "null share", "what"):
-        table.add_column(col, justify="right" if col in ("rows", "columns", "null share") else
-                         "left")
+        table.add_column(
+            col, justify="right" if col in ("rows", "columns", "null share") else "left"
+        )
     for r in rows:
-        table.add_row(r["entity"], f"{r['rows']:,}", str(r["columns"]), f"{r['null_share']:.1%}",
-                      r["description"])
+        table.add_row(
+            r["entity"],
+            f"{r['rows']:,}",
+            str(r["columns"]),
+            f"{r['null_share']:.1%}",
+            r["description"],
+        )
     console.print(table)
 
 
@@ -412,9 +452,13 @@ def config(as_json: JsonOpt = False) -> None:
     """Show the effective configuration (secrets masked)."""
     s = _settings()
     values = {
-        "env": s.env, "home": str(s.home), "warehouse": str(s.warehouse),
-        "landing": str(s.landing), "tracking_uri": s.tracking_uri,
-        "artifact_root": s.artifact_root, "api_keys": f"{len(s.api_keys)} configured",
+        "env": s.env,
+        "home": str(s.home),
+        "warehouse": str(s.warehouse),
+        "landing": str(s.landing),
+        "tracking_uri": s.tracking_uri,
+        "artifact_root": s.artifact_root,
+        "api_keys": f"{len(s.api_keys)} configured",
         "admin_keys": f"{len(s.admin_keys)} configured",
     }
     if as_json:
@@ -435,8 +479,9 @@ def _usecase_names(names: list[str] | None, all_: bool) -> list[str]:
     known = list(get_usecases())
     if all_ or not names:
         if not all_ and not names:
-            raise UserError("name the use cases to train, or pass --all; known: "
-                            + ", ".join(known))
+            raise UserError(
+                "name the use cases to train, or pass --all; known: " + ", ".join(known)
+            )
         return known
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -451,7 +496,7 @@ def _fmt_metric(value: Any) -> str:
         f = float(value)
     except (TypeError, ValueError):
         return str(value)
-    return "" if f != f else f"{f:.4g}"  # NaN prints as blank
+    return "" if math.isnan(f) else f"{f:.4g}"  # NaN prints as blank
 
 
 @app.command()
@@ -460,8 +505,9 @@ def train(
     all_: Annotated[bool, typer.Option("--all", help="Train every use case.")] = False,
     trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = 8,
     timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per use case.")] = 45.0,
-    force: Annotated[bool, typer.Option(
-        help="Train even if this data and config were trained already.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Train even if this data and config were trained already.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate, register and gate use cases on the warehouse's data."""
@@ -474,6 +520,7 @@ def train(
     results = []
     with _warehouse() as wh, _progress("Training", quiet=as_json) as update:
         for i, name in enumerate(names):
+
             def say(msg: str, i: int = i) -> None:
                 update(msg, i / len(names))
 
@@ -489,15 +536,20 @@ def _print_train_results(results: list[Any], as_json: bool) -> None:
         return
     table = Table(title="Training")
     for col in ("use case", "status", "version", "metric", "model", "baseline", "oracle", "s"):
-        table.add_column(col, justify="right" if col in ("model", "baseline", "oracle", "s")
-                         else "left")
+        table.add_column(
+            col, justify="right" if col in ("model", "baseline", "oracle", "s") else "left"
+        )
     for r in results:
         m = r.metric
         table.add_row(
-            r.usecase, r.status, r.version or "", m or "",
+            r.usecase,
+            r.status,
+            r.version or "",
+            m or "",
             _fmt_metric(r.metrics.get(m) if m else None),
             _fmt_metric(r.baseline.get(m) if m else None),
-            _fmt_metric((r.oracle or {}).get(m) if m else None), f"{r.seconds:.0f}",
+            _fmt_metric((r.oracle or {}).get(m) if m else None),
+            f"{r.seconds:.0f}",
         )
     console.print(table)
     for r in results:
@@ -524,8 +576,17 @@ def models(as_json: JsonOpt = False) -> None:
         print_json(summaries)
         return
     table = Table(title="Models")
-    for col in ("use case", "alias", "version", "metric", "value", "trained", "test cutoff",
-                "data", "gate"):
+    for col in (
+        "use case",
+        "alias",
+        "version",
+        "metric",
+        "value",
+        "trained",
+        "test cutoff",
+        "data",
+        "gate",
+    ):
         table.add_column(col)
     for s in summaries:
         uc_metric = _gate_metric(s.usecase)
@@ -534,12 +595,29 @@ def models(as_json: JsonOpt = False) -> None:
             if v is None:
                 continue
             shown = True
-            table.add_row(s.usecase, alias, v.version, uc_metric,
-                          _fmt_metric(v.metrics.get(uc_metric)), v.created_at,
-                          (v.cutoff or "")[:10], v.dataset_version or "", v.verdict or "")
+            table.add_row(
+                s.usecase,
+                alias,
+                v.version,
+                uc_metric,
+                _fmt_metric(v.metrics.get(uc_metric)),
+                v.created_at,
+                (v.cutoff or "")[:10],
+                v.dataset_version or "",
+                v.verdict or "",
+            )
         if not shown:
-            table.add_row(s.usecase, "", "", uc_metric, "", "", "", "",
-                          "not trained" if not s.versions else "no alias")
+            table.add_row(
+                s.usecase,
+                "",
+                "",
+                uc_metric,
+                "",
+                "",
+                "",
+                "",
+                "not trained" if not s.versions else "no alias",
+            )
     console.print(table)
 
 
@@ -565,8 +643,10 @@ def promote(
     if as_json:
         print_json(out)
     else:
-        console.print(f"{usecase}: champion is now v{version} (was "
-                      f"{'v' + previous if previous else 'none'}); recorded as a manual override")
+        console.print(
+            f"{usecase}: champion is now v{version} (was "
+            f"{'v' + previous if previous else 'none'}); recorded as a manual override"
+        )
 
 
 @app.command()
@@ -596,14 +676,18 @@ def run(
     customers: Annotated[int, typer.Option(min=10, help="Customers to simulate.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = RUN_TRIALS,
-    timeout: Annotated[float, typer.Option(
-        min=0, help="Tuning seconds per use case.")] = RUN_TIMEOUT_S,
-    source: Annotated[str, typer.Option(
-        help="simulate (ShopSim) or warehouse (the data loaded last).")] = "simulate",
-    usecase: Annotated[list[str] | None, typer.Option(
-        help="Only these use cases (repeatable).")] = None,
-    force: Annotated[bool, typer.Option(
-        help="Redo every step even when its inputs are unchanged.")] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Tuning seconds per use case.")
+    ] = RUN_TIMEOUT_S,
+    source: Annotated[
+        str, typer.Option(help="simulate (ShopSim) or warehouse (the data loaded last).")
+    ] = "simulate",
+    usecase: Annotated[
+        list[str] | None, typer.Option(help="Only these use cases (repeatable).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Redo every step even when its inputs are unchanged.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The main job: the `pipeline` flow in-process (Prefect's ephemeral mode, no server).
@@ -634,9 +718,15 @@ def run(
         update("starting Prefect (ephemeral)", 0.0)
         try:
             with listen(on_progress):
-                summary = pipeline(source=source, customers=customers, seed=seed,
-                                   trials=trials, timeout_s=timeout, usecases=usecase,
-                                   force=force)
+                summary = pipeline(
+                    source=source,
+                    customers=customers,
+                    seed=seed,
+                    trials=trials,
+                    timeout_s=timeout,
+                    usecases=usecase,
+                    force=force,
+                )
         except DataInvalid as exc:
             raise UserError(str(exc)) from None
     if as_json:
@@ -649,27 +739,44 @@ def run(
 
 def _print_pipeline_summary(summary: Any) -> None:
     data = summary.data
-    what = (f"simulated {data.get('customers', 0):,} customers (seed {data.get('seed')})"
-            if data.get("source") == "simulator"
-            else f"the warehouse ({summary.validation.get('source')})")
+    what = (
+        f"simulated {data.get('customers', 0):,} customers (seed {data.get('seed')})"
+        if data.get("source") == "simulator"
+        else f"the warehouse ({summary.validation.get('source')})"
+    )
     loaded = "loaded" if data.get("loaded") else "unchanged, not reloaded"
-    console.print(f"Data: {what}, {loaded}; dataset version "
-                  f"{summary.validation.get('dataset_version')}, data end "
-                  f"{str(summary.validation.get('data_end', ''))[:10]}", highlight=False)
+    console.print(
+        f"Data: {what}, {loaded}; dataset version "
+        f"{summary.validation.get('dataset_version')}, data end "
+        f"{str(summary.validation.get('data_end', ''))[:10]}",
+        highlight=False,
+    )
     table = Table(title="Pipeline")
-    for col in ("use case", "this run", "trained", "champion", "metric", "champion value",
-                "baseline", "scored rows"):
-        table.add_column(col, justify="right" if col in ("champion value", "baseline",
-                                                        "scored rows") else "left")
+    for col in (
+        "use case",
+        "this run",
+        "trained",
+        "champion",
+        "metric",
+        "champion value",
+        "baseline",
+        "scored rows",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("champion value", "baseline", "scored rows") else "left"
+        )
     styles = {"failed": "red", "skipped": "yellow", "promoted": "green"}
     for u in summary.usecases:
         status = u.status + (" (cached)" if u.cached else "")
         style = styles.get(u.status, "")
         table.add_row(
-            u.usecase, f"[{style}]{status}[/{style}]" if style else status,
-            f"v{u.version}" if u.version else "", f"v{u.champion_version}"
-            if u.champion_version else "none", u.metric or "",
-            _fmt_metric(u.champion_metric), _fmt_metric(u.baseline_metric),
+            u.usecase,
+            f"[{style}]{status}[/{style}]" if style else status,
+            f"v{u.version}" if u.version else "",
+            f"v{u.champion_version}" if u.champion_version else "none",
+            u.metric or "",
+            _fmt_metric(u.champion_metric),
+            _fmt_metric(u.baseline_metric),
             f"{u.scored_rows:,}" if u.scored_rows is not None else "",
         )
     console.print(table)
@@ -687,7 +794,8 @@ def _print_pipeline_summary(summary: Any) -> None:
         f"\nNext: `{steps.get('models')}` (champions and challengers)\n"
         f"      `{steps.get('mlflow_ui')}` (runs, metrics, plots)\n"
         f"      reports in {steps.get('reports')}\n"
-        f"      API: {steps.get('api')}", highlight=False,
+        f"      API: {steps.get('api')}",
+        highlight=False,
     )
 
 
@@ -715,15 +823,18 @@ def deploy(
     for d in deployed:
         table.add_row(d.name, d.schedule, d.trigger, d.deployment_id)
     console.print(table)
-    console.print("Run them with `shopml worker`; drop files into "
-                  f"{settings.landing_s3_prefix or settings.landing} to trigger an ingest.",
-                  highlight=False)
+    console.print(
+        "Run them with `shopml worker`; drop files into "
+        f"{settings.landing_s3_prefix or settings.landing} to trigger an ingest.",
+        highlight=False,
+    )
 
 
 @app.command()
 def worker(
-    watch: Annotated[bool, typer.Option(
-        help="Also watch the landing location and emit an event per new file.")] = True,
+    watch: Annotated[
+        bool, typer.Option(help="Also watch the landing location and emit an event per new file.")
+    ] = True,
 ) -> None:
     """Run the deployments: a Prefect process worker for the work pool, plus the landing
     watcher that turns new files into `shopml.landing.file` events. Stop with Ctrl-C."""
@@ -739,15 +850,19 @@ def worker(
         raise UserError(str(exc)) from None
     raise typer.Exit(code)
 
+
 # -- serving (issue 5: `serve` and `score`; owned by the serving work) -------------------------
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
-    access_log: Annotated[bool, typer.Option(
-        help="Log every request line (keys are never logged; metrics count requests anyway)."
-    )] = False,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Log every request line (keys are never logged; metrics count requests anyway)."
+        ),
+    ] = False,
 ) -> None:
     """Serve every use case's champion over HTTP (FastAPI; docs at /docs)."""
     import os
@@ -768,25 +883,40 @@ def serve(
         settings.ensure_home()
         metrics_dir = tempfile.mkdtemp(prefix="prometheus-", dir=settings.home)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    console.print(f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs",
-                  highlight=False)
+    console.print(
+        f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs", highlight=False
+    )
     try:
-        uvicorn.run("shopml.serving:create_app", factory=True, host=host, port=port,
-                    workers=workers, access_log=access_log, log_level="info",
-                    timeout_graceful_shutdown=30)
+        uvicorn.run(
+            "shopml.serving:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )
     finally:
         if workers > 1 and os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").startswith(
-                str(settings.home)):
+            str(settings.home)
+        ):
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 @app.command()
 def score(
     usecase: Annotated[str, typer.Argument(help="Use case whose champion scores the rows.")],
-    output: Annotated[str, typer.Option(
-        "--output", "-o", help="Parquet or CSV file (or s3://bucket/key when configured).")],
-    input_path: Annotated[str | None, typer.Option(
-        "--input", "-i", help="Parquet or CSV file of rows (ids and/or features).")] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Parquet or CSV file (or s3://bucket/key when configured)."
+        ),
+    ],
+    input_path: Annotated[
+        str | None,
+        typer.Option("--input", "-i", help="Parquet or CSV file of rows (ids and/or features)."),
+    ] = None,
     table: Annotated[str | None, typer.Option(help="A warehouse table instead of a file.")] = None,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
     as_json: JsonOpt = False,
@@ -796,28 +926,38 @@ def score(
 
     _usecase_names([usecase], False)
     with _progress(f"Scoring {usecase}", quiet=as_json) as update:
+
         def on_progress(done: int, total: int | None) -> None:
             update(f"{done:,} rows", done / total if total else 0.0)
 
         try:
-            result = score_batch(_settings(), usecase, output, input_path=input_path,
-                                 table=table, chunk_rows=chunk_rows, progress=on_progress)
+            result = score_batch(
+                _settings(),
+                usecase,
+                output,
+                input_path=input_path,
+                table=table,
+                chunk_rows=chunk_rows,
+                progress=on_progress,
+            )
         except BatchError as exc:
             raise UserError(str(exc)) from None
     if as_json:
         print_json(result.to_dict())
     else:
-        console.print(f"{usecase}: scored {result.rows:,} rows with v{result.model_version} "
-                      f"in {result.seconds:.1f} s -> {result.output}", highlight=False)
+        console.print(
+            f"{usecase}: scored {result.rows:,} rows with v{result.model_version} "
+            f"in {result.seconds:.1f} s -> {result.output}",
+            highlight=False,
+        )
+
+
 # -- end of serving commands --------------------------------------------------------------------
 
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit 2."""
-    try:  # typer >= 0.20 vendors click
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover
-        from click import ClickException
+    from typer._click.exceptions import ClickException  # typer >= 0.20 vendors click
 
     errors = _user_errors()
     try:
