@@ -83,5 +83,6 @@ def test_tracking_server_over_http(tmp_path: Path, configure_env: pytest.MonkeyP
         configure_env.setenv("SHOPML_MLFLOW_TRACKING_URI", url)
         reset_settings()
         _exercise(tmp_path)
-        assert any((tmp_path / "server-artifacts").rglob("scorer.pkl")), \
+        assert any((tmp_path / "server-artifacts").rglob("scorer.pkl")), (
             "artifacts must go through the server"
+        )
