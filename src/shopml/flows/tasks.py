@@ -16,7 +16,6 @@ would duplicate.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -32,8 +31,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-import shopml
 from shopml.flows.progress import report
+from shopml.version import code_version
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
 
 # Entities materialised for online lookup (what serving needs at request time).
 ONLINE_ENTITIES = ("customers", "products", "sellers")
-# Packages whose code does not change what the pipeline computes (see code_version).
-_NOT_PIPELINE_CODE = ("serving", "monitoring")
 # Back-off for tasks that talk to servers (MLflow, a remote store): 2 s, 10 s, 30 s.
 SERVER_RETRY_DELAYS = [2.0, 10.0, 30.0]
 
@@ -65,29 +62,6 @@ def open_warehouse(read_only: bool = False) -> Warehouse:
     from shopml.data.warehouse import Warehouse
 
     return Warehouse.open(settings(), read_only=read_only)
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The package version and a hash of the code a pipeline result depends on.
-
-    A hash of the source rather than the git commit: it changes exactly when that code does
-    (committed or not), it works in an installed package without git, and edits to code the
-    pipeline does not run (the CLI, the serving app) do not throw away finished work.
-    ``SHOPML_CODE_VERSION``, when set, is used instead.
-    """
-    pinned = os.environ.get("SHOPML_CODE_VERSION")
-    if pinned:  # a build that names itself (an image tag), or a benchmark holding it still
-        return pinned
-    root = Path(shopml.__file__).resolve().parent
-    h = hashlib.sha256(shopml.__version__.encode())
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] in _NOT_PIPELINE_CODE or rel.name == "cli.py":
-            continue
-        h.update(str(rel).encode())
-        h.update(path.read_bytes())
-    return f"{shopml.__version__}+{h.hexdigest()[:16]}"
 
 
 def digest(*parts: Any) -> str:

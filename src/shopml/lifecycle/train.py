@@ -73,14 +73,14 @@ def training_key(uc: UseCase, wh: Warehouse, config: TrainConfig) -> str:
     """What makes two trainings the same: use case, data, budget and code."""
     import hashlib
 
-    from shopml import __version__
+    from shopml.version import code_version
 
     parts = {
         "usecase": uc.name,
         "data": wh.dataset_version(list(uc.required_tables)),
         "config": [config.trials, config.timeout_s, config.seed],
         "params": uc.default_params(),
-        "code": [__version__, git_commit()],
+        "code": code_version(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
