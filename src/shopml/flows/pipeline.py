@@ -121,7 +121,7 @@ def next_steps() -> dict[str, str]:
         "models": "shopml models",
         "reports": str(s.reports_dir),
         "scores": str(s.home / "scores"),
-        "api": "shopml serve (coming with the serving issue)",
+        "api": "shopml serve  (then http://127.0.0.1:8000/docs)",
     }
 
 
