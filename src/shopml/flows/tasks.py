@@ -213,13 +213,18 @@ def _fetch(path: str, workdir: Path) -> Path:
     keys = [o["Key"] for o in listing.get("Contents", [])]
     if not keys:
         raise FileNotFoundError(f"{path}: no such object")
-    if keys == [key]:
+    if key in keys and not key.endswith("/"):
+        # An exact object wins even when others share its name as a prefix (x.txt, x.txt.bak).
         target = workdir / Path(key).name
         client.download_file(bucket, key, str(target))
         return target
+    prefix = key.rstrip("/") + "/"
+    keys = [k for k in keys if k.startswith(prefix)]
+    if not keys:
+        raise FileNotFoundError(f"{path}: no such object or folder")
     folder = workdir / Path(key.rstrip("/")).name
-    for k in keys:  # a prefix: an Olist folder of CSVs
-        dest = folder / k[len(key) :].lstrip("/")
+    for k in keys:  # a folder: an Olist folder of CSVs
+        dest = folder / k[len(prefix) :]
         dest.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(bucket, k, str(dest))
     return folder

@@ -55,9 +55,10 @@ def test_ingest_imports_a_cdnow_object_from_s3(monkeypatch: pytest.MonkeyPatch) 
         }.items():
             monkeypatch.setenv(var, value)
         reset_settings()
-        boto3.client("s3", endpoint_url=endpoint).put_object(
-            Bucket=BUCKET, Key=KEY, Body=text.encode("ascii")
-        )
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.put_object(Bucket=BUCKET, Key=KEY, Body=text.encode("ascii"))
+        # Another object whose name starts with the key must not turn the key into a folder.
+        s3.put_object(Bucket=BUCKET, Key=KEY + ".bak", Body=b"not cdnow")
 
         # Only the import: the pipeline after it is tested in test_pipeline.py.
         state = ingest(f"s3://{BUCKET}/{KEY}", run_pipeline=False, return_state=True)
