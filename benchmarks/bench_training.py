@@ -104,8 +104,8 @@ def _quality_rows(results: list[Any]) -> list[str]:
         ratio = ""
         if _ok(m, o) and o:
             ratio = f"{m / o:.3f}"
-        elif r.usecase == "recommender" and _ok(m, b) and b:
-            ratio = f"{m / b:.2f} x popularity"
+        if r.usecase == "recommender" and _ok(m, b) and b:
+            ratio = f"{ratio} ({m / b:.2f} x popularity)".strip()
         mark = {True: "met", False: "missed", None: "n/a"}[verdict]
         if r.status in ("skipped", "failed"):
             rows.append(f"| `{r.usecase}` | {r.status}: {r.reason[:120]} | | | | | | |")
