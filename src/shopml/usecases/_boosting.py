@@ -43,8 +43,8 @@ def search_space(trial: optuna.Trial) -> dict[str, Any]:
     """A compact space that matters for tabular commerce data."""
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 8, 96, log=True),
-        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 200, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 4, 96, log=True),
+        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 400, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
         "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
     }
