@@ -165,3 +165,13 @@ def bars(values: Mapping[str, float], path: Path, title: str, xlabel: str) -> Pa
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def binary_diagnostics(
+    y: np.ndarray, p: np.ndarray, meta: dict[str, Any], outdir: Path
+) -> list[Path]:
+    """Calibration and lift of a probability, plus feature importance when the model has it."""
+    out = [calibration(y, p, outdir / "calibration.png"), lift(y, p, outdir / "lift.png")]
+    if "feature_importance" in meta:
+        out.append(importance(meta["feature_importance"], outdir / "feature_importance.png"))
+    return out

@@ -323,14 +323,4 @@ class HighValue(_boosting.BoostedParams, UseCase):
     def plots(self, scorer: Scorer, data: LabelledData, outdir: Path) -> list[Path]:
         y = data.y.to_numpy(dtype="float64")
         p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame))).reshape(-1)
-        out = [
-            _plots.calibration(y, p, outdir / "calibration.png"),
-            _plots.lift(y, p, outdir / "lift.png"),
-        ]
-        if "feature_importance" in scorer.meta:
-            out.append(
-                _plots.importance(
-                    scorer.meta["feature_importance"], outdir / "feature_importance.png"
-                )
-            )
-        return out
+        return _plots.binary_diagnostics(y, p, scorer.meta, outdir)
