@@ -59,7 +59,7 @@ def test_a_failing_use_case_is_reported_while_the_others_finish(
     assert "toy-broken: RuntimeError: boom: this use case is broken on purpose" in out
     assert "promoted" in out and "v1" in out
     assert "mlflow ui --backend-store-uri sqlite:" in out
-    assert "shopml serve (coming" in out
+    assert "API: shopml serve" in out
 
     # The champion was batch-scored into the scores folder, written whole.
     scores = pd.read_parquet(loaded / "scores" / "toy.parquet")
