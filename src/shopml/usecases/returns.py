@@ -88,7 +88,8 @@ class Returns(_boosting.BoostedParams, UseCase):
         window_end = cutoff + timedelta(days=self.entity_window_days)
         label_end = cutoff + timedelta(days=self.horizon_days)
         ret_window = ibis.interval(days=RETURN_WINDOW_DAYS)
-        if self.has_delivery_dates(wh):
+        delivered = self.has_delivery_dates(wh)
+        if delivered:
             window = o.filter(o.delivered_at.notnull())
         else:
             # Shops that do not record deliveries (Online Retail) count the return window
@@ -102,7 +103,7 @@ class Returns(_boosting.BoostedParams, UseCase):
         items = b.table("order_items").semi_join(orders, "order_id")
         feats = order_item_features(b, cutoff, items, orders=orders)
         # The item's own delivery, known when it is scored (at delivery).
-        if self.has_delivery_dates(wh):
+        if delivered:
             delivery = orders.select(
                 "order_id",
                 delivery_days=(
