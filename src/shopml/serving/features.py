@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +27,14 @@ class Lookup:
     field: str
     entity: str
     prefix: str
+    # Whether the pipeline materialises this entity online. An order or an order line is new
+    # when it is scored: its id names the instance (and the prediction-log row) and its own
+    # features come in the request, while its customer, product and seller are looked up.
+    online: bool = True
+
+
+# What the pipeline materialises into the online store (flows.tasks.ONLINE_ENTITIES).
+ONLINE_ENTITIES = frozenset({"customers", "products", "sellers"})
 
 
 # Related entities per use-case entity: an order line knows its customer, product and seller.
@@ -38,7 +46,7 @@ _RELATED: dict[str, tuple[str, ...]] = {
 
 def lookups_for(entity: str, key: str) -> tuple[Lookup, ...]:
     """The ids an instance of a use case on ``entity`` (keyed by ``key``) may name."""
-    own = Lookup(key, f"{entity}s", "")
+    own = Lookup(key, f"{entity}s", "", online=f"{entity}s" in ONLINE_ENTITIES)
     related = tuple(Lookup(f"{e}_id", f"{e}s", f"{e}_") for e in _RELATED.get(entity, ()))
     return (own, *related)
 
@@ -109,7 +117,7 @@ class FeatureLookup:
         # Related entities first, the instance's own entity last: its columns win.
         for lk in reversed(lookups):
             value = ids.get(lk.field)
-            if value is None:
+            if value is None or not lk.online:
                 continue
             found = self.get(lk.entity, value)
             if found is None:
@@ -134,10 +142,3 @@ class FeatureLookup:
             return False
         self.ok, self.error = True, None
         return True
-
-
-def age_seconds(as_of: float | None) -> float | None:
-    """Seconds since an as-of time (None when unknown)."""
-    if as_of is None:
-        return None
-    return round(datetime.now(UTC).timestamp() - as_of, 1)

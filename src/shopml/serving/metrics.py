@@ -132,17 +132,49 @@ def render() -> tuple[bytes, str]:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by route template, method and status."""
+    """Counts and times every HTTP request by route template, method and status.
 
-    def __init__(self, app: Any) -> None:
+    ``fast`` maps the paths of the scoring routes to their plain ASGI handlers (which return
+    the status they answered): a ``POST`` to one of them is handed over here, without the
+    router's matching and FastAPI's per-request machinery; any other request goes down the
+    app as usual.
+    """
+
+    def __init__(self, app: Any, fast: dict[str, Any] | None = None) -> None:
         self.app = app
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.fast = fast if fast is not None else {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def _record(self, path: str, method: str, code: int, seconds: float) -> None:
+        # Label lookups cost more than the increments: keep the bound children.
+        key = (path, method, code)
+        children = self._children.get(key)
+        if children is None:
+            labels = (path, method, str(code))
+            error = (
+                ERRORS.labels(path, "server" if code >= 500 else "client") if code >= 400 else None
+            )
+            children = (REQUESTS.labels(*labels), LATENCY.labels(*labels), error)
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        path = scope["path"]
+        handler = self.fast.get(path)
+        if handler is not None and scope["method"] == "POST":
+            code = 500
+            try:
+                code = await handler(scope, receive, send)
+            finally:
+                self._record(path, "POST", code, time.perf_counter() - start)
+            return
         status = [500]
 
         async def send_wrapper(message: dict[str, Any]) -> None:
@@ -154,15 +186,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            code = status[0]
-            key = (path, scope.get("method", ""), str(code))
-            # Label lookups cost more than the increments: keep the bound children.
-            children = self._children.get(key)
-            if children is None:
-                children = (REQUESTS.labels(*key), LATENCY.labels(*key))
-                self._children[key] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - start)
-            if code >= 400:
-                ERRORS.labels(path, "server" if code >= 500 else "client").inc()
+            template = getattr(route, "path", None) or "unmatched"
+            self._record(template, scope.get("method", ""), status[0], time.perf_counter() - start)

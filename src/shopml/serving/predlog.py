@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 log = logging.getLogger("shopml.serving")
@@ -40,7 +40,8 @@ COLUMNS = (
 )
 
 # (request_id, unix time, usecase, version, entity key, entity id, feature names or None,
-#  feature values (a dict, a sequence or None), output dict)
+#  feature values (a dict, a numpy row or a sequence in the order of the names, or None),
+#  output dict)
 Record = tuple[str, float, str, str, str, str | None, Sequence[str] | None, Any, dict[str, Any]]
 
 
@@ -120,10 +121,11 @@ def open_writer(uri: str | None, home: Path) -> LogWriter:
 def _row(rec: Record) -> tuple[Any, ...]:
     request_id, ts, usecase, version, key, entity_id, names, values, output = rec
     if names is not None and values is not None and not isinstance(values, dict):
-        values = {
-            n: (None if isinstance(v, float) and math.isnan(v) else v)
-            for n, v in zip(names, values, strict=False)
-        }
+        # A row of feature values (an array or a sequence) in the order of ``names``; orjson
+        # writes NaN as null.
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        values = dict(zip(names, values, strict=False))
     when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
     opts = orjson.OPT_SERIALIZE_NUMPY
     return (
