@@ -508,6 +508,14 @@ def train(
     force: Annotated[
         bool, typer.Option(help="Train even if this data and config were trained already.")
     ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Train as if today were this date (YYYY-MM-DD): the split ends there and "
+            "nothing later is used. For replays of the past.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate, register and gate use cases on the warehouse's data."""
@@ -516,7 +524,13 @@ def train(
 
     names = _usecase_names(usecases, all_)
     settings = _settings()
-    config = TrainConfig(trials=trials, timeout_s=timeout, seed=settings.seed, force=force)
+    config = TrainConfig(
+        trials=trials,
+        timeout_s=timeout,
+        seed=settings.seed,
+        force=force,
+        as_of=_parse_datetime(as_of, "--as-of"),
+    )
     results = []
     with _warehouse() as wh, _progress("Training", quiet=as_json) as update:
         for i, name in enumerate(names):
@@ -953,6 +967,181 @@ def score(
 
 
 # -- end of serving commands --------------------------------------------------------------------
+
+
+# -- monitoring ---------------------------------------------------------------------------------
+def _monitor_errors() -> tuple[type[BaseException], ...]:
+    from shopml.monitoring.replay import ReplayError
+    from shopml.monitoring.store import MonitoringStoreError
+
+    return (ReplayError, MonitoringStoreError, ValueError)
+
+
+def _print_checks(results: list[Any]) -> None:
+    table = Table(title="Monitoring")
+    for col in (
+        "use case",
+        "status",
+        "model",
+        "predictions",
+        "drift",
+        "prediction drift",
+        "live metric",
+        "vs test",
+        "action",
+    ):
+        table.add_column(col, justify="right" if col in ("predictions", "drift") else "left")
+    for r in results:
+        drift = r.drift or {}
+        pred = (drift.get("outputs") or [{}])[0] if drift else {}
+        perf = r.performance or {}
+        metric = perf.get("metric")
+        live = (perf.get("live") or {}).get(metric) if metric else None
+        decision = r.decision or {}
+        style = {"alert": "red", "failed": "red", "ok": "green"}.get(r.status, "yellow")
+        table.add_row(
+            r.usecase,
+            f"[{style}]{r.status}[/{style}]",
+            f"v{r.model_version}" if r.model_version else "",
+            f"{r.predictions:,}",
+            f"{drift['share']:.0%}" if drift else "",
+            _fmt_metric(pred.get("score")) if pred else "",
+            f"{metric} {_fmt_metric(live)}" if metric else "",
+            f"{perf['degradation']:+.0%}"
+            if perf.get("degradation") == perf.get("degradation")
+            and perf.get("degradation") is not None
+            else "",
+            decision.get("action", ""),
+        )
+    console.print(table)
+    for r in results:
+        for reason in (r.decision or {}).get("reasons", []):
+            console.print(f"[red]{r.usecase}[/red]: {reason}", highlight=False)
+        if (r.decision or {}).get("outcome") and (r.decision or {}).get("triggered"):
+            console.print(f"[red]{r.usecase}[/red]: {r.decision['outcome']}", highlight=False)
+        for note in r.notes:
+            console.print(f"[dim]{r.usecase}: {note}[/dim]", highlight=False)
+        if r.reports.get("html"):
+            console.print(f"[dim]{r.usecase}: report {r.reports['html']}[/dim]", highlight=False)
+
+
+@app.command()
+def monitor(
+    usecases: Annotated[
+        list[str] | None, typer.Argument(help="Use cases to check (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check and record, but send no alert, retrain nothing."),
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Check as of this time (YYYY-MM-DD[THH:MM]); default now."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check drift, delayed-label performance and use-case specifics now, and act on them:
+    alert, and retrain through the gate, as the policy says."""
+    from shopml.monitoring.run import run_checks
+
+    try:
+        with _progress("Monitoring", quiet=as_json) as update:
+            update("checking", 0.1)
+            results = run_checks(
+                usecases or None,
+                settings=_settings(),
+                now=_parse_datetime(at, "--at"),
+                act=not dry_run,
+            )
+    except _monitor_errors() as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json([r.to_dict() for r in results])
+    else:
+        _print_checks(results)
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    start: Annotated[str, typer.Option(help="First day to replay (YYYY-MM-DD).")],
+    days: Annotated[int, typer.Option(min=1, help="Days to replay.")] = 28,
+    usecases: Annotated[
+        list[str] | None,
+        typer.Option("--usecase", "-u", help="Use cases to replay (repeatable; default all)."),
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="api: through the service in-process; batch: batch scoring.")
+    ] = "api",
+    monitor_every: Annotated[
+        int, typer.Option(min=1, help="Run monitoring every N simulated days.")
+    ] = 7,
+    max_per_day: Annotated[
+        int, typer.Option(min=1, help="At most this many requests per use case per day.")
+    ] = 400,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Monitor, but send no alert and retrain nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Play a period of the warehouse's history day by day as traffic, let labels arrive as
+    they would, and run monitoring (and the retrain loop) on its schedule."""
+    from shopml.monitoring.replay import replay as run_replay
+
+    when = _parse_date(start, "--start")
+    assert when is not None
+    try:
+        with _progress("Replaying", quiet=as_json) as update:
+            result = run_replay(
+                datetime(when.year, when.month, when.day),
+                days,
+                usecases=usecases or None,
+                mode=mode,
+                monitor_every=monitor_every,
+                max_per_day=max_per_day,
+                act=not dry_run,
+                settings=_settings(),
+                progress=update,
+            )
+    except _monitor_errors() as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(result.to_dict())
+        return
+    table = Table(title=f"Replay {result.start:%Y-%m-%d} + {result.days} days ({result.mode})")
+    for col in (
+        "checked",
+        "use case",
+        "status",
+        "model",
+        "drift",
+        "live metric",
+        "action",
+        "outcome",
+    ):
+        table.add_column(col)
+    for c in result.checks:
+        perf = c.get("performance") or {}
+        metric = perf.get("metric")
+        live = (perf.get("live") or {}).get(metric) if metric else None
+        d = c.get("decision") or {}
+        table.add_row(
+            c["now"][:10],
+            c["usecase"],
+            c["status"],
+            f"v{c['model_version']}" if c.get("model_version") else "",
+            f"{c['drift']['share']:.0%}" if c.get("drift") else "",
+            f"{metric} {_fmt_metric(live)}" if metric else "",
+            d.get("action", ""),
+            (d.get("outcome") or "")[:60],
+        )
+    console.print(table)
+    sent = ", ".join(f"{k} {v:,}" for k, v in result.requests.items())
+    console.print(
+        f"requests: {sent}; {sum(result.errors.values())} failed; {result.seconds:.0f} s",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -104,6 +104,27 @@ class Settings(BaseSettings):
     schedule_timezone: str = "UTC"
     work_pool: str = "shopml"
 
+    # Monitoring (drift, delayed-label performance, alerts, the retrain loop).
+    alert_webhook_url: str | None = Field(
+        default=None, description="Where alerts are POSTed (Slack-compatible JSON)."
+    )
+    monitor_retrain: Literal["inline", "deployment", "off"] = Field(
+        default="inline",
+        description="How the loop retrains: run the retrain flow in the monitor's process, "
+        "start the retrain/shopml deployment on the Prefect server, or not at all.",
+    )
+    monitor_policy: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Thresholds per use case (and "default"), e.g. '
+        '{"delivery-time": {"max_degradation": 0.3}}.',
+    )
+    monitor_reports: bool = Field(
+        default=True, description="Write HTML reports and Evidently workspace snapshots."
+    )
+    prediction_log_retention_days: float = Field(
+        default=400.0, gt=0, description="Logged predictions older than this are pruned."
+    )
+
     # Reproducibility.
     seed: int = 42
 
@@ -151,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def evidently_workspace(self) -> Path:
+        return self.home / "evidently"
 
     @property
     def tracking_uri(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -75,7 +76,11 @@ def _train(
 
 
 def _score(
-    name: str, data_version: str, options: dict[str, Any], row: UseCaseSummary
+    name: str,
+    data_version: str,
+    options: dict[str, Any],
+    row: UseCaseSummary,
+    as_of: datetime | None = None,
 ) -> dict[str, Any] | None:
     """Look up the champion and batch-score with it; fills ``row``. Never raises."""
     champ_state = t.champion_of.with_options(**options)(name, return_state=True)
@@ -90,7 +95,7 @@ def _score(
         row.champion_metric = champ["metrics"].get(row.metric)
         row.baseline_metric = champ["baseline"].get(row.metric)
     state = t.batch_score.with_options(**options)(
-        name, champ["version"], data_version, return_state=True
+        name, champ["version"], data_version, as_of, return_state=True
     )
     scored = state.result(raise_on_failure=False)
     if isinstance(scored, BaseException):
@@ -218,7 +223,7 @@ def pipeline(
 
     # 6. Monitoring: what exists today (data quality, score distributions).
     report("monitoring report", 0.98)
-    summary.monitoring = monitor(usecases=names)
+    summary.monitoring = monitor(usecases=names, act=False)
     lap("monitor")
     summary.next_steps = next_steps()
     report("done", 1.0)
@@ -231,22 +236,25 @@ def retrain(
     trials: int = DEFAULT_TRIALS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     force: bool = False,
+    as_of: datetime | None = None,
 ) -> PipelineSummary:
     """Retrain one use case on the warehouse's current data, gate it, and rescore its champion.
 
     Skips the training when the data, the configuration and the code are unchanged (unless
-    ``force``).
+    ``force``). ``as_of`` trains as if it were that day: the test window the gate judges on
+    is the one that closed then, and nothing after it is used (the monitor passes its clock,
+    so a replay of the past retrains on the past).
     """
     names = _names([usecase])
     options = t.task_options(force)
     summary = PipelineSummary(data={"source": "warehouse", "loaded": False})
     summary.validation = t.validate_data.with_options(**options)()
     versions = _data_versions(names)
-    config = t.train_config(trials, timeout_s, t.settings().seed)
+    config = t.train_config(trials, timeout_s, t.settings().seed, as_of)
     result, cached = _train(usecase, versions[usecase], config, force, options)
     row = _row(result, cached)
     summary.usecases.append(row)
-    _score(usecase, versions[usecase], options, row)
+    _score(usecase, versions[usecase], options, row, as_of)
     summary.next_steps = next_steps()
     if result.status == "failed":
         _logger().error("use case %s failed: %s", usecase, result.reason)
@@ -254,18 +262,31 @@ def retrain(
 
 
 @flow(name="monitor", log_prints=True)
-def monitor(usecases: list[str] | None = None) -> dict[str, Any]:
-    """Write a monitoring report: data freshness and quality, and the latest batch-score
-    distribution per use case, under ``<home>/reports/monitoring/``.
+def monitor(usecases: list[str] | None = None, act: bool = True) -> dict[str, Any]:
+    """Check every champion and write the monitoring report under
+    ``<home>/reports/monitoring/``: data freshness and quality, the latest batch scores, and
+    per use case drift (Evidently) against the training reference, performance on the
+    predictions whose labels have arrived, and use-case specifics.
 
-    Drift and delayed-label performance (Evidently) come with the monitoring issue; the report
-    says so instead of pretending.
+    With ``act`` the retrain policy applies: a check that crosses its thresholds sends an
+    alert and starts the ``retrain`` flow (a subflow here, or the ``retrain/shopml``
+    deployment with ``SHOPML_MONITOR_RETRAIN=deployment``); the gate decides what is served.
     """
+    from shopml.monitoring.run import run_checks
+
     names = _names(usecases)
     options = t.task_options()
     quality = t.data_quality_report.with_options(**options)()
     scores = {n: t.score_distribution.with_options(**options)(n) for n in names}
-    return dict(t.write_monitoring_report.with_options(**options)(quality, scores))
+    report("checking drift and performance", 0.99)
+    checks = [c.to_dict() for c in run_checks(names, settings=t.settings(), act=act)]
+    for c in checks:
+        if c["status"] in ("alert", "failed"):
+            _logger().warning(
+                "%s: %s (%s)", c["usecase"], c["status"], "; ".join(c.get("notes") or [])
+                or "; ".join((c.get("decision") or {}).get("reasons") or [])
+            )
+    return dict(t.write_monitoring_report.with_options(**options)(quality, scores, checks))
 
 
 @flow(name="ingest", log_prints=True)

@@ -391,8 +391,13 @@ def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any])
     return False
 
 
-def train_config(trials: int, timeout_s: float, seed: int) -> dict[str, Any]:
-    return {"trials": trials, "timeout_s": timeout_s, "seed": seed}
+def train_config(
+    trials: int, timeout_s: float, seed: int, as_of: datetime | None = None
+) -> dict[str, Any]:
+    config: dict[str, Any] = {"trials": trials, "timeout_s": timeout_s, "seed": seed}
+    if as_of is not None:
+        config["as_of"] = as_of.isoformat()
+    return config
 
 
 @task(
@@ -420,7 +425,12 @@ def train_one(
     # The lifecycle reuses a version registered with the same training key unless forced:
     # that, not this task's cache, is what keeps a killed-and-rerun training from duplicating.
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**config, **({"force": force} if "force" in fields else {}))
+    values: dict[str, Any] = dict(config)
+    if values.get("as_of") is not None:
+        values["as_of"] = datetime.fromisoformat(values["as_of"])
+    if "force" in fields:
+        values["force"] = force
+    cfg = TrainConfig(**values)
     with open_warehouse() as wh:
         result = train_usecase(uc, wh, settings(), cfg, report)
     if result.status == "failed":
@@ -461,14 +471,17 @@ def scores_path(usecase: str) -> Path:
     return settings().home / "scores" / f"{usecase}.parquet"
 
 
-def scoring_frame(usecase: str, wh: Warehouse) -> tuple[pd.DataFrame, list[str], datetime]:
-    """The latest rows a use case can build: its dataset at the data end, or (for use cases
-    whose rows are defined by what happens after the cutoff, such as orders to deliver) at the
-    latest cutoff, one label horizon at a time, that has rows. Labels are not used."""
+def scoring_frame(
+    usecase: str, wh: Warehouse, end: datetime | None = None
+) -> tuple[pd.DataFrame, list[str], datetime]:
+    """The latest rows a use case can build: its dataset at the data end (or ``end``), or
+    (for use cases whose rows are defined by what happens after the cutoff, such as orders to
+    deliver) at the latest cutoff, one label horizon at a time, that has rows. Labels are not
+    used."""
     from shopml.usecases import get_usecase
 
     uc = get_usecase(usecase)
-    end = uc.data_end(wh)
+    end = end or uc.data_end(wh)
     for step in range(4):
         cutoff = end - timedelta(days=uc.horizon_days * step)
         data = uc.dataset(wh, cutoff)
@@ -485,8 +498,11 @@ def scoring_frame(usecase: str, wh: Warehouse) -> tuple[pd.DataFrame, list[str],
     retry_delay_seconds=SERVER_RETRY_DELAYS[:2],
     task_run_name="score-{usecase}",
 )
-def batch_score(usecase: str, version: str, data_version: str) -> dict[str, Any]:
-    """Score the latest rows with the champion (``version``) into ``<home>/scores/<uc>.parquet``.
+def batch_score(
+    usecase: str, version: str, data_version: str, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """Score the latest rows with the champion (``version``) into ``<home>/scores/<uc>.parquet``
+    (the rows as of ``as_of`` when given, e.g. by a replay's retrain).
 
     Cached on the champion's version and the data: a new champion or new data rescore.
     """
@@ -496,7 +512,7 @@ def batch_score(usecase: str, version: str, data_version: str) -> dict[str, Any]
     configure(settings())
     scorer = load_scorer(f"models:/{model_name(usecase)}/{version}")
     with open_warehouse(read_only=True) as wh:
-        frame, keys, cutoff = scoring_frame(usecase, wh)
+        frame, keys, cutoff = scoring_frame(usecase, wh, as_of)
     started = time.perf_counter()
     predictions = scorer.predict_frame(frame)
     out = pd.concat(
@@ -607,7 +623,9 @@ def score_distribution(usecase: str) -> dict[str, Any] | None:
 
 @task(name="write-monitoring-report", timeout_seconds=120, cache_policy=NO_CACHE)
 def write_monitoring_report(
-    quality: dict[str, Any], scores: dict[str, dict[str, Any] | None]
+    quality: dict[str, Any],
+    scores: dict[str, dict[str, Any] | None],
+    checks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the report under ``<home>/reports/monitoring/`` (timestamped, and ``latest.json``)."""
     now = datetime.now(UTC)
@@ -616,8 +634,7 @@ def write_monitoring_report(
         "data_quality": quality,
         "score_distributions": {k: v for k, v in scores.items() if v is not None},
         "not_scored": sorted(k for k, v in scores.items() if v is None),
-        "not_available_yet": "drift and delayed-label performance (Evidently) come with the "
-        "monitoring issue",
+        "checks": checks or [],
     }
     folder = settings().reports_dir / "monitoring"
     path = atomic_json(body, folder / f"monitoring-{now:%Y%m%dT%H%M%SZ}.json")
@@ -627,4 +644,6 @@ def write_monitoring_report(
         "latest": str(folder / "latest.json"),
         "scored": sorted(body["score_distributions"]),
         "not_scored": body["not_scored"],
+        "alerts": sorted(c["usecase"] for c in body["checks"] if c.get("status") == "alert"),
+        "checked": {c["usecase"]: c.get("status") for c in body["checks"]},
     }

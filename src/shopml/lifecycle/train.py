@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from shopml.lifecycle import registry
 from shopml.lifecycle.gate import GateDecision, decide, sanity_checks
+from shopml.lifecycle.reference import REFERENCE_ARTIFACT, reference_profile
 from shopml.lifecycle.tracking import configure, ensure_experiment, git_commit, model_name
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ class TrainConfig:
     seed: int = 42
     register: bool = True
     force: bool = False  # train even when this data and config were already trained
+    # Train as if today were ``as_of``: the split ends there and nothing at or after it is
+    # used (a replay of the past, or a retrain judged on the window that just closed).
+    as_of: datetime | None = None
 
 
 @dataclass
@@ -82,6 +87,8 @@ def training_key(uc: UseCase, wh: Warehouse, config: TrainConfig) -> str:
         "params": uc.default_params(),
         "code": code_version(),
     }
+    if config.as_of is not None:
+        parts["as_of"] = config.as_of.isoformat()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -307,7 +314,7 @@ def _train(
             reused.seconds = time.perf_counter() - started
             return reused
     _fail_stale_runs(client, experiment_id, key)
-    plan = uc.split(wh)
+    plan = uc.split(wh, end=config.as_of)
     say(f"{uc.name}: building datasets")
     train, valid, test = build_splits(uc, wh, plan)
     previous = champion_scorer(client, uc) if uc.uses_previous else None
@@ -397,6 +404,13 @@ def _train(
                     mlflow.log_metric("tuning_value", row.value, step=int(row.number))
         for plot in uc.plots(scorer, test, tmp / "plots"):
             mlflow.log_artifact(str(plot), "plots")
+        reference = reference_profile(
+            scorer, {"train": train, "valid": valid, "test": test}, seed=config.seed
+        )
+        if not reference.empty:
+            ref_path = tmp / Path(REFERENCE_ARTIFACT).name
+            reference.to_parquet(ref_path, index=False)
+            mlflow.log_artifact(str(ref_path), str(Path(REFERENCE_ARTIFACT).parent))
 
         scorer_path = write_scorer(scorer, tmp / "scorer.pkl")
         example = uc.input_example(test)
@@ -441,6 +455,7 @@ def _train(
     )
     client.set_model_version_tag(name, version, "shopml.cutoff", plan.test_cutoff.isoformat())
     client.set_model_version_tag(name, version, "shopml.dataset_version", dataset_version)
+    client.set_model_version_tag(name, version, "shopml.data_end", plan.data_end.isoformat())
     decision = decide(uc.gate, metrics, sanity, champ_metrics, champ_version)
     apply_decision(client, uc.name, version, decision)
     result.status = "promoted" if decision.promote else "challenger"

@@ -53,6 +53,9 @@ class MonitorSpec:
     label: str | None = None
     label_delay_days: int = 0
     performance_metric: str | None = None
+    # How much worse than its test figure the live metric may get (relative) before the
+    # monitor alerts and retrains; the policy's default for this use case.
+    max_degradation: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,22 @@ class UseCase(ABC):
     def plots(self, scorer: Scorer, data: LabelledData, outdir: Any) -> list[Any]:
         """Diagnostic figures written under ``outdir`` (paths returned)."""
         return []
+
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
+        """The entities a shop scores between ``start`` and ``end``, as they come (one column,
+        :attr:`key`): the traffic ``shopml replay`` sends. The default is every customer who
+        was active then (a web session or an order); use cases on orders, lines, campaigns or
+        products say what arrives for them."""
+        parts = [
+            "SELECT customer_id FROM orders WHERE purchased_at >= $start AND purchased_at < $end"
+        ]
+        if wh.exists("web_events"):
+            parts.append(
+                "SELECT customer_id FROM web_events WHERE event_at >= $start AND event_at < $end "
+                "AND customer_id IS NOT NULL"
+            )
+        sql = f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(parts)}) ORDER BY 1"
+        return wh.con.execute(sql, {"start": start, "end": end}).df()
 
     def input_example(self, data: LabelledData) -> pd.DataFrame:
         """A few rows of model input, for the registered model's signature and docs."""

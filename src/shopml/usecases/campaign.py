@@ -98,6 +98,14 @@ class Campaign(_boosting.BoostedParams, UseCase):
     train_cutoffs = 7
     train_step_days = 60
 
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
+        """Recipients of the campaigns sent between ``start`` and ``end``."""
+        return wh.con.execute(
+            "SELECT DISTINCT s.customer_id FROM campaign_sends s JOIN campaigns c "
+            "USING (campaign_id) WHERE c.sent_at >= ? AND c.sent_at < ? ORDER BY 1",
+            [start, end],
+        ).df()
+
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         from shopml.features._snapshot import as_cutoff
 

@@ -121,6 +121,14 @@ class DeliveryTime(_boosting.BoostedParams, UseCase):
             return "the orders have no delivery dates (delivered_at is empty): nothing to learn"
         return reason
 
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> Any:
+        """Orders placed between ``start`` and ``end`` (each is scored when it is placed)."""
+        return wh.con.execute(
+            "SELECT order_id FROM orders WHERE purchased_at >= ? AND purchased_at < ? "
+            "ORDER BY 1",
+            [start, end],
+        ).df()
+
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         from shopml.features import FEATURE_SETS, order_features
         from shopml.features._snapshot import days_between

@@ -156,6 +156,14 @@ class Pricing(UseCase):
             )
         return reason
 
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
+        """Products sold between ``start`` and ``end`` (a price is suggested for each)."""
+        return wh.con.execute(
+            "SELECT DISTINCT i.product_id FROM order_items i JOIN orders o USING (order_id) "
+            "WHERE o.purchased_at >= ? AND o.purchased_at < ? ORDER BY 1",
+            [start, end],
+        ).df()
+
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         frame = build_frame(wh, cutoff, WEEKS)
         oracle: list[str] = []

@@ -78,6 +78,14 @@ class Returns(_boosting.BoostedParams, UseCase):
     train_cutoffs = 8
     train_step_days = 28
 
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> Any:
+        """Lines of the orders placed between ``start`` and ``end`` (scored on delivery)."""
+        return wh.con.execute(
+            "SELECT i.order_item_id FROM order_items i JOIN orders o USING (order_id) "
+            "WHERE o.purchased_at >= ? AND o.purchased_at < ? ORDER BY 1",
+            [start, end],
+        ).df()
+
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         import ibis
 

@@ -72,12 +72,14 @@ def test_a_failing_use_case_is_reported_while_the_others_finish(
     any_customer = pd.read_parquet(loaded / "features" / "customers.parquet")["customer_id"][0]
     got = store.get("customers", any_customer)
     assert got is not None
-    # The monitoring report covers what exists, and says what does not yet.
+    # The monitoring report: data quality, scores, and a check per use case (no traffic yet).
     report = json.loads((loaded / "reports" / "monitoring" / "latest.json").read_text())
     assert set(report["score_distributions"]) == {"toy"}
     assert report["not_scored"] == ["toy-broken"]
     assert report["data_quality"]["tables"]
-    assert "Evidently" in report["not_available_yet"]
+    checks = {c["usecase"]: c for c in report["checks"]}
+    assert checks["toy"]["status"] == "no-traffic"
+    assert checks["toy-broken"]["status"] == "no-model"
 
     # Again with nothing changed: the finished use case is not trained again.
     fits = CountingToy.fits

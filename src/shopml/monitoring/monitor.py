@@ -1,0 +1,414 @@
+"""One monitoring check of one use case: drift, performance, specifics, then the policy.
+
+:func:`check_usecase` reads the champion's recent traffic from the prediction log, compares
+it with the training reference stored with the model, joins older predictions to the labels
+that have arrived, stores every figure as a time series, writes the HTML report (and an
+Evidently workspace snapshot), and lets the policy decide: nothing, an alert, or an alert and a
+retrain through the gate. Every decision is stored with its reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from shopml.monitoring import specifics
+from shopml.monitoring.alerts import build_payload, send_alert
+from shopml.monitoring.drift import DriftResult, compute_drift
+from shopml.monitoring.performance import LabelCache, degradation, join_labels, live_metrics
+from shopml.monitoring.policy import Decision, Findings, Policy, decide, policy_for
+from shopml.monitoring.store import MetricRow, MonitoringStore
+
+if TYPE_CHECKING:
+    from shopml.data.warehouse import Warehouse
+    from shopml.settings import Settings
+    from shopml.usecases.base import UseCase
+
+log = logging.getLogger("shopml.monitoring")
+
+# (usecase, as_of) -> {"status", "version", "reason", ...}
+RetrainFn = Callable[[str, datetime | None], dict[str, Any]]
+
+
+@dataclass
+class Champion:
+    """The served model as the registry describes it, with its training reference."""
+
+    version: str
+    run_id: str | None
+    test_metrics: dict[str, float]
+    reference: pd.DataFrame | None
+    cutoff: str | None = None
+
+
+@dataclass
+class CheckResult:
+    """One check of one use case (what ``shopml monitor --json`` prints per use case)."""
+
+    usecase: str
+    now: datetime
+    status: str  # ok | alert | no-model | no-traffic
+    model_version: str | None = None
+    window: tuple[datetime, datetime] | None = None
+    predictions: int = 0
+    drift: dict[str, Any] | None = None
+    performance: dict[str, Any] | None = None
+    specifics: dict[str, float] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    reports: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["now"] = self.now.isoformat()
+        if self.window:
+            out["window"] = [w.isoformat() for w in self.window]
+        return out
+
+
+_REFERENCES: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+
+def load_champion(settings: Settings, usecase: str) -> Champion | None:
+    """The champion's version, test figures and reference profile (cached per run)."""
+    import json
+
+    from shopml.lifecycle.reference import REFERENCE_ARTIFACT
+    from shopml.lifecycle.registry import CHAMPION, alias_version
+    from shopml.lifecycle.tracking import configure
+
+    client = configure(settings)
+    mv = alias_version(client, usecase, CHAMPION)
+    if mv is None:
+        return None
+    tags = dict(mv.tags or {})
+    key = (settings.tracking_uri, str(mv.run_id))
+    if key not in _REFERENCES:
+        reference = None
+        if mv.run_id:
+            try:
+                import mlflow
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = mlflow.artifacts.download_artifacts(
+                        run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp
+                    )
+                    reference = pd.read_parquet(path)
+            except Exception as exc:
+                log.warning("%s v%s has no training reference: %s", usecase, mv.version, exc)
+        _REFERENCES[key] = reference
+    return Champion(
+        str(mv.version),
+        mv.run_id,
+        json.loads(tags.get("shopml.metrics", "{}")),
+        _REFERENCES[key],
+        tags.get("shopml.cutoff"),
+    )
+
+
+def _drift_rows(drift: DriftResult) -> list[MetricRow]:
+    n = drift.current_rows
+    rows = [
+        MetricRow(
+            "drift",
+            "share",
+            drift.share,
+            n=n,
+            detail={
+                "sample": drift.sample_note,
+                "reference_rows": drift.reference_rows,
+                "watched": list(drift.watched),
+            },
+        ),
+        MetricRow("drift", "drifted", float(len(drift.drifted)), n=n),
+        MetricRow("drift", "share_all", drift.share_all, n=n),
+    ]
+    rows += [
+        MetricRow(
+            "drift",
+            "score",
+            c.score,
+            feature=c.column,
+            n=n,
+            detail={"method": c.method, "threshold": c.threshold, "drifted": c.drifted},
+        )
+        for c in drift.features
+    ]
+    rows += [
+        MetricRow(
+            "prediction_drift",
+            "score",
+            c.score,
+            feature=c.column,
+            n=n,
+            detail={"method": c.method, "threshold": c.threshold, "drifted": c.drifted},
+        )
+        for c in drift.outputs
+    ]
+    return rows
+
+
+def _save_reports(
+    settings: Settings, usecase: str, now: datetime, drift: DriftResult | None
+) -> dict[str, str]:
+    """The drift report as HTML, and as a snapshot in the Evidently workspace (its UI shows
+    them: ``evidently ui --workspace <home>/evidently``)."""
+    out: dict[str, str] = {}
+    if drift is None or drift.snapshot is None or not settings.monitor_reports:
+        return out
+    folder = settings.reports_dir / "monitoring" / usecase
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = f"{now:%Y%m%dT%H%M%S}"
+    html = folder / f"drift-{stamp}.html"
+    tmp = html.with_name(f".{html.name}.tmp")
+    drift.snapshot.save_html(str(tmp))
+    tmp.replace(html)
+    out["html"] = str(html)
+    try:
+        from evidently.ui.workspace import Workspace
+
+        ws = Workspace.create(str(settings.evidently_workspace))
+        name = f"shopml-{usecase}"
+        found = ws.search_project(name)
+        project = found[0] if found else ws.create_project(name)
+        ws.add_run(project.id, drift.snapshot, include_data=False)
+        out["evidently_project"] = name
+        out["evidently_workspace"] = str(settings.evidently_workspace)
+    except Exception as exc:  # the HTML report stands on its own
+        log.warning("Evidently workspace snapshot failed: %s", exc)
+    return out
+
+
+def _alert_lines(result: CheckResult, decision: Decision) -> list[str]:
+    lines = list(decision.reasons)
+    if decision.retrain:
+        r = decision.retrain
+        if r.get("status") == "promoted":
+            lines.append(
+                f"retrained: v{r.get('version')} passed the gate and is now champion "
+                f"({r.get('reason', '')})"
+            )
+        elif r.get("status") in ("challenger", "unchanged"):
+            lines.append(
+                f"retrained: v{r.get('version')} did NOT pass the gate; "
+                f"v{result.model_version} stays champion ({r.get('reason', '')})"
+            )
+        else:
+            lines.append(f"retrain {r.get('status')}: {r.get('reason', '')}")
+    elif decision.outcome and decision.triggered:
+        lines.append(decision.outcome)
+    return lines
+
+
+def check_usecase(
+    uc: UseCase,
+    wh: Warehouse,
+    settings: Settings,
+    store: MonitoringStore,
+    *,
+    now: datetime | None = None,
+    act: bool = True,
+    retrain: RetrainFn | None = None,
+    cache: LabelCache | None = None,
+    policy: Policy | None = None,
+) -> CheckResult:
+    """Check one use case at ``now`` (default: the wall clock, naive UTC); with ``act``, alert
+    and retrain as the policy says."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    policy = policy or policy_for(uc, settings.monitor_policy)
+    champ = load_champion(settings, uc.name)
+    if champ is None:
+        return CheckResult(uc.name, now, "no-model", notes=["no champion to monitor"])
+    spec = uc.monitoring
+    result = CheckResult(uc.name, now, "ok", model_version=champ.version)
+    rows: list[MetricRow] = []
+
+    # Drift: the champion's recent traffic against its training reference.
+    start = now - timedelta(days=policy.window_days)
+    result.window = (start, now)
+    total = store.count_predictions(uc.name, start, now, model_version=champ.version)
+    result.predictions = total
+    rows.append(MetricRow("volume", "predictions", float(total), n=total))
+    window = store.predictions(
+        uc.name, start, now, model_version=champ.version, sample=policy.max_rows, seed=settings.seed
+    )
+    findings = Findings(rows=total)
+    drift = None
+    if total == 0:
+        result.status = "no-traffic"
+        result.notes.append(f"no {uc.name} predictions by v{champ.version} since {start:%Y-%m-%d}")
+    elif champ.reference is None:
+        result.notes.append(f"v{champ.version} has no training reference: drift not checked")
+    else:
+        outputs = window.outputs.rename(columns=lambda c: f"output.{c}")
+        current = pd.concat([window.features, outputs], axis=1)
+        features = [c for c in window.features.columns if c in champ.reference.columns]
+        drift = compute_drift(
+            champ.reference,
+            current,
+            features,
+            [f"output.{spec.prediction}"],
+            max_rows=policy.max_rows,
+            threshold=policy.feature_threshold,
+            prediction_threshold=policy.prediction_drift,
+            seed=settings.seed,
+            sampled_from=total if total > len(window) else None,
+            watched=spec.features,
+        )
+        rows += _drift_rows(drift)
+        result.drift = drift.to_dict()
+        findings.drift_share = drift.share
+        findings.drifted = drift.drifted
+        findings.features = len(drift.counted)
+        if drift.outputs:
+            findings.prediction_drift = drift.outputs[0].score
+
+    # Performance: older predictions whose labels are final by now.
+    if spec.label is not None and uc.name not in specifics.SPECIFICS:
+        delay = timedelta(days=spec.label_delay_days)
+        p_end = now - delay
+        p_start = p_end - timedelta(days=policy.performance_days)
+        labelled_window = store.predictions(
+            uc.name, p_start, p_end, model_version=champ.version, with_features=False
+        )
+        joined = join_labels(uc, wh, labelled_window, now, cache)
+        metric = spec.performance_metric or uc.gate.metric
+        if joined is not None and len(joined):
+            live = live_metrics(uc, joined)
+            ref = champ.test_metrics.get(metric, float("nan"))
+            worse = degradation(
+                metric, live.get(metric, float("nan")), ref, uc.gate.higher_is_better
+            )
+            findings.labelled = len(joined)
+            findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
+            findings.degradation = worse
+            result.performance = {
+                "window": [p_start.isoformat(), p_end.isoformat()],
+                "labelled": len(joined),
+                "unmatched": joined.unmatched,
+                "metric": metric,
+                "live": live,
+                "test": champ.test_metrics,
+                "degradation": worse,
+            }
+            rows += [MetricRow("performance", k, v, n=len(joined)) for k, v in live.items()]
+            rows += [MetricRow("reference", k, float(v)) for k, v in champ.test_metrics.items()]
+            rows.append(MetricRow("degradation", metric, worse, n=len(joined)))
+        else:
+            result.notes.append(
+                f"no labelled predictions yet: labels arrive {spec.label_delay_days} days after "
+                "a prediction"
+            )
+        rows.append(MetricRow("volume", "labelled", float(findings.labelled), n=findings.labelled))
+
+    # Use-case specifics.
+    extra: list[MetricRow] = []
+    if uc.name in specifics.SPECIFICS and total:
+        lookback = store.predictions(
+            uc.name,
+            now - timedelta(days=policy.window_days + uc.horizon_days),
+            now,
+            model_version=champ.version,
+            with_features=False,
+        )
+        extra = specifics.SPECIFICS[uc.name](uc, wh, lookback, now)
+    elif spec.label is None and total:
+        extra = specifics.segments(uc, champ.reference, window)
+    rows += extra
+    result.specifics = {
+        f"{r.metric}{'[' + r.feature + ']' if r.feature else ''}": r.value for r in extra
+    }
+    perf_rows = [r for r in extra if r.kind == "performance"]
+    if perf_rows and spec.performance_metric is None:
+        result.performance = {r.metric: r.value for r in perf_rows}
+
+    # The policy.
+    history = store.decisions(uc.name)
+    decision = decide(
+        policy,
+        findings,
+        history,
+        now,
+        can_retrain=act and retrain is not None and settings.monitor_retrain != "off",
+    )
+    if not act:
+        decision.action = "none" if decision.action != "none" else decision.action
+        decision.outcome = decision.outcome or "dry run"
+    if decision.triggered:
+        result.status = "alert"
+    if act and decision.action == "retrain" and retrain is not None:
+        log.warning("%s: retraining (%s)", uc.name, "; ".join(decision.reasons))
+        try:
+            decision.retrain = retrain(uc.name, now)
+        except Exception as exc:
+            decision.retrain = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        status = decision.retrain.get("status")
+        decision.outcome = (
+            f"v{decision.retrain.get('version')} promoted"
+            if status == "promoted"
+            else f"candidate not promoted ({status}): {decision.retrain.get('reason', '')}"
+        )
+    if act and decision.action in ("alert", "retrain"):
+        severity = (
+            "resolved"
+            if not decision.triggered
+            else (
+                "critical"
+                if decision.retrain and decision.retrain.get("status") != "promoted"
+                else "warning"
+            )
+        )
+        title = (
+            "back within thresholds"
+            if not decision.triggered
+            else ("drift or degradation: retrained" if decision.retrain else "drift or degradation")
+        )
+        payload = build_payload(
+            uc.name,
+            severity,
+            title,
+            _alert_lines(result, decision) or ["all checks within thresholds"],
+            {
+                "model_version": champ.version,
+                "checked_at": now.isoformat(),
+                "reasons": decision.reasons,
+                "action": decision.action,
+                "outcome": decision.outcome,
+                "retrain": decision.retrain,
+                "drift_share": findings.drift_share,
+                "prediction_drift": findings.prediction_drift,
+                "performance": result.performance,
+            },
+        )
+        decision.alert = send_alert(payload, settings.alert_webhook_url).to_dict()
+    result.decision = decision.to_dict()
+
+    run_id = store.write_metrics(uc.name, champ.version, now, result.window, rows)
+    result.run_id = run_id
+    store.write_decision(
+        run_id,
+        uc.name,
+        champ.version,
+        now,
+        decision.triggered,
+        decision.action,
+        decision.outcome,
+        decision.reasons,
+        {
+            "findings": findings.__dict__,
+            "policy": policy.to_dict(),
+            "retrain": decision.retrain,
+            "alert": decision.alert,
+        },
+    )
+    result.reports = _save_reports(settings, uc.name, now, drift)
+    return result
