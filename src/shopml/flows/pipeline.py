@@ -283,8 +283,11 @@ def monitor(usecases: list[str] | None = None, act: bool = True) -> dict[str, An
     for c in checks:
         if c["status"] in ("alert", "failed"):
             _logger().warning(
-                "%s: %s (%s)", c["usecase"], c["status"], "; ".join(c.get("notes") or [])
-                or "; ".join((c.get("decision") or {}).get("reasons") or [])
+                "%s: %s (%s)",
+                c["usecase"],
+                c["status"],
+                "; ".join(c.get("notes") or [])
+                or "; ".join((c.get("decision") or {}).get("reasons") or []),
             )
     return dict(t.write_monitoring_report.with_options(**options)(quality, scores, checks))
 

@@ -124,8 +124,7 @@ class DeliveryTime(_boosting.BoostedParams, UseCase):
     def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> Any:
         """Orders placed between ``start`` and ``end`` (each is scored when it is placed)."""
         return wh.con.execute(
-            "SELECT order_id FROM orders WHERE purchased_at >= ? AND purchased_at < ? "
-            "ORDER BY 1",
+            "SELECT order_id FROM orders WHERE purchased_at >= ? AND purchased_at < ? ORDER BY 1",
             [start, end],
         ).df()
 
