@@ -97,22 +97,30 @@ MODEL_INFO = Gauge(
     "shopml_model_version_info",
     "The model version served per use case (1 for the version being served).",
     ["usecase", "version"],
-    multiprocess_mode="liveall",
+    # Several workers: 1 while any live worker serves that version (one sample per version,
+    # not one per worker process).
+    multiprocess_mode="livemax",
 )
 REGISTRY_UP = Gauge(
-    "shopml_registry_up", "1 when the last registry poll succeeded.", multiprocess_mode="liveall"
+    "shopml_registry_up",
+    "1 when the last registry poll succeeded (in every live worker).",
+    multiprocess_mode="livemin",
 )
 LOG_DROPPED = Counter(
     "shopml_prediction_log_dropped_total", "Predictions not logged because the log queue was full."
 )
 LOG_QUEUE = Gauge(
-    "shopml_prediction_log_queue", "Predictions waiting to be written.", multiprocess_mode="liveall"
+    "shopml_prediction_log_queue",
+    "Predictions waiting to be written (all live workers).",
+    multiprocess_mode="livesum",
 )
 
 
 def model_swapped(usecase: str, old: str | None, new: str) -> None:
     """Move the info metric to the version now served."""
     if old is not None:
+        # Zero first: in multi-process mode a removed child's last value stays in its file.
+        MODEL_INFO.labels(usecase, old).set(0)
         with contextlib.suppress(KeyError):
             MODEL_INFO.remove(usecase, old)
     MODEL_INFO.labels(usecase, new).set(1)

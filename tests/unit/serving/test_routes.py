@@ -173,3 +173,39 @@ def test_openapi_has_an_example_per_route(client: Any) -> None:
         assert {"lookup", "explicit", "both", "batch"} <= set(examples)
     assert "/v1/recommender/recommend" in spec["paths"] and "/v1/pricing/suggest" in spec["paths"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def test_request_ids_content_types_and_methods(client: Any, served_home: Path) -> None:
+    cid = a_customer(served_home)
+    r = client.post("/v1/clv/predict", json={"customer_id": cid}, headers={"x-request-id": "abc-1"})
+    assert r.json()["request_id"] == "abc-1" and r.headers["x-request-id"] == "abc-1"
+    other = client.post("/v1/clv/predict", json={"customer_id": cid}).json()["request_id"]
+    assert len(other) == 32 and other != "abc-1"
+    # The body is JSON whatever the content type says (`curl -d` sends a form type).
+    form = client.post(
+        "/v1/clv/predict",
+        content=f'{{"customer_id": "{cid}"}}'.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 200, form.text
+    assert client.get("/v1/clv/predict").status_code == 405
+    bad = client.post(
+        "/v1/segments/predict",
+        json={"instances": [{"customer_id": cid}, {"features": {"recency_days": "x"}}]},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "instances", 1, "features", "recency_days"]
+
+
+def test_auth_header_forms(client_factory: Any, served_home: Path) -> None:
+    client = client_factory(api_keys=["k-1"])
+    body = {"customer_id": a_customer(served_home)}
+    for header in ("Basic k-1", "Bearer", "Bearer ", "k-1", "bearer k-2"):
+        r = client.post("/v1/clv/predict", json=body, headers={"Authorization": header})
+        assert r.status_code == 401, header
+        assert r.headers["www-authenticate"] == "Bearer"
+    for header in ("Bearer k-1", "bearer k-1", "Bearer  k-1 "):
+        r = client.post("/v1/clv/predict", json=body, headers={"Authorization": header})
+        assert r.status_code == 200, (header, r.text)
+    assert client.post("/v1/recommender/recommend", json={"customer_id": "x"}).status_code == 401
+    assert client.post("/v1/pricing/suggest", json={"product_id": "x"}).status_code == 401
