@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from shopml.runtime.scorers import Scorer
+from shopml.serving.rowpredict import fast_rows
 
 if TYPE_CHECKING:
     from shopml.settings import Settings
@@ -157,6 +158,13 @@ class LoadedModel:
         # filled and scored without an await in between, so it is never shared concurrently.
         self.row = np.empty((1, len(self.features)), dtype="float64")
         self.name_of: Callable[[int], str] | None = getattr(self.scorer, "name_of", None)
+        # LightGBM boosters score that row through the single-row fast C API.
+        try:
+            fast_rows(self.scorer, self.row)
+        except Exception:
+            log.debug(
+                "no single-row fast path for %s v%s", self.usecase, self.version, exc_info=True
+            )
         # Build lazy state (boosters from their strings, id indexes) now, not on a request.
         try:
             if self.features and type(self.scorer).predict_matrix is not Scorer.predict_matrix:
