@@ -1080,6 +1080,10 @@ def replay(
     max_per_day: Annotated[
         int, typer.Option(min=1, help="At most this many requests per use case per day.")
     ] = 400,
+    feature_refresh_days: Annotated[
+        int,
+        typer.Option(min=1, help="Rebuild the features every N days (1: daily; 7: faster)."),
+    ] = 1,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Monitor, but send no alert and retrain nothing.")
     ] = False,
@@ -1100,6 +1104,7 @@ def replay(
                 mode=mode,
                 monitor_every=monitor_every,
                 max_per_day=max_per_day,
+                feature_refresh_days=feature_refresh_days,
                 act=not dry_run,
                 settings=_settings(),
                 progress=update,

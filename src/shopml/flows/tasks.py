@@ -629,12 +629,13 @@ def write_monitoring_report(
 ) -> dict[str, Any]:
     """Write the report under ``<home>/reports/monitoring/`` (timestamped, and ``latest.json``)."""
     now = datetime.now(UTC)
-    body = {
+    checks = checks or []
+    body: dict[str, Any] = {
         "generated_at": now.isoformat(),
         "data_quality": quality,
         "score_distributions": {k: v for k, v in scores.items() if v is not None},
         "not_scored": sorted(k for k, v in scores.items() if v is None),
-        "checks": checks or [],
+        "checks": checks,
     }
     folder = settings().reports_dir / "monitoring"
     path = atomic_json(body, folder / f"monitoring-{now:%Y%m%dT%H%M%SZ}.json")
@@ -644,6 +645,6 @@ def write_monitoring_report(
         "latest": str(folder / "latest.json"),
         "scored": sorted(body["score_distributions"]),
         "not_scored": body["not_scored"],
-        "alerts": sorted(c["usecase"] for c in body["checks"] if c.get("status") == "alert"),
-        "checked": {c["usecase"]: c.get("status") for c in body["checks"]},
+        "alerts": sorted(c["usecase"] for c in checks if c.get("status") == "alert"),
+        "checked": {c["usecase"]: c.get("status") for c in checks},
     }

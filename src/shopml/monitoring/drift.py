@@ -26,9 +26,11 @@ class ColumnDrift:
     column: str
     kind: str  # numerical | categorical
     method: str
-    threshold: float
+    threshold: float  # what the score was judged against (the larger of the two below)
     score: float
     drifted: bool
+    base_threshold: float = 0.1  # the configured threshold
+    noise: float | None = None  # the score two samples of the reference reach by chance
 
 
 @dataclass
@@ -142,6 +144,61 @@ def _category(value: Any) -> str | None:
     return str(value)
 
 
+def _score(a: np.ndarray, b: np.ndarray, categorical: bool, norm: float) -> float:
+    """The drift score Evidently computes for the default methods: the Wasserstein distance
+    normed by the reference's standard deviation, or the Jensen-Shannon distance of the
+    category frequencies."""
+    from scipy import stats
+    from scipy.spatial import distance
+
+    if categorical:
+        keys, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+        pa = np.bincount(inverse[: len(a)], minlength=len(keys)) / max(len(a), 1)
+        pb = np.bincount(inverse[len(a) :], minlength=len(keys)) / max(len(b), 1)
+        return float(distance.jensenshannon(pb, pa))
+    return float(stats.wasserstein_distance(b, a)) / norm
+
+
+def noise_levels(
+    reference: pd.DataFrame,
+    columns: Sequence[str],
+    categorical: set[str],
+    n: int,
+    *,
+    draws: int = 40,
+    quantile: float = 0.99,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per column, the drift score that a window of ``n`` rows drawn from the reference itself
+    reaches with probability ``1 - quantile``: the score's noise floor at this sample size.
+
+    A fixed threshold (Evidently's 0.1) is right for large windows but flags chance
+    differences in a window of a few hundred rows, and more so for features with few distinct
+    values (a seller's backlog at a cutoff); judging each score against the larger of the
+    threshold and this floor keeps small shops from alerting on noise.
+    """
+    rng = np.random.default_rng(seed)
+    size = min(n, len(reference) // 2)
+    out: dict[str, float] = {}
+    if size < 2:
+        return out
+    for c in columns:
+        is_cat = c in categorical
+        values = reference[c].dropna().to_numpy()
+        if len(values) < 4:
+            continue
+        if not is_cat:
+            values = values.astype("float64")
+        norm = max(float(np.std(values)), 0.001) if not is_cat else 1.0
+        k = min(size, len(values) // 2)
+        scores = []
+        for _ in range(draws):
+            perm = rng.permutation(len(values))
+            scores.append(_score(values[perm[k:]], values[perm[:k]], is_cat, norm))
+        out[c] = float(np.quantile(scores, quantile))
+    return out
+
+
 def _prepare(frame: pd.DataFrame, columns: Sequence[str], categorical: set[str]) -> pd.DataFrame:
     out = pd.DataFrame(index=range(len(frame)))
     for c in columns:
@@ -167,6 +224,7 @@ def compute_drift(
     seed: int = 0,
     sampled_from: int | None = None,
     watched: Sequence[str] = (),
+    calibrate: bool = True,
 ) -> DriftResult:
     """Evidently's drift of ``features`` and ``outputs`` between two frames.
 
@@ -204,11 +262,17 @@ def compute_drift(
         numerical_columns=numerical, categorical_columns=[c for c in columns if c in categorical]
     )
     pthreshold = threshold if prediction_threshold is None else prediction_threshold
+    base = {c: (pthreshold if c in outs else threshold) for c in columns}
+    noise: dict[str, float] = {}
+    default_methods = num_method == "wasserstein" and cat_method == "jensenshannon"
+    if calibrate and default_methods and len(cur):
+        noise = noise_levels(ref, columns, categorical, len(cur), seed=seed)
+    judged = {c: max(base[c], noise.get(c, 0.0)) for c in columns}
     metrics = [
         ValueDrift(
             column=c,
             method=cat_method if c in categorical else num_method,
-            threshold=pthreshold if c in outs else threshold,
+            threshold=judged[c],
         )
         for c in columns
     ]
@@ -238,6 +302,8 @@ def compute_drift(
             thr,
             score,
             _drifted(method, score, thr),
+            base_threshold=base.get(c, threshold),
+            noise=noise.get(c),
         )
 
     return DriftResult(

@@ -241,7 +241,9 @@ def check_usecase(
     window = store.predictions(
         uc.name, start, now, model_version=champ.version, sample=policy.max_rows, seed=settings.seed
     )
-    findings = Findings(rows=total)
+    findings = Findings(
+        rows=total, expects_labels=spec.label is not None and uc.name not in specifics.SPECIFICS
+    )
     drift = None
     if total == 0:
         result.status = "no-traffic"
@@ -291,6 +293,11 @@ def check_usecase(
             findings.labelled = len(joined)
             findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
             findings.degradation = worse
+            # On simulated data, the truth scored on the same predictions: the best possible.
+            try:
+                best = uc.oracle_metrics(wh, joined.data)
+            except Exception:  # the oracle is a bonus, never a reason to fail a check
+                best = None
             result.performance = {
                 "window": [p_start.isoformat(), p_end.isoformat()],
                 "labelled": len(joined),
@@ -299,7 +306,14 @@ def check_usecase(
                 "live": live,
                 "test": champ.test_metrics,
                 "degradation": worse,
+                "oracle": best,
             }
+            if best:
+                rows += [
+                    MetricRow("oracle", k, float(v), n=len(joined))
+                    for k, v in best.items()
+                    if v is not None
+                ]
             rows += [MetricRow("performance", k, v, n=len(joined)) for k, v in live.items()]
             rows += [MetricRow("reference", k, float(v)) for k, v in champ.test_metrics.items()]
             rows.append(MetricRow("degradation", metric, worse, n=len(joined)))

@@ -38,9 +38,12 @@ class Policy:
     min_rows: int = 200
     min_labelled: int = 200
     max_rows: int = 20_000  # drift is computed on a sample of at most this many rows
-    # Pacing: consecutive firing checks before acting, and the least time between retrains.
+    # Pacing: consecutive checks that must cross before acting (drift is noisier than
+    # performance on final labels, so a drift-only crossing waits for one more check), and the
+    # least time between two retrains.
     confirmations: int = 1
-    cooldown_days: float = 7.0
+    drift_confirmations: int = 2
+    cooldown_days: float = 14.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +81,7 @@ class Findings:
     live: float | None = None
     reference: float | None = None
     degradation: float | None = None
+    expects_labels: bool = False  # the use case's labels arrive (performance can be judged)
 
 
 @dataclass
@@ -135,6 +139,14 @@ def reasons_for(policy: Policy, f: Findings) -> list[str]:
     return out
 
 
+def judged(policy: Policy, f: Findings) -> bool:
+    """Whether the findings rest on enough data: the performance check when the use case
+    has labels, otherwise the drift check."""
+    if f.expects_labels:
+        return f.labelled >= policy.min_labelled
+    return f.rows >= policy.min_rows and f.drift_share is not None
+
+
 def decide(
     policy: Policy,
     findings: Findings,
@@ -156,13 +168,34 @@ def decide(
     reasons = reasons_for(policy, findings)
     previous = history.tail(max(policy.confirmations - 1, 0)) if len(history) else history
     was_firing = bool(len(history)) and bool(history["triggered"].iloc[-1])
+    if not reasons and was_firing and not judged(policy, findings):
+        # Too little traffic or too few labels to tell (a model just swapped in has no
+        # labelled predictions yet): the episode goes on until a check can say it is over.
+        return Decision(
+            True,
+            ["waiting for enough traffic and labels to judge the model now served"],
+            "wait",
+            outcome="not enough data yet",
+        )
     if not reasons:
         return Decision(False, [], "alert" if was_firing else "none", outcome="ok")
     confirmed = policy.confirmations <= 1 or (
         len(previous) >= policy.confirmations - 1 and bool(previous["triggered"].all())
     )
+    drift_only = not any(r.startswith("performance") for r in reasons)
+    if confirmed and drift_only and policy.drift_confirmations > 1:
+        need = policy.drift_confirmations - 1
+        earlier = history.tail(need) if len(history) else history
+        earlier_reasons = list(earlier["reasons"]) if "reasons" in earlier else []
+        confirmed = len(earlier_reasons) >= need and all(
+            any(str(r).startswith(("data drift", "prediction drift")) for r in (rs or []))
+            for rs in earlier_reasons
+        )
     if not confirmed:
-        return Decision(True, reasons, "none", confirmed=False, outcome="awaiting confirmation")
+        # Recorded with its reasons but not yet an episode: the next check confirms it.
+        return Decision(
+            was_firing, reasons, "none", confirmed=False, outcome="awaiting confirmation"
+        )
     last_retrain = None
     if len(history):
         retrains = history[history["action"] == "retrain"]

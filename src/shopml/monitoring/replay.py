@@ -280,6 +280,7 @@ def replay(
     mode: str = "api",
     monitor_every: int = 7,
     max_per_day: int = 400,
+    feature_refresh_days: int = 1,
     act: bool = True,
     retrain: RetrainFn | None = None,
     settings: Settings | None = None,
@@ -289,7 +290,9 @@ def replay(
     """Replay ``days`` days from ``start`` as traffic, monitoring every ``monitor_every`` days.
 
     ``max_per_day`` caps each use case's requests per day (a random sample of the day's
-    arrivals); ``act`` lets the monitor alert and retrain.
+    arrivals); ``act`` lets the monitor alert and retrain. ``feature_refresh_days`` is how
+    often the features are rebuilt (1: every day, as a daily feature pipeline; 7: weekly, much
+    faster, the features a few days staler).
     """
     from shopml.data.warehouse import Warehouse
     from shopml.lifecycle.registry import CHAMPION, alias_version
@@ -299,8 +302,8 @@ def replay(
 
     if mode not in ("api", "batch"):
         raise ReplayError(f"mode must be 'api' or 'batch', got {mode!r}")
-    if days < 1 or monitor_every < 1:
-        raise ReplayError("days and monitor_every must be at least 1")
+    if days < 1 or monitor_every < 1 or feature_refresh_days < 1:
+        raise ReplayError("days, monitor_every and feature_refresh_days must be at least 1")
     settings = settings or get_settings()
     known = get_usecases()
     names = usecases or list(known)
@@ -334,9 +337,11 @@ def replay(
                 f"the replay {start:%Y-%m-%d}..{end:%Y-%m-%d} is outside the data "
                 f"({first:%Y-%m-%d}..{last:%Y-%m-%d})"
             )
+        features: dict[str, tuple[datetime, Any]] = {}
         with _Traffic(settings, names, mode, store) as traffic:
             for i in range(days):
                 day = start + timedelta(days=i)
+                built = start + timedelta(days=(i // feature_refresh_days) * feature_refresh_days)
                 # The naive day is UTC: convert explicitly, not through the local zone.
                 traffic.now = pd.Timestamp(
                     day + timedelta(hours=TRAFFIC_HOUR), tz="UTC"
@@ -344,7 +349,11 @@ def replay(
                 say(f"{day:%Y-%m-%d}: traffic", i / days)
                 for name in names:
                     uc = known[name]
-                    ok, failed = _send_day(uc, wh, day, traffic, cache, max_per_day, rng)
+                    if name not in features or features[name][0] != built:
+                        features[name] = (built, None)
+                    ok, failed = _send_day(
+                        uc, wh, day, traffic, cache, max_per_day, rng, features, built
+                    )
                     result.requests[name] = result.requests.get(name, 0) + ok
                     result.errors[name] = result.errors.get(name, 0) + failed
                 traffic.flush()
@@ -398,6 +407,8 @@ def _send_day(
     cache: LabelCache,
     max_per_day: int,
     rng: np.random.Generator,
+    features: dict[str, tuple[datetime, Any]],
+    built: datetime,
 ) -> tuple[int, int]:
     arrivals = uc.arrivals(wh, day, day + timedelta(days=1))
     if arrivals.empty:
@@ -409,7 +420,10 @@ def _send_day(
         return traffic.recommend(list(ids))
     if uc.name == "pricing":
         return traffic.suggest(list(ids))
-    data = uc.dataset(wh, day)
+    data = features[uc.name][1]
+    if data is None:  # the features as of the last refresh, built once per refresh
+        data = uc.dataset(wh, built)
+        features[uc.name] = (built, data)
     frame = data.frame
     if uc.key not in frame.columns or frame.empty:
         return 0, 0

@@ -108,12 +108,13 @@ def test_categories_match_however_they_are_stored() -> None:
     assert result.features[0].score == pytest.approx(0.0, abs=1e-9)
 
 
-def _history(*rows: tuple[datetime, bool, str]) -> pd.DataFrame:
+def _history(*rows: tuple[Any, ...]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "ts": pd.to_datetime([r[0] for r in rows], utc=True),
             "triggered": [r[1] for r in rows],
             "action": [r[2] for r in rows],
+            "reasons": [r[3] if len(r) > 3 else [] for r in rows],
         }
     )
 
@@ -156,7 +157,7 @@ def test_policy_thresholds_confirmation_and_cooldown() -> None:
     recent = _history((T0 - timedelta(days=3), True, "retrain"))
     waiting = decide(policy, bad, recent, T0, can_retrain=True)
     assert waiting.action == "wait" and waiting.cooldown_until is not None
-    later = decide(policy, bad, recent, T0 + timedelta(days=5), can_retrain=True)
+    later = decide(policy, bad, recent, T0 + timedelta(days=15), can_retrain=True)
     assert later.action == "retrain"
     # Back within thresholds after an alert: one "resolved" alert.
     assert decide(policy, quiet, recent, T0, can_retrain=True).action == "alert"
@@ -165,6 +166,14 @@ def test_policy_thresholds_confirmation_and_cooldown() -> None:
     first = decide(two, bad, empty, T0, can_retrain=True)
     assert first.action == "none" and not first.confirmed
     assert decide(two, bad, _history((T0, True, "none")), T0, can_retrain=True).action == "retrain"
+    # Drift alone is noisier than performance: it acts on its second crossing in a row.
+    drift = Findings(rows=100, drift_share=0.75, drifted=["a", "b", "c"], features=4)
+    once = decide(policy, drift, empty, T0, can_retrain=True)
+    assert once.action == "none" and not once.confirmed and once.reasons
+    seen = _history((T0 - timedelta(days=7), False, "none", once.reasons))
+    assert decide(policy, drift, seen, T0, can_retrain=True).action == "retrain"
+    unrelated = _history((T0 - timedelta(days=7), False, "none", []))
+    assert decide(policy, drift, unrelated, T0, can_retrain=True).action == "none"
 
 
 def test_policy_overrides_come_from_settings() -> None:
