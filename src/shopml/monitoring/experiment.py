@@ -203,8 +203,20 @@ def run_scenario(
             uc, wh, settings, TrainConfig(trials=0, as_of=_midnight(replay_start))
         )
         wh.close()
-        if first.status != "promoted" or first.version is None:
-            raise RuntimeError(f"the first {usecase} model was not promoted: {first.reason}")
+        if first.version is None:
+            raise RuntimeError(f"the first {usecase} model was not trained: {first.reason}")
+        if first.status != "promoted":
+            # The experiment needs a model in service before the change: an operator's
+            # manual promotion, recorded as such in the registry (`shopml promote`).
+            from shopml.lifecycle.registry import promote
+            from shopml.lifecycle.tracking import configure
+
+            promote(
+                configure(settings),
+                usecase,
+                first.version,
+                reason=f"the experiment's starting model (the gate said: {first.reason})",
+            )
         result = replay(
             _midnight(replay_start),
             days,

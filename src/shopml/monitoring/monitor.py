@@ -10,6 +10,7 @@ retrain through the gate. Every decision is stored with its reasons.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ def load_champion(settings: Settings, usecase: str) -> Champion | None:
             try:
                 import mlflow
 
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
                 with tempfile.TemporaryDirectory() as tmp:
                     path = mlflow.artifacts.download_artifacts(
                         run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp
@@ -173,6 +175,9 @@ def _save_reports(
     drift.snapshot.save_html(str(tmp))
     tmp.replace(html)
     out["html"] = str(html)
+    # Each report embeds Evidently's viewer (a few MB): keep the newest few per use case.
+    for old in sorted(folder.glob("drift-*.html"))[: -settings.monitor_keep_reports]:
+        old.unlink(missing_ok=True)
     try:
         from evidently.ui.workspace import Workspace
 

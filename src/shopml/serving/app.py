@@ -690,6 +690,7 @@ def create_app(
         on_swap=metrics.model_swapped,
     )
     home = settings.home
+    metrics.watch_monitoring(settings.monitoring_store_uri, home)
     state = ServiceState(
         settings,
         model_store,

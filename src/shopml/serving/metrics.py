@@ -126,6 +126,27 @@ def model_swapped(usecase: str, old: str | None, new: str) -> None:
     MODEL_INFO.labels(usecase, new).set(1)
 
 
+# The monitor's gauges (drift, live performance, alerts per use case), read from the
+# monitoring store, so that one scrape of the service shows traffic and model health together.
+_MONITOR: Any = None
+
+
+def watch_monitoring(uri: str | None, home: Any) -> None:
+    """Serve the newest monitoring results from the store at ``uri`` on the metrics page."""
+    global _MONITOR  # noqa: PLW0603 - one collector per process, as for every other metric
+    from shopml.gauges import MonitorCollector
+
+    collector = MonitorCollector(uri, home)
+    if not MULTIPROC:
+        from prometheus_client import REGISTRY
+
+        if _MONITOR is not None:
+            with contextlib.suppress(KeyError):
+                REGISTRY.unregister(_MONITOR)
+        REGISTRY.register(collector)
+    _MONITOR = collector
+
+
 def render() -> tuple[bytes, str]:
     """The metrics page (every worker's samples in multi-process mode)."""
     if MULTIPROC:
@@ -133,6 +154,8 @@ def render() -> tuple[bytes, str]:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        if _MONITOR is not None:
+            registry.register(_MONITOR)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
 
