@@ -9,9 +9,10 @@ by each contender with 2 server workers and hit by ``wrk`` with 8 connections:
 - ``lean``: a FastAPI app calling the booster on a numpy row;
 - ``noop``: a FastAPI endpoint that parses the same body and returns a constant.
 
-Then: shopml's p99 at 70% of its peak (wrk paced by a per-connection delay), the median
-server overhead (end-to-end median on one connection minus the model's in-process predict
-time), and batch scoring (``score_batch``) against calling predict directly on the same rows.
+Then: shopml's p99 at 70% of its peak (the same 8 connections, each waiting a delay before
+every request, the delay calibrated until the rate is near the target; the table shows the
+rate achieved), the median server overhead (end-to-end median on one connection minus the
+model's in-process predict time), and batch scoring (``score_batch``) against calling predict directly on the same rows.
 """
 
 from __future__ import annotations
@@ -131,7 +132,13 @@ def _wrk(
     ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     if delay_ms is not None:
-        lines.append(f"function delay() return {delay_ms:.3f} end")
+        # wrk truncates a delay to whole milliseconds: draw the next whole number up with the
+        # fraction's probability, so the mean delay is the one asked for.
+        whole = int(delay_ms)
+        lines.append(
+            f"function delay() if math.random() < {delay_ms - whole:.4f} then return {whole + 1} "
+            f"else return {whole} end end"
+        )
     script = workdir / f"wrk-{time.monotonic_ns()}.lua"
     script.write_text("\n".join(lines) + "\n")
     out = subprocess.run(
@@ -173,6 +180,42 @@ def _wrk(
         "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
         "socket_errors": 1.0 if errors else 0.0,
     }
+
+
+PACED_CONNECTIONS = 8  # the same clients as the throughput runs, slowed down
+
+
+def _paced(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    target: float,
+    seconds: float,
+    work: Path,
+) -> dict[str, float]:
+    """A ``seconds``-long run at about ``target`` requests/s: :data:`PACED_CONNECTIONS`
+    connections, each waiting a delay before every request. The delay starts from the one that
+    ignores latency and is corrected (a connection's cycle is the delay plus the latency) by
+    3-second probes until the rate is at 97-108% of the target, then by the measured run
+    itself (at most three) until it is at 95-110%."""
+    c = PACED_CONNECTIONS
+
+    def corrected(delay: float, rate: float) -> float:
+        return max(0.0, delay + (c / target - c / max(rate, 1.0)) * 1000)
+
+    delay = c / target * 1000
+    for _ in range(6):
+        rate = _wrk(url, body, headers, 3, c, workdir=work, delay_ms=delay)["rps"]
+        if 0.97 <= rate / target <= 1.08:
+            break
+        delay = corrected(delay, rate)
+    for _ in range(3):
+        run = _wrk(url, body, headers, seconds, c, workdir=work, delay_ms=delay)
+        run["delay_ms"] = delay
+        if 0.95 <= run["rps"] / target <= 1.10:
+            break
+        delay = corrected(delay, run["rps"])
+    return run
 
 
 def _train(work: Path) -> tuple[Any, Any]:
@@ -229,6 +272,7 @@ def run(quick: bool = False) -> Result:
 
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
+    load_before = os.getloadavg()[0]
     seconds = 4.0 if quick else 12.0
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     home = work / "home"
@@ -338,9 +382,9 @@ def run(quick: bool = False) -> Result:
             if name == "shopml":
                 peak = figures[name]["rps"]
                 target = 0.7 * peak
-                figures["shopml_at_70pct"] = _wrk(
-                    url, b, headers, seconds, workdir=work, delay_ms=8 / target * 1000
-                )
+                paced = _paced(url, b, headers, target, seconds, work)
+                paced["share_of_peak"] = paced["rps"] / peak
+                figures["shopml_at_70pct"] = paced
                 figures["shopml_single_connection"] = _wrk(
                     url, b, headers, seconds, connections=1, threads=1, workdir=work
                 )
@@ -430,8 +474,11 @@ def run(quick: bool = False) -> Result:
         f"{'yes' if ratios['vs_pandas'] >= 3 else 'no'} |",
         f"| shopml / no-op endpoint | {ratios['vs_noop']:.0%} | >= 40% | "
         f"{'yes' if ratios['vs_noop'] >= 0.4 else 'no'} |",
-        f"| p99 at 70% of peak ({at70['rps']:,.0f} req/s) | {at70['p99_ms']:.2f} ms | <= 10 ms | "
-        f"{'yes' if at70['p99_ms'] <= 10 else 'no'} |",
+        f"| p99 at 70% of peak (paced: {at70['rps']:,.0f} req/s on {PACED_CONNECTIONS} "
+        f"connections, {at70['share_of_peak']:.0%} of peak) | {at70['p99_ms']:.2f} ms | "
+        "<= 10 ms | "
+        # Met only when the paced rate really was (within 5%) at least 70% of the peak.
+        f"{'yes' if at70['p99_ms'] <= 10 and at70['share_of_peak'] >= 0.665 else 'no'} |",
         f"| median overhead (1 connection p50 {figures['shopml_single_connection']['p50_ms']:.2f}"
         f" ms - predict {predict_ms:.3f} ms) | {figures['overhead_ms']:.2f} ms | <= 1 ms | "
         f"{'yes' if figures['overhead_ms'] <= 1 else 'no'} |",
@@ -439,12 +486,14 @@ def run(quick: bool = False) -> Result:
         f">= 0.8x | {'yes' if figures['batch']['ratio'] >= 0.8 else 'no'} |",
     ]
     load = os.getloadavg()[0]
+    figures["load_before"], figures["load_after"] = load_before, load
     markdown = "\n".join(
         [
             f"Model: LightGBM classifier, {N_TREES} trees, {N_FEATURES} features, registered once "
             "and served by each contender on loopback; load from `wrk` "
-            f"({seconds:.0f} s per run, after a 2 s warm-up). Host load average at the end: "
-            f"{load:.1f}.",
+            f"({seconds:.0f} s per run, after a 2 s warm-up). Host load average (1 min) before "
+            f"the run: {load_before:.1f}; at its end: {load:.1f} (the run itself keeps both "
+            "cores busy).",
             "",
             *table,
             "",
