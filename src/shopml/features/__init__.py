@@ -9,7 +9,13 @@ from shopml.features.customers import customer_features
 from shopml.features.interactions import interactions
 from shopml.features.orders import order_features, order_item_features
 from shopml.features.products import product_features
-from shopml.features.registry import FEATURE_SETS, FeatureSet, build_features, get_feature_set
+from shopml.features.registry import (
+    FEATURE_SETS,
+    FeatureSet,
+    build_features,
+    get_feature_set,
+    to_frame,
+)
 from shopml.features.sellers import seller_features
 
 __all__ = [
@@ -23,4 +29,5 @@ __all__ = [
     "order_item_features",
     "product_features",
     "seller_features",
+    "to_frame",
 ]

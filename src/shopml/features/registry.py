@@ -89,4 +89,18 @@ def build_features(
     fs = get_feature_set(entity)
     wh.require(*fs.tables)
     table = fs.builder(wh.ibis(), cutoff, **kwargs)
-    return table.order_by(list(fs.key)).to_pandas().reset_index(drop=True)
+    return to_frame(table.order_by(list(fs.key))).reset_index(drop=True)
+
+
+def to_frame(table: ir.Table) -> pd.DataFrame:
+    """Run ``table`` and return the result as pandas, the same frame as ``table.to_pandas()``.
+
+    It goes through Arrow: ``to_pyarrow()``, Arrow's own conversion to pandas, then Ibis's
+    pandas typing for the table's schema. Ibis 12's DuckDB ``to_pandas`` turns every column
+    that holds a null into a list of Python objects first (``to_pylist``) and converts it back;
+    on 150,000 customers with their nullable means, rates and recencies that took about 0.4 s,
+    longer than some of the queries themselves.
+    """
+    from ibis.formats.pandas import PandasData
+
+    return PandasData.convert_table(table.to_pyarrow().to_pandas(), table.schema())
