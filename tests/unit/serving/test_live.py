@@ -74,8 +74,14 @@ def serve(
         )
     url = f"http://127.0.0.1:{port}"
     try:
+        # Every worker loads the models before it accepts: wait for all of them.
+        workers = int(args[args.index("--workers") + 1]) if args and "--workers" in args else 1
         try:
             wait_http(f"{url}/health", timeout=180, proc=proc)
+            deadline = time.monotonic() + 180
+            while log.read_text().count("Application startup complete") < workers:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
         except Exception:
             raise AssertionError(log.read_text()[-3000:]) from None
         yield Served(url, proc, log, db)
