@@ -1019,6 +1019,8 @@ def _print_checks(results: list[Any]) -> None:
             console.print(f"[red]{r.usecase}[/red]: {reason}", highlight=False)
         if (r.decision or {}).get("outcome") and (r.decision or {}).get("triggered"):
             console.print(f"[red]{r.usecase}[/red]: {r.decision['outcome']}", highlight=False)
+        for warning in (r.decision or {}).get("warnings", []):
+            console.print(f"[yellow]{r.usecase}[/yellow]: {warning}", highlight=False)
         for note in r.notes:
             console.print(f"[dim]{r.usecase}: {note}[/dim]", highlight=False)
         if r.reports.get("html"):
@@ -1142,6 +1144,8 @@ def replay(
             (d.get("outcome") or "")[:60],
         )
     console.print(table)
+    for name, why in result.skipped.items():
+        console.print(f"[yellow]{name}[/yellow]: not replayed ({why})", highlight=False)
     sent = ", ".join(f"{k} {v:,}" for k, v in result.requests.items())
     console.print(
         f"requests: {sent}; {sum(result.errors.values())} failed; {result.seconds:.0f} s",

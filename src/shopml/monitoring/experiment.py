@@ -61,18 +61,21 @@ class ScenarioOutcome:
         return live / best if not self.higher_is_better else best / live
 
     @property
-    def recovered(self) -> bool | None:
-        """Whether the promoted models closed at least half of the gap the change opened."""
+    def recovery(self) -> float | None:
+        """The share of the gap to the best possible that the change opened and the promoted
+        models closed again (1: back to the level before the change; 0: no better)."""
         during, after = self.gap("during"), self.gap("after")
         if during is None or after is None:
             return None
         before = self.gap("before") or 1.0
-        return after - before <= 0.5 * (during - before)
+        if during <= before:
+            return None  # the change opened no gap to close
+        return (during - after) / (during - before)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["detection_days"] = self.detection_days
-        out["recovered"] = self.recovered
+        out["recovery"] = self.recovery
         for phase in ("before", "during", "after"):
             out[f"gap_{phase}"] = self.gap(phase)
         return out

@@ -427,6 +427,7 @@ def check_usecase(
             "policy": policy.to_dict(),
             "retrain": decision.retrain,
             "alert": decision.alert,
+            "warnings": decision.warnings,
         },
     )
     result.reports = _save_reports(settings, uc.name, now, drift)

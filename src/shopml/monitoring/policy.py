@@ -8,7 +8,7 @@ the use case's own declaration (``MonitorSpec.max_degradation``), then the defau
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,10 @@ class Policy:
     confirmations: int = 1
     drift_confirmations: int = 2
     cooldown_days: float = 14.0
+    # Drift without measured harm does not act: when enough labelled predictions show the
+    # model within ``max_degradation``, drift is reported as a warning only (a growing shop
+    # drifts all the time; retraining on every drift churns models for nothing).
+    drift_needs_impact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +98,7 @@ class Decision:
     confirmed: bool = True
     cooldown_until: datetime | None = None
     outcome: str = ""
+    warnings: list[str] = field(default_factory=list)
     retrain: dict[str, Any] | None = None
     alert: dict[str, Any] | None = None
 
@@ -104,8 +109,38 @@ class Decision:
         return out
 
 
+def performance_ok(policy: Policy, f: Findings) -> bool:
+    """Whether enough labelled predictions show the model within its tolerance."""
+    return (
+        f.expects_labels
+        and f.labelled >= policy.min_labelled
+        and f.degradation is not None
+        and f.degradation == f.degradation
+        and f.degradation <= policy.max_degradation
+    )
+
+
+def warnings_for(policy: Policy, f: Findings) -> list[str]:
+    """Drift that crossed its threshold but does not act, because the labels show no harm."""
+    if not (policy.drift_needs_impact and performance_ok(policy, f)):
+        return []
+    return [
+        f"{r} (not acted on: {f.metric} is within {policy.max_degradation:.0%} of its test "
+        f"figure on {f.labelled:,} labelled predictions)"
+        for r in _crossings(policy, f)
+        if r.startswith(("data drift", "prediction drift"))
+    ]
+
+
 def reasons_for(policy: Policy, f: Findings) -> list[str]:
-    """Which thresholds the findings cross (empty: all is well)."""
+    """Which thresholds the findings cross and act on (empty: all is well)."""
+    out = _crossings(policy, f)
+    if policy.drift_needs_impact and performance_ok(policy, f):
+        out = [r for r in out if not r.startswith(("data drift", "prediction drift"))]
+    return out
+
+
+def _crossings(policy: Policy, f: Findings) -> list[str]:
     out = []
     if (
         f.drift_share is not None
@@ -163,6 +198,18 @@ def decide(
       (then ``alert`` on the first check of an episode, ``wait`` after), or ``alert`` when
       retraining is off.
     """
+    decision = _decide(policy, findings, history, now, can_retrain)
+    decision.warnings = warnings_for(policy, findings)
+    return decision
+
+
+def _decide(
+    policy: Policy,
+    findings: Findings,
+    history: pd.DataFrame,
+    now: datetime,
+    can_retrain: bool,
+) -> Decision:
     from datetime import UTC
 
     reasons = reasons_for(policy, findings)

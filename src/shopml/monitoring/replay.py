@@ -52,6 +52,7 @@ class ReplayResult:
     errors: dict[str, int] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def alerts(self, usecase: str | None = None) -> list[dict[str, Any]]:
         """Checks whose thresholds were crossed (the ones that alerted or retrained)."""
@@ -80,6 +81,7 @@ class ReplayResult:
             "requests": self.requests,
             "errors": self.errors,
             "seconds": round(self.seconds, 1),
+            "skipped": self.skipped,
             "checks": self.checks,
         }
 
@@ -318,6 +320,11 @@ def replay(
 
     client = configure(settings)
     missing = [n for n in names if alias_version(client, n, CHAMPION) is None]
+    if missing and not usecases and len(missing) < len(names):
+        # By default, every use case that has a champion; the others are said, not fatal.
+        names = [n for n in names if n not in missing]
+        result.skipped = {n: "no champion" for n in missing}
+        missing = []
     if missing:
         raise ReplayError(
             f"no champion for {', '.join(missing)}: train first, as of the replay's start "

@@ -174,6 +174,24 @@ def test_policy_thresholds_confirmation_and_cooldown() -> None:
     assert decide(policy, drift, seen, T0, can_retrain=True).action == "retrain"
     unrelated = _history((T0 - timedelta(days=7), False, "none", []))
     assert decide(policy, drift, unrelated, T0, can_retrain=True).action == "none"
+    # Drift while enough labels show the model within tolerance: a warning, not an episode.
+    harmless = Findings(
+        rows=100,
+        drift_share=0.75,
+        drifted=["a", "b", "c"],
+        features=4,
+        labelled=50,
+        metric="mae",
+        live=2.1,
+        reference=2.0,
+        degradation=0.05,
+        expects_labels=True,
+    )
+    calm = decide(policy, harmless, seen, T0, can_retrain=True)
+    assert calm.action == "none" and not calm.triggered and not calm.reasons
+    assert calm.warnings and "not acted on: mae is within 20%" in calm.warnings[0]
+    eager = Policy(max_degradation=0.2, min_rows=10, min_labelled=10, drift_needs_impact=False)
+    assert decide(eager, harmless, seen, T0, can_retrain=True).action == "retrain"
 
 
 def test_policy_overrides_come_from_settings() -> None:
