@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -225,6 +226,9 @@ def compute_drift(
     sampled_from: int | None = None,
     watched: Sequence[str] = (),
     calibrate: bool = True,
+    timestamp: datetime | None = None,
+    tags: Sequence[str] = (),
+    metadata: dict[str, str] | None = None,
 ) -> DriftResult:
     """Evidently's drift of ``features`` and ``outputs`` between two frames.
 
@@ -283,6 +287,9 @@ def compute_drift(
         snapshot = report.run(
             current_data=Dataset.from_pandas(cur, data_definition=definition),
             reference_data=Dataset.from_pandas(ref, data_definition=definition),
+            timestamp=timestamp,
+            tags=list(tags),
+            metadata=dict(metadata or {}),
         )
         for m in snapshot.dict()["metrics"]:
             cfg = m.get("config", {})

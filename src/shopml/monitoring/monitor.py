@@ -270,6 +270,9 @@ def check_usecase(
             seed=settings.seed,
             sampled_from=total if total > len(window) else None,
             watched=spec.features,
+            timestamp=now,
+            tags=[uc.name, f"v{champ.version}"],
+            metadata={"usecase": uc.name, "model_version": champ.version},
         )
         rows += _drift_rows(drift)
         result.drift = drift.to_dict()
