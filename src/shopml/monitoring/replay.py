@@ -132,6 +132,25 @@ class _Traffic:
         if self.client is not None:
             self.client.__exit__(None, None, None)
 
+    def refresh_online(self, wh: Warehouse, usecases: list[UseCase], as_of: datetime) -> None:
+        """Materialise the features the service looks up (the entities the replayed use cases
+        name) as of ``as_of``, as the pipeline does for the live service."""
+        if self.app is None:
+            return
+        from shopml.features import build_features
+        from shopml.online import open_store
+        from shopml.serving.features import ONLINE_ENTITIES
+
+        entities = {f"{uc.entity}s": uc.key for uc in usecases}
+        store = open_store(self.settings)
+        try:
+            for entity, key in entities.items():
+                if entity in ONLINE_ENTITIES:
+                    store.write(entity, build_features(wh, as_of, entity), key, as_of)
+        finally:
+            store.close()
+        self.app.state.shopml.lookup.clear()
+
     def flush(self) -> None:
         if self.app is not None:
             self.app.state.shopml.log.flush()
@@ -358,6 +377,8 @@ def replay(
                     uc = known[name]
                     if name not in features or features[name][0] != built:
                         features[name] = (built, None)
+                        if name == names[0]:
+                            traffic.refresh_online(wh, [known[n] for n in names], built)
                     ok, failed = _send_day(
                         uc, wh, day, traffic, cache, max_per_day, rng, features, built
                     )

@@ -105,6 +105,10 @@ class FeatureLookup:
             self._cache[key] = (now, features, as_of)
         return None if features is None else (features, as_of)
 
+    def clear(self) -> None:
+        """Forget cached reads (the store was just rewritten)."""
+        self._cache.clear()
+
     def resolve(
         self, lookups: tuple[Lookup, ...], ids: dict[str, str]
     ) -> tuple[dict[str, Any], float | None]:

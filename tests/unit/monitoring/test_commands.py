@@ -187,3 +187,56 @@ def test_monitor_flow_checks_with_the_report(home: Path, monkeypatch: Any) -> No
     assert out["checked"] == {"delivery-time": "no-traffic", "returns": "no-model"}
     report = json.loads(Path(out["latest"]).read_text())
     assert {c["usecase"] for c in report["checks"]} == {"delivery-time", "returns"}
+
+
+@pytest.fixture(scope="module")
+def other_kinds_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small shop with champions for the use cases that answer differently: a recommender,
+    a pricing model and segments (no per-row label)."""
+    from shopml.data.simulator import SimConfig, simulate
+    from shopml.data.warehouse import Warehouse
+    from shopml.lifecycle.registry import promote
+    from shopml.lifecycle.tracking import configure
+    from shopml.lifecycle.train import TrainConfig, train_usecase
+    from shopml.settings import Settings
+    from shopml.usecases import get_usecase
+
+    home = tmp_path_factory.mktemp("kinds")
+    settings = Settings(home=home)
+    wh = Warehouse(settings.warehouse)
+    simulate(SimConfig(customers=1500, days=500, seed=5)).load(wh)
+    for name in ("recommender", "pricing", "segments"):
+        result = train_usecase(get_usecase(name), wh, settings, TrainConfig(trials=0, as_of=AS_OF))
+        assert result.version is not None, (name, result.reason)
+        if result.status != "promoted":
+            promote(configure(settings), name, result.version, reason="test start")
+    wh.close()
+    return home
+
+
+def test_specifics_of_recommender_pricing_and_segments(
+    other_kinds_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shopml.monitoring.replay import replay
+    from shopml.settings import Settings, reset_settings
+
+    monkeypatch.setenv("SHOPML_HOME", str(other_kinds_home))
+    reset_settings()
+    settings = Settings(home=other_kinds_home)
+    result = replay(
+        AS_OF, 21, mode="api", monitor_every=21, max_per_day=40, act=False, settings=settings
+    )
+    assert set(result.requests) == {"recommender", "pricing", "segments"}
+    assert all(result.requests[n] > 0 for n in result.requests), result.requests
+    assert result.errors["recommender"] == 0 and result.errors["segments"] == 0
+    checks = {c["usecase"]: c for c in result.checks}
+    rec = checks["recommender"]["specifics"]
+    assert 0 < rec["coverage"] <= 1 and rec["novelty"] > 0
+    price = checks["pricing"]["specifics"]
+    assert price["guardrail_violations"] == 0  # the model keeps its own guardrails
+    assert price["revenue_realised_vs_expected"] > 0  # suggestions a week old are judged
+    seg = checks["segments"]["specifics"]
+    shares = [v for k, v in seg.items() if k.startswith("segment_share[")]
+    assert shares and sum(shares) == pytest.approx(1.0)
+    assert "segment_share_max_change" in seg
+    assert checks["segments"]["drift"] is not None  # segments have no label: drift judges
