@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 from datetime import date
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +40,6 @@ RUNS: list[tuple[str, str, int]] = [
 POLICY = {"cooldown_days": 28}
 
 
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def _fmt(value: Any, spec: str = ".2f") -> str:
     if value is None:
         return "—"
@@ -60,41 +47,35 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
 
 
 def run(quick: bool = False) -> Result:
+    from shopml.monitoring.alerts import LocalWebhook
     from shopml.monitoring.experiment import run_scenario
 
     runs = [(s, u, 60 if quick else d) for s, u, d in (RUNS[:1] + RUNS[4:5] if quick else RUNS)]
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/alerts"
     outcomes = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="shopml-scenarios-") as tmp:
-            for i, (scenario, usecase, days) in enumerate(runs):
-                before = len(server.received)  # type: ignore[attr-defined]
-                out = run_scenario(
-                    Path(tmp) / f"{i}-{scenario}",
-                    scenario,
-                    usecase,
-                    onset=ONSET,
-                    replay_start=START,
-                    days=days,
-                    sim_days=(START - date(2023, 1, 1)).days + days + 10,
-                    webhook=url,
-                    policy=POLICY,
-                )
-                delivered = len(server.received) - before  # type: ignore[attr-defined]
-                row = json.loads(json.dumps(out.to_dict(), default=str))
-                row["webhook_received"] = delivered
-                outcomes.append(row)
-                print(
-                    f"{scenario:>22} {usecase:<14} detected after {_fmt(out.detection_days, '.0f')}"
-                    f" days, {out.alerts_triggered} alerts, {len(out.promotions)} promotions, "
-                    f"recovery {_fmt(out.recovery)}, {out.seconds:.0f} s",
-                    flush=True,
-                )
-    finally:
-        server.shutdown()
+    with LocalWebhook() as hook, tempfile.TemporaryDirectory(prefix="shopml-scenarios-") as tmp:
+        for i, (scenario, usecase, days) in enumerate(runs):
+            before = len(hook.received)
+            out = run_scenario(
+                Path(tmp) / f"{i}-{scenario}",
+                scenario,
+                usecase,
+                onset=ONSET,
+                replay_start=START,
+                days=days,
+                sim_days=(START - date(2023, 1, 1)).days + days + 10,
+                webhook=hook.url,
+                policy=POLICY,
+            )
+            delivered = len(hook.received) - before
+            row = json.loads(json.dumps(out.to_dict(), default=str))
+            row["webhook_received"] = delivered
+            outcomes.append(row)
+            print(
+                f"{scenario:>22} {usecase:<14} detected after {_fmt(out.detection_days, '.0f')}"
+                f" days, {out.alerts_triggered} alerts, {len(out.promotions)} promotions, "
+                f"recovery {_fmt(out.recovery)}, {out.seconds:.0f} s",
+                flush=True,
+            )
 
     lines = [
         "| scenario | use case (metric) | detected after | first alert said | alerts (webhook) "

@@ -12,15 +12,14 @@ on the same predictions). The same period of the same world without the strike r
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shopml.monitoring.alerts import LocalWebhook
 from shopml.monitoring.experiment import ScenarioOutcome, run_scenario
 
 pytestmark = [pytest.mark.slow]
@@ -46,25 +45,10 @@ DETECTION_WITHIN_DAYS = 70
 MIN_RECOVERY = 0.3
 
 
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/alerts", server.received  # type: ignore[attr-defined]
-    server.shutdown()
+    with LocalWebhook() as hook:
+        yield hook.url, hook.received
 
 
 def _report(outcome: ScenarioOutcome) -> str:

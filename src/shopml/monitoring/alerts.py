@@ -91,3 +91,43 @@ def send_alert(
             time.sleep(0.5 * (attempt + 1))
     log.error("alert webhook failed: %s", error)
     return AlertResult(False, error=error, payload=payload)
+
+
+class LocalWebhook:
+    """A webhook receiver on loopback that keeps every alert it is sent: for replays and tests
+    that want to see the alerts without a chat tool. ``status`` is what it answers.
+
+    >>> with LocalWebhook() as hook:
+    ...     settings = Settings(alert_webhook_url=hook.url)
+    """
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: list[dict[str, Any]] = []
+        self.url = ""
+        self._server: Any = None
+
+    def __enter__(self) -> LocalWebhook:
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.received.append(json.loads(body or b"null"))
+                self.send_response(hook.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}/alerts"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

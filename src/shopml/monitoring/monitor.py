@@ -134,28 +134,23 @@ def _drift_rows(drift: DriftResult) -> list[MetricRow]:
         MetricRow("drift", "drifted", float(len(drift.drifted)), n=n),
         MetricRow("drift", "share_all", drift.share_all, n=n),
     ]
-    rows += [
-        MetricRow(
-            "drift",
-            "score",
-            c.score,
-            feature=c.column,
-            n=n,
-            detail={"method": c.method, "threshold": c.threshold, "drifted": c.drifted},
-        )
-        for c in drift.features
-    ]
-    rows += [
-        MetricRow(
-            "prediction_drift",
-            "score",
-            c.score,
-            feature=c.column,
-            n=n,
-            detail={"method": c.method, "threshold": c.threshold, "drifted": c.drifted},
-        )
-        for c in drift.outputs
-    ]
+    for kind, columns in (("drift", drift.features), ("prediction_drift", drift.outputs)):
+        rows += [
+            MetricRow(
+                kind,
+                "score",
+                c.score,
+                feature=c.column,
+                n=n,
+                detail={
+                    "method": c.method,
+                    "threshold": c.threshold,
+                    "noise": c.noise,
+                    "drifted": c.drifted,
+                },
+            )
+            for c in columns
+        ]
     return rows
 
 

@@ -9,7 +9,7 @@ the use case's own declaration (``MonitorSpec.max_degradation``), then the defau
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -198,20 +198,14 @@ def decide(
       (then ``alert`` on the first check of an episode, ``wait`` after), or ``alert`` when
       retraining is off.
     """
-    decision = _decide(policy, findings, history, now, can_retrain)
+    decision = _episode(policy, findings, history, now, can_retrain)
     decision.warnings = warnings_for(policy, findings)
     return decision
 
 
-def _decide(
-    policy: Policy,
-    findings: Findings,
-    history: pd.DataFrame,
-    now: datetime,
-    can_retrain: bool,
+def _episode(
+    policy: Policy, findings: Findings, history: pd.DataFrame, now: datetime, can_retrain: bool
 ) -> Decision:
-    from datetime import UTC
-
     reasons = reasons_for(policy, findings)
     previous = history.tail(max(policy.confirmations - 1, 0)) if len(history) else history
     was_firing = bool(len(history)) and bool(history["triggered"].iloc[-1])

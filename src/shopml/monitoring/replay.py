@@ -26,7 +26,7 @@ import pandas as pd
 
 from shopml.monitoring.monitor import CheckResult, RetrainFn
 from shopml.monitoring.performance import LabelCache
-from shopml.monitoring.run import run_checks
+from shopml.monitoring.run import run_checks, usecase_names
 from shopml.monitoring.store import MonitoringStore, open_store
 
 if TYPE_CHECKING:
@@ -327,10 +327,10 @@ def replay(
         raise ReplayError("days, monitor_every and feature_refresh_days must be at least 1")
     settings = settings or get_settings()
     known = get_usecases()
-    names = usecases or list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ReplayError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    try:
+        names = usecase_names(usecases)
+    except ValueError as exc:
+        raise ReplayError(str(exc)) from None
     start = _day(start)
     say = progress or (lambda msg, frac: None)
     started = time.perf_counter()

@@ -80,6 +80,18 @@ def default_retrain(settings: Settings) -> RetrainFn | None:
     return retrain_inline()
 
 
+def usecase_names(usecases: list[str] | None) -> list[str]:
+    """The use cases named (default: all), or ValueError naming the unknown ones."""
+    from shopml.usecases import get_usecases
+
+    known = list(get_usecases())
+    names = list(usecases or known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
 def _data_end(wh: Warehouse) -> datetime | None:
     row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
     return row[0] if row and row[0] is not None else None
@@ -107,10 +119,7 @@ def run_checks(
 
     settings = settings or get_settings()
     known = get_usecases()
-    names = usecases or list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    names = usecase_names(usecases)
     explicit_now = now is not None
     now = now or datetime.now(UTC).replace(tzinfo=None)
     own_wh = wh is None

@@ -358,14 +358,7 @@ class MonitoringStore:
         since: datetime | None = None,
     ) -> pd.DataFrame:
         """The monitoring time series (optionally filtered), oldest first."""
-        where, params = ["1 = 1"], []
-        for col, val in (("usecase", usecase), ("kind", kind), ("metric", metric)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(self._time(since))
+        where, params = self._filters(usecase=usecase, kind=kind, metric=metric, since=since)
         rows = self.query(
             f"SELECT run_id, ts, usecase, model_version, kind, metric, feature, value, "
             f"window_start, window_end, n FROM {METRICS} WHERE {' AND '.join(where)} ORDER BY ts",
@@ -398,14 +391,21 @@ class MonitoringStore:
         last = frame.groupby("usecase")["ts"].transform("max")
         return frame[frame["ts"] == last].reset_index(drop=True)
 
-    def decisions(self, usecase: str | None = None, since: datetime | None = None) -> pd.DataFrame:
+    def _filters(
+        self, since: datetime | None = None, **equal: str | None
+    ) -> tuple[list[str], list[Any]]:
         where, params = ["1 = 1"], []
-        if usecase is not None:
-            where.append("usecase = ?")
-            params.append(usecase)
+        for col, val in equal.items():
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
         if since is not None:
             where.append("ts >= ?")
             params.append(self._time(since))
+        return where, params
+
+    def decisions(self, usecase: str | None = None, since: datetime | None = None) -> pd.DataFrame:
+        where, params = self._filters(usecase=usecase, since=since)
         rows = self.query(
             f"SELECT run_id, ts, usecase, model_version, triggered, action, outcome, reasons, "
             f"detail FROM {DECISIONS} WHERE {' AND '.join(where)} ORDER BY ts",

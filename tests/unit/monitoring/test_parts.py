@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shopml.monitoring.alerts import build_payload, send_alert
+from shopml.monitoring.alerts import LocalWebhook, build_payload, send_alert
 from shopml.monitoring.drift import compute_drift
 from shopml.monitoring.policy import Findings, Policy, decide, policy_for, reasons_for
 from shopml.monitoring.store import MetricRow, MonitoringStore
@@ -205,34 +201,13 @@ def test_policy_overrides_come_from_settings() -> None:
         policy_for(uc, {"delivery-time": {"drift_shar": 0.3}})
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-    status = 200
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(type(self).status)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def test_alert_is_slack_shaped_and_failures_are_reported() -> None:
+    with LocalWebhook() as hook:
+        _alert_round_trip(hook)
 
 
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, type[_Hook]]]:
-    class Hook(_Hook):
-        received: ClassVar[list[dict[str, Any]]] = []
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", Hook
-    server.shutdown()
-
-
-def test_alert_is_slack_shaped_and_failures_are_reported(webhook: Any) -> None:
-    url, hook = webhook
+def _alert_round_trip(hook: LocalWebhook) -> None:
+    url = hook.url
     payload = build_payload("returns", "warning", "drift", ["a reason"], {"model_version": "2"})
     result = send_alert(payload, url)
     assert result.sent and result.status == 200
