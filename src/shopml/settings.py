@@ -122,7 +122,9 @@ class Settings(BaseSettings):
         default=True, description="Write HTML reports and Evidently workspace snapshots."
     )
     monitor_keep_reports: int = Field(
-        default=30, ge=1, description="HTML drift reports kept per use case (newest first)."
+        default=30,
+        ge=1,
+        description="HTML drift reports and Evidently snapshots kept per use case (newest).",
     )
     prediction_log_retention_days: float = Field(
         default=400.0, gt=0, description="Logged predictions older than this are pruned."

@@ -181,6 +181,10 @@ def _save_reports(
         found = ws.search_project(name)
         project = found[0] if found else ws.create_project(name)
         ws.add_run(project.id, drift.snapshot, include_data=False)
+        # Snapshots (ids ordered by creation) are kept like the HTML reports.
+        runs = sorted(str(r) for r in ws.list_runs(project.id))
+        for old in runs[: -settings.monitor_keep_reports]:
+            ws.delete_run(project.id, old)
         out["evidently_project"] = name
         out["evidently_workspace"] = str(settings.evidently_workspace)
     except Exception as exc:  # the HTML report stands on its own

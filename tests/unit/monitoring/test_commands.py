@@ -76,8 +76,9 @@ def shopml(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
 
 
 def test_replay_in_batch_then_monitor_on_demand(
-    home: Path, capsys: pytest.CaptureFixture[str]
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SHOPML_MONITOR_KEEP_REPORTS", "1")
     code, out, err = shopml(
         [
             "replay",
@@ -113,8 +114,15 @@ def test_replay_in_batch_then_monitor_on_demand(
     assert {"days_p50", "days_p90"} <= set(window.outputs.columns)
     assert len(store.decisions("delivery-time")) == 2
     store.close()
+    # Two checks, the newest report and Evidently snapshot kept (SHOPML_MONITOR_KEEP_REPORTS).
     reports = list((home / "reports" / "monitoring" / "delivery-time").glob("drift-*.html"))
-    assert len(reports) == 2 and reports[0].stat().st_size > 10_000
+    assert [r.name for r in reports] == ["drift-20240315T000000.html"]
+    assert reports[0].stat().st_size > 10_000
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace.create(str(home / "evidently"))
+    project = ws.search_project("shopml-delivery-time")[0]
+    assert len(ws.list_runs(project.id)) == 1
     prom = (home / "reports" / "monitoring" / "metrics.prom").read_text()
     assert 'shopml_monitor_predictions{usecase="delivery-time"}' in prom
 
