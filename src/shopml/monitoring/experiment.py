@@ -92,8 +92,8 @@ def summarise(
     from shopml.usecases import get_usecase
 
     uc = get_usecase(usecase)
-    metric = uc.monitoring.performance_metric or uc.gate.metric
-    out = ScenarioOutcome(scenario, usecase, onset, metric, uc.gate.higher_is_better)
+    metric, higher_is_better = uc.monitored_metric()
+    out = ScenarioOutcome(scenario, usecase, onset, metric, higher_is_better)
     out.seconds = result.seconds
     out.requests = result.requests.get(usecase, 0)
     out.failed_requests = result.errors.get(usecase, 0)

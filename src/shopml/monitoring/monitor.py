@@ -182,9 +182,9 @@ def _save_reports(
         project = found[0] if found else ws.create_project(name)
         ws.add_run(project.id, drift.snapshot, include_data=False)
         # Snapshots (ids ordered by creation) are kept like the HTML reports.
-        runs = sorted(str(r) for r in ws.list_runs(project.id))
-        for old in runs[: -settings.monitor_keep_reports]:
-            ws.delete_run(project.id, old)
+        snapshot_ids = sorted(str(r) for r in ws.list_runs(project.id))
+        for stale in snapshot_ids[: -settings.monitor_keep_reports]:
+            ws.delete_run(project.id, stale)
         out["evidently_project"] = name
         out["evidently_workspace"] = str(settings.evidently_workspace)
     except Exception as exc:  # the HTML report stands on its own
@@ -290,13 +290,11 @@ def check_usecase(
             uc.name, p_start, p_end, model_version=champ.version, with_features=False
         )
         joined = join_labels(uc, wh, labelled_window, now, cache)
-        metric = spec.performance_metric or uc.gate.metric
+        metric, higher_is_better = uc.monitored_metric()
         if joined is not None and len(joined):
             live = live_metrics(uc, joined)
             ref = champ.test_metrics.get(metric, float("nan"))
-            worse = degradation(
-                metric, live.get(metric, float("nan")), ref, uc.gate.higher_is_better
-            )
+            worse = degradation(metric, live.get(metric, float("nan")), ref, higher_is_better)
             findings.labelled = len(joined)
             findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
             findings.degradation = worse

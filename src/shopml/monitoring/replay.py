@@ -439,15 +439,18 @@ def _send_day(
     built: datetime,
 ) -> tuple[int, int]:
     arrivals = uc.arrivals(wh, day, day + timedelta(days=1))
-    if arrivals.empty:
+    if arrivals is not None and arrivals.empty:
         return 0, 0
-    ids = arrivals.iloc[:, 0].astype(str)
-    if len(ids) > max_per_day:
-        ids = ids.iloc[np.sort(rng.choice(len(ids), max_per_day, replace=False))]
-    if uc.name == "recommender":
-        return traffic.recommend(list(ids))
-    if uc.name == "pricing":
-        return traffic.suggest(list(ids))
+
+    def sample(ids: pd.Series) -> pd.Series:
+        if len(ids) > max_per_day:
+            return ids.iloc[np.sort(rng.choice(len(ids), max_per_day, replace=False))]
+        return ids
+
+    if uc.name in ("recommender", "pricing"):
+        assert arrivals is not None, f"{uc.name} must say what arrives for it"
+        ids = list(sample(arrivals.iloc[:, 0].astype(str)))
+        return traffic.recommend(ids) if uc.name == "recommender" else traffic.suggest(ids)
     data = features[uc.name][1]
     if data is None:  # the features as of the last refresh, built once per refresh
         data = uc.dataset(wh, built)
@@ -456,6 +459,10 @@ def _send_day(
     if uc.key not in frame.columns or frame.empty:
         return 0, 0
     keys = frame[uc.key].astype(str)
+    if arrivals is None:  # the whole population: a sample of it each day
+        ids = sample(keys.drop_duplicates().reset_index(drop=True))
+    else:
+        ids = sample(arrivals.iloc[:, 0].astype(str))
     rows = frame[keys.isin(set(ids))].drop_duplicates(uc.key)
     # Keep what the monitor will need to judge these predictions when their labels are in.
     from shopml.usecases.base import LabelledData

@@ -56,6 +56,8 @@ class MonitorSpec:
     # How much worse than its test figure the live metric may get (relative) before the
     # monitor alerts and retrains; the policy's default for this use case.
     max_degradation: float = 0.25
+    # The direction of ``performance_metric`` when it is not the gate's metric.
+    higher_is_better: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -242,11 +244,26 @@ class UseCase(ABC):
         """Diagnostic figures written under ``outdir`` (paths returned)."""
         return []
 
-    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
+    def monitored_metric(self) -> tuple[str, bool]:
+        """The metric live performance is judged on, and whether higher is better."""
+        spec = self.monitoring
+        metric = spec.performance_metric or self.gate.metric
+        if spec.higher_is_better is not None:
+            return metric, spec.higher_is_better
+        return metric, self.gate.higher_is_better
+
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame | None:
         """The entities a shop scores between ``start`` and ``end``, as they come (one column,
-        :attr:`key`): the traffic ``shopml replay`` sends. The default is every customer who
-        was active then (a web session or an order); use cases on orders, lines, campaigns or
-        products say what arrives for them."""
+        :attr:`key`): the traffic ``shopml replay`` sends. None (the default) means the use
+        case's whole population, as a daily batch scores it: every row of its dataset on that
+        day (the customers a value model rates). Use cases on orders, lines, campaigns,
+        products or visitors say what arrives for them."""
+        return None
+
+    @staticmethod
+    def active_customers(wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
+        """Customers who were active between ``start`` and ``end`` (a web session or an
+        order): who a shop answers online."""
         parts = [
             "SELECT customer_id FROM orders WHERE purchased_at >= $start AND purchased_at < $end"
         ]

@@ -106,6 +106,9 @@ class DeliveryTime(_boosting.BoostedParams, UseCase):
         label=LABEL,
         label_delay_days=42,
         performance_metric="mae",
+        # Delivery errors rise with the season's load for every model, the best one included
+        # (+26% in a replayed November against a spring test window): 40% is beyond that.
+        max_degradation=0.4,
     )
     # Orders placed in 4 weeks after the cutoff; 42 more days cover all but ~0.05% of
     # deliveries, so dropping the undelivered barely biases the label towards fast orders.

@@ -95,6 +95,10 @@ class Recommender(UseCase):
         self._interactions: dict[tuple[str, datetime], pd.DataFrame] = {}
 
     # -- data --------------------------------------------------------------------------------
+    def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:
+        """Visitors: recommendations are asked for by customers who are active."""
+        return self.active_customers(wh, start, end)
+
     def interactions_at(self, wh: Warehouse, cutoff: datetime) -> pd.DataFrame:
         """Customer x product interactions strictly before ``cutoff`` (cached per warehouse
         and cutoff: tuning refits many times on the same matrix)."""
