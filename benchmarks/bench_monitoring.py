@@ -406,7 +406,8 @@ def _run(work: Path, rows: int, customers: int, limit_s: float, quick: bool) -> 
     log = _write_log(home, uc, wh, scorer, champ.version, reference, rows, now)
     setup_s = time.perf_counter() - t
     features = [c for c in scorer.features if c in reference.columns]
-    outputs = [f"output.{o}" for o in scorer.outputs if f"output.{o}" in reference.columns]
+    # The output shopml watches for prediction drift (Evidently gets the same columns).
+    outputs = [c for c in [f"output.{uc.monitoring.prediction}"] if c in reference.columns]
     start = now - timedelta(days=WINDOW_DAYS)
     later = now + timedelta(days=uc.monitoring.label_delay_days)
 
