@@ -17,12 +17,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from shopml.monitoring import specifics
 from shopml.monitoring.alerts import build_payload, send_alert
 from shopml.monitoring.drift import DriftResult, compute_drift
-from shopml.monitoring.performance import LabelCache, degradation, join_labels, live_metrics
+from shopml.monitoring.performance import (
+    LabelCache,
+    degradation,
+    join_labels,
+    live_metrics,
+    metric_noise,
+)
 from shopml.monitoring.policy import Decision, Findings, Policy, decide, policy_for
 from shopml.monitoring.store import MetricRow, MonitoringStore
 
@@ -298,6 +305,12 @@ def check_usecase(
             findings.labelled = len(joined)
             findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
             findings.degradation = worse
+            # Two standard errors of the live figure, relative to the test figure: a smaller
+            # distance is chance on this many labels.
+            noise = metric_noise(uc, joined, metric, seed=settings.seed)
+            findings.degradation_noise = (
+                2 * noise / abs(ref) if np.isfinite(noise) and ref and np.isfinite(ref) else None
+            )
             # On simulated data, the truth scored on the same predictions: the best possible.
             try:
                 best = uc.oracle_metrics(wh, joined.data)
@@ -311,6 +324,7 @@ def check_usecase(
                 "live": live,
                 "test": champ.test_metrics,
                 "degradation": worse,
+                "degradation_noise": findings.degradation_noise,
                 "oracle": best,
             }
             if best:

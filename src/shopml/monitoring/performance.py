@@ -152,6 +152,51 @@ def live_metrics(uc: UseCase, joined: Joined) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
+def metric_noise(
+    uc: UseCase,
+    joined: Joined,
+    metric: str,
+    *,
+    draws: int = 60,
+    max_rows: int = 20_000,
+    seed: int = 0,
+) -> float:
+    """The standard error of the live ``metric`` on these labelled predictions (bootstrap).
+
+    A few hundred labelled predictions give a noisy figure: judging its distance from the
+    test figure against this noise keeps a small shop from retraining on chance. Large sets
+    are bootstrapped on a subsample and the error scaled back by the square root of sizes.
+    """
+    from shopml.usecases.base import LabelledData
+
+    n = len(joined)
+    if n < 10:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    m = min(n, max_rows)
+    values = []
+    for _ in range(draws):
+        idx = rng.integers(0, n, m)
+        data = joined.data
+        part = LabelledData(
+            data.frame.iloc[idx].reset_index(drop=True),
+            data.keys,
+            data.features,
+            data.labels,
+            data.oracle,
+        )
+        scorer = LoggedScorer(list(data.features), joined.outputs, values=joined.values[idx])
+        try:
+            v = uc.evaluate(scorer, part).get(metric)
+        except Exception:  # a resample the metric cannot score (one class only)
+            continue
+        if v is not None and np.isfinite(v):
+            values.append(float(v))
+    if len(values) < draws // 2:
+        return float("nan")
+    return float(np.std(values, ddof=1)) * float(np.sqrt(m / n))
+
+
 def degradation(metric: str, live: float, reference: float, higher_is_better: bool) -> float:
     """How much worse the live figure is than the model's test figure, relative to it
     (0 = as good, 0.25 = a quarter worse; negative when better)."""

@@ -86,6 +86,7 @@ class Findings:
     reference: float | None = None
     degradation: float | None = None
     expects_labels: bool = False  # the use case's labels arrive (performance can be judged)
+    degradation_noise: float | None = None  # two standard errors of the live figure, relative
 
 
 @dataclass
@@ -161,15 +162,22 @@ def _crossings(policy: Policy, f: Findings) -> list[str]:
         out.append(
             f"prediction drift: score {f.prediction_drift:.3f} >= {policy.prediction_drift:.3f}"
         )
+    limit = max(policy.max_degradation, f.degradation_noise or 0.0)
     if (
         f.degradation is not None
         and f.labelled >= policy.min_labelled
         and f.degradation == f.degradation
-        and f.degradation > policy.max_degradation
+        and f.degradation > limit
     ):
+        noise = (
+            f", beyond its noise of {f.degradation_noise:.0%}"
+            if f.degradation_noise and f.degradation_noise > policy.max_degradation
+            else ""
+        )
         out.append(
             f"performance: {f.metric} {f.live:.4g} on {f.labelled:,} labelled predictions vs "
-            f"{f.reference:.4g} at test ({f.degradation:+.0%}, limit {policy.max_degradation:.0%})"
+            f"{f.reference:.4g} at test ({f.degradation:+.0%}, limit "
+            f"{policy.max_degradation:.0%}{noise})"
         )
     return out
 

@@ -144,6 +144,29 @@ def test_policy_thresholds_confirmation_and_cooldown() -> None:
     assert len(reasons) == 2 and "3 of 4 features" in reasons[0] and "+150%" in reasons[1]
     too_few = Findings(rows=5, drift_share=1.0, drifted=["a"], features=1)
     assert reasons_for(policy, too_few) == []
+    # A degradation within two standard errors of the live figure is chance, not a reason.
+    noisy = Findings(
+        rows=100,
+        labelled=50,
+        metric="log_loss",
+        live=0.3,
+        reference=0.25,
+        degradation=0.2,
+        degradation_noise=0.3,
+        expects_labels=True,
+    )
+    assert reasons_for(policy, noisy) == []
+    clear = Findings(
+        rows=100,
+        labelled=50,
+        metric="log_loss",
+        live=0.45,
+        reference=0.25,
+        degradation=0.8,
+        degradation_noise=0.3,
+        expects_labels=True,
+    )
+    assert "beyond its noise of 30%" in reasons_for(policy, clear)[0]
 
     empty = _history()
     assert decide(policy, bad, empty, T0, can_retrain=True).action == "retrain"
