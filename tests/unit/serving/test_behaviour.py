@@ -85,6 +85,8 @@ def test_hot_swap_under_concurrent_requests(client: Any, served_home: Path) -> N
         while time.monotonic() < deadline and (not versions or versions[-1] != str(v2.version)):
             time.sleep(0.1)
         time.sleep(0.3)
+        # Read before the alias moves back (the poller would follow it within 0.2 s).
+        text = client.get("/metrics").text
     finally:
         stop.set()
         thread.join()
@@ -92,8 +94,14 @@ def test_hot_swap_under_concurrent_requests(client: Any, served_home: Path) -> N
     assert not errors, errors[:3]
     assert versions[0] == str(v1.version) and versions[-1] == str(v2.version)
     assert len(versions) > 20
-    text = client.get("/metrics").text
-    assert f'shopml_model_version_info{{usecase="segments",version="{v2.version}"}} 1.0' in text
+    info = 'shopml_model_version_info{{usecase="segments",version="{}"}} 1.0'
+    assert info.format(v2.version) in text
+    # The alias moved back: so does the info metric.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and info.format(v1.version) not in text:
+        time.sleep(0.1)
+        text = client.get("/metrics").text
+    assert info.format(v1.version) in text and info.format(v2.version) not in text
 
 
 class FlakySource:
