@@ -50,6 +50,19 @@ def log_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-12) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
+def normalized_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Log loss over the log loss of always predicting the observed rate (normalized entropy):
+    below 1 the model knows more than the base rate. Seasons move a window's base rate, and so
+    its log loss, for every model; this ratio moves only when the model's skill does."""
+    y, p = _clean(y, p)
+    if len(y) == 0:
+        return float("nan")
+    rate = float(np.mean(y))
+    if rate in (0.0, 1.0):
+        return float("nan")
+    return log_loss(y, p) / log_loss(y, np.full(len(y), rate))
+
+
 def brier(y: np.ndarray, p: np.ndarray) -> float:
     y, p = _clean(y, p)
     return float(((p - y) ** 2).mean()) if len(y) else float("nan")
@@ -201,6 +214,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "auc": auc(y, p),
         "pr_auc": pr_auc(y, p),
         "log_loss": log_loss(y, p),
+        "normalized_log_loss": normalized_log_loss(y, p),
         "brier": brier(y, p),
         "calibration_error": calibration_error(y, p),
         "lift_at_10pct": lift_at(y, p, 0.1),
