@@ -200,6 +200,31 @@ def noise_levels(
     return out
 
 
+# Noise floors per (reference content, columns, window size bucket): the same reference (one
+# per model version) meets windows of similar sizes check after check.
+_NOISE: dict[tuple[int, tuple[str, ...], int, int], dict[str, float]] = {}
+
+
+def _cached_noise(
+    ref: pd.DataFrame,
+    columns: Sequence[str],
+    categorical: set[str],
+    n: int,
+    seed: int,
+) -> dict[str, float]:
+    # Sizes within 10% of each other share a floor (it changes with 1/sqrt(n)): the bucket's
+    # lower edge is used, the slightly larger, more cautious floor.
+    bucket = int(np.floor(np.log(max(n, 1)) / np.log(1.1)))
+    size = max(2, int(1.1**bucket))
+    content = int(pd.util.hash_pandas_object(ref, index=False).sum())
+    key = (content, tuple(columns), bucket, seed)
+    if key not in _NOISE:
+        if len(_NOISE) > 256:
+            _NOISE.clear()
+        _NOISE[key] = noise_levels(ref, columns, categorical, size, seed=seed)
+    return _NOISE[key]
+
+
 def _prepare(frame: pd.DataFrame, columns: Sequence[str], categorical: set[str]) -> pd.DataFrame:
     out = pd.DataFrame(index=range(len(frame)))
     for c in columns:
@@ -269,8 +294,8 @@ def compute_drift(
     base = {c: (pthreshold if c in outs else threshold) for c in columns}
     noise: dict[str, float] = {}
     default_methods = num_method == "wasserstein" and cat_method == "jensenshannon"
-    if calibrate and default_methods and len(cur):
-        noise = noise_levels(ref, columns, categorical, len(cur), seed=seed)
+    if calibrate and default_methods and len(cur) and columns:
+        noise = _cached_noise(ref, columns, categorical, len(cur), seed)
     judged = {c: max(base[c], noise.get(c, 0.0)) for c in columns}
     metrics = [
         ValueDrift(

@@ -181,9 +181,7 @@ def _save_reports(
     for old in sorted(folder.glob("drift-*.html"))[: -settings.monitor_keep_reports]:
         old.unlink(missing_ok=True)
     try:
-        from evidently.ui.workspace import Workspace
-
-        ws = Workspace.create(str(settings.evidently_workspace))
+        ws = _workspace(settings.evidently_workspace)
         name = f"shopml-{usecase}"
         found = ws.search_project(name)
         project = found[0] if found else ws.create_project(name)
@@ -197,6 +195,20 @@ def _save_reports(
     except Exception as exc:  # the HTML report stands on its own
         log.warning("Evidently workspace snapshot failed: %s", exc)
     return out
+
+
+_WORKSPACES: dict[str, Any] = {}
+
+
+def _workspace(path: Any) -> Any:
+    """The Evidently workspace, opened once per process: opening it loads every snapshot it
+    holds, which grows with the history."""
+    from evidently.ui.workspace import Workspace
+
+    key = str(path.resolve())
+    if key not in _WORKSPACES:
+        _WORKSPACES[key] = Workspace.create(key)
+    return _WORKSPACES[key]
 
 
 def _alert_lines(result: CheckResult, decision: Decision) -> list[str]:

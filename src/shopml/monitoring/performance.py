@@ -58,6 +58,12 @@ class LabelCache:
         self._data[(uc.name, day)] = data
 
 
+def days_of(ts: pd.Series) -> pd.Series:
+    """The naive UTC midnight of each timestamp, vectorised (a window may hold millions)."""
+    t = pd.to_datetime(ts, utc=True).dt.tz_convert("UTC").dt.tz_localize(None)
+    return t.dt.floor("D")
+
+
 def day_of(ts: pd.Timestamp) -> datetime:
     """The naive UTC midnight of a timestamp (the warehouse's time convention)."""
     t = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
@@ -99,9 +105,9 @@ def join_labels(
     cache = cache or LabelCache()
     delay = timedelta(days=spec.label_delay_days)
     frame = window.frame.copy()
-    frame["day"] = [day_of(t) for t in frame["ts"]]
+    frame["day"] = days_of(frame["ts"])
     frame["row"] = np.arange(len(frame))
-    frame = frame[[d + delay <= known_by for d in frame["day"]]]
+    frame = frame[frame["day"] + delay <= pd.Timestamp(known_by)]
     outs = numeric_outputs(window.outputs)
     if frame.empty or not outs:
         return None
@@ -109,9 +115,10 @@ def join_labels(
     rows: list[np.ndarray] = []
     unmatched = 0
     template: LabelledData | None = None
-    days = sorted(set(frame["day"]))
-    for day in days:
-        preds = frame[frame["day"] == day]
+    days: list[datetime] = []
+    for stamp, preds in frame.groupby("day", sort=True):
+        day = pd.Timestamp(stamp).to_pydatetime()
+        days.append(day)
         data = cache.get(uc, wh, day)
         if template is None and len(data):
             template = data

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shopml.monitoring.performance import day_of
+from shopml.monitoring.performance import days_of
 from shopml.monitoring.store import MetricRow
 
 if TYPE_CHECKING:
@@ -59,10 +59,11 @@ def recommender(
         info = [-np.log2(share.get(p, floor)) for p in recommended]
         rows.append(MetricRow("specific", "novelty", float(np.mean(info)), n=len(recommended)))
     horizon = timedelta(days=uc.monitoring.label_delay_days or uc.horizon_days)
-    frame = window.frame.assign(products=lists, day=[day_of(t) for t in window.frame["ts"]])
-    done = frame[[d + horizon <= known_by for d in frame["day"]]]
+    frame = window.frame.assign(products=lists, day=days_of(window.frame["ts"]))
+    done = frame[frame["day"] + horizon <= pd.Timestamp(known_by)]
     if len(done):
-        bought = _purchases(wh, min(done["day"]), max(done["day"]) + horizon)
+        first, last = done["day"].min().to_pydatetime(), done["day"].max().to_pydatetime()
+        bought = _purchases(wh, first, last + horizon)
         bought["day"] = bought["purchased_at"].dt.floor("D")
         hits, total, any_hit = 0, 0, 0
         by_customer = {c: g for c, g in bought.groupby("customer_id")}
@@ -116,15 +117,16 @@ def pricing(
         MetricRow("specific", "guardrail_violation_rate", float(bad.mean()), n=len(out)),
     ]
     week = timedelta(days=7)
-    frame = window.frame.assign(day=[day_of(t) for t in window.frame["ts"]])
-    done = np.array([d + week <= known_by for d in frame["day"]])
+    frame = window.frame.assign(day=days_of(window.frame["ts"]))
+    done = (frame["day"] + week <= pd.Timestamp(known_by)).to_numpy()
     if done.any():
         expected = (
             pd.to_numeric(out["current_price"], errors="coerce")
             * pd.to_numeric(out["expected_units_current"], errors="coerce")
         ).to_numpy()[done] * 7
         sub = frame[done]
-        sold = _purchases(wh, min(sub["day"]), max(sub["day"]) + week)
+        first, last = sub["day"].min().to_pydatetime(), sub["day"].max().to_pydatetime()
+        sold = _purchases(wh, first, last + week)
         realised = []
         by_product = {p: grp for p, grp in sold.groupby("product_id")}
         for pid, day in zip(sub["entity_id"], sub["day"], strict=True):
