@@ -611,10 +611,10 @@ def _markdown(
             f"most {f['max_score_difference']:.3f}."
         )
     lines.append(
-        "The Evidently workspace is empty at the first check; saving the snapshot reloads every "
-        "earlier one, so that step grows with the workspace ("
+        "The HTML report and the Evidently workspace snapshot took "
         + ", ".join(f"{x:.2f}" for x in f["report_seconds_per_check"])
-        + " s over the three checks here)."
+        + " s over the three checks here (the workspace is opened once per process, since "
+        "opening it reloads every snapshot it holds)."
     )
     lines += [
         "",
