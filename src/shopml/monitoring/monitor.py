@@ -30,7 +30,14 @@ from shopml.monitoring.performance import (
     live_metrics,
     metric_noise,
 )
-from shopml.monitoring.policy import Decision, Findings, Policy, decide, policy_for
+from shopml.monitoring.policy import (
+    Decision,
+    Findings,
+    Policy,
+    SecondaryCheck,
+    decide,
+    policy_for,
+)
 from shopml.monitoring.store import MetricRow, MonitoringStore
 
 if TYPE_CHECKING:
@@ -81,6 +88,11 @@ class CheckResult:
         if self.window:
             out["window"] = [w.isoformat() for w in self.window]
         return out
+
+
+def _direction(name: str) -> bool | None:
+    """MonitorSpec's direction word as ``higher_is_better`` (None: both ways are worse)."""
+    return {"higher": True, "lower": False, "both": None}[name]
 
 
 _REFERENCES: dict[tuple[str, str], pd.DataFrame | None] = {}
@@ -319,10 +331,30 @@ def check_usecase(
             findings.degradation = worse
             # Two standard errors of the live figure, relative to the test figure: a smaller
             # distance is chance on this many labels.
-            noise = metric_noise(uc, joined, metric, seed=settings.seed)
-            findings.degradation_noise = (
-                2 * noise / abs(ref) if np.isfinite(noise) and ref and np.isfinite(ref) else None
+            noise = metric_noise(
+                uc, joined, [metric, *(m for m, _, _ in spec.also)], seed=settings.seed
             )
+
+            def relative(name: str, reference: float) -> float | None:
+                se = noise.get(name)
+                if se is None or not reference or not np.isfinite(reference):
+                    return None
+                return 2 * se / abs(reference)
+
+            findings.degradation_noise = relative(metric, ref)
+            for name, tolerance, direction in spec.also:
+                reference = champ.test_metrics.get(name, float("nan"))
+                value = live.get(name, float("nan"))
+                findings.also.append(
+                    SecondaryCheck(
+                        name,
+                        value,
+                        reference,
+                        degradation(name, value, reference, _direction(direction)),
+                        relative(name, reference),
+                        tolerance,
+                    )
+                )
             # On simulated data, the truth scored on the same predictions: the best possible.
             try:
                 best = uc.oracle_metrics(wh, joined.data)
@@ -337,6 +369,7 @@ def check_usecase(
                 "test": champ.test_metrics,
                 "degradation": worse,
                 "degradation_noise": findings.degradation_noise,
+                "also": [c.__dict__ for c in findings.also],
                 "oracle": best,
             }
             if best:
@@ -348,6 +381,10 @@ def check_usecase(
             rows += [MetricRow("performance", k, v, n=len(joined)) for k, v in live.items()]
             rows += [MetricRow("reference", k, float(v)) for k, v in champ.test_metrics.items()]
             rows.append(MetricRow("degradation", metric, worse, n=len(joined)))
+            rows += [
+                MetricRow("degradation", c.metric, c.degradation, n=len(joined))
+                for c in findings.also
+            ]
         else:
             result.notes.append(
                 f"no labelled predictions yet: labels arrive {spec.label_delay_days} days after "

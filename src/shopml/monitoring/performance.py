@@ -162,13 +162,13 @@ def live_metrics(uc: UseCase, joined: Joined) -> dict[str, float]:
 def metric_noise(
     uc: UseCase,
     joined: Joined,
-    metric: str,
+    metrics: list[str],
     *,
     draws: int = 60,
     max_rows: int = 20_000,
     seed: int = 0,
-) -> float:
-    """The standard error of the live ``metric`` on these labelled predictions (bootstrap).
+) -> dict[str, float]:
+    """The standard error of each live metric on these labelled predictions (bootstrap).
 
     A few hundred labelled predictions give a noisy figure: judging its distance from the
     test figure against this noise keeps a small shop from retraining on chance. Large sets
@@ -178,10 +178,10 @@ def metric_noise(
 
     n = len(joined)
     if n < 10:
-        return float("nan")
+        return {}
     rng = np.random.default_rng(seed)
     m = min(n, max_rows)
-    values = []
+    values: dict[str, list[float]] = {k: [] for k in metrics}
     for _ in range(draws):
         idx = rng.integers(0, n, m)
         data = joined.data
@@ -194,21 +194,25 @@ def metric_noise(
         )
         scorer = LoggedScorer(list(data.features), joined.outputs, values=joined.values[idx])
         try:
-            v = uc.evaluate(scorer, part).get(metric)
-        except Exception:  # a resample the metric cannot score (one class only)
+            scored = uc.evaluate(scorer, part)
+        except Exception:  # a resample the metrics cannot score (one class only)
             continue
-        if v is not None and np.isfinite(v):
-            values.append(float(v))
-    if len(values) < draws // 2:
-        return float("nan")
-    return float(np.std(values, ddof=1)) * float(np.sqrt(m / n))
+        for k in metrics:
+            v = scored.get(k)
+            if v is not None and np.isfinite(v):
+                values[k].append(float(v))
+    scale = float(np.sqrt(m / n))
+    return {k: float(np.std(v, ddof=1)) * scale for k, v in values.items() if len(v) >= draws // 2}
 
 
-def degradation(metric: str, live: float, reference: float, higher_is_better: bool) -> float:
+def degradation(metric: str, live: float, reference: float, higher_is_better: bool | None) -> float:
     """How much worse the live figure is than the model's test figure, relative to it
-    (0 = as good, 0.25 = a quarter worse; negative when better)."""
+    (0 = as good, 0.25 = a quarter worse; negative when better). ``higher_is_better=None``:
+    any move away from the test figure counts (a calibration ratio)."""
     if not (np.isfinite(live) and np.isfinite(reference)) or reference == 0:
         return float("nan")
+    if higher_is_better is None:
+        return abs(live - reference) / abs(reference)
     if higher_is_better:
         return (reference - live) / abs(reference)
     return (live - reference) / abs(reference)

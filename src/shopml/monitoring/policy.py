@@ -87,6 +87,22 @@ class Findings:
     degradation: float | None = None
     expects_labels: bool = False  # the use case's labels arrive (performance can be judged)
     degradation_noise: float | None = None  # two standard errors of the live figure, relative
+    # The use case's further live checks (MonitorSpec.also), each with its own tolerance.
+    also: list[SecondaryCheck] = field(default_factory=list)
+
+
+@dataclass
+class SecondaryCheck:
+    metric: str
+    live: float
+    reference: float
+    degradation: float
+    noise: float | None
+    tolerance: float
+
+    def crossed(self) -> bool:
+        limit = max(self.tolerance, self.noise or 0.0)
+        return self.degradation == self.degradation and self.degradation > limit
 
 
 @dataclass
@@ -111,13 +127,14 @@ class Decision:
 
 
 def performance_ok(policy: Policy, f: Findings) -> bool:
-    """Whether enough labelled predictions show the model within its tolerance."""
+    """Whether enough labelled predictions show the model within its tolerances."""
     return (
         f.expects_labels
         and f.labelled >= policy.min_labelled
         and f.degradation is not None
         and f.degradation == f.degradation
         and f.degradation <= policy.max_degradation
+        and not any(c.crossed() for c in f.also)
     )
 
 
@@ -179,6 +196,19 @@ def _crossings(policy: Policy, f: Findings) -> list[str]:
             f"{f.reference:.4g} at test ({f.degradation:+.0%}, limit "
             f"{policy.max_degradation:.0%}{noise})"
         )
+    if f.labelled >= policy.min_labelled:
+        for c in f.also:
+            if c.crossed():
+                beyond = (
+                    f", beyond its noise of {c.noise:.0%}"
+                    if c.noise and c.noise > c.tolerance
+                    else ""
+                )
+                out.append(
+                    f"performance: {c.metric} {c.live:.4g} on {f.labelled:,} labelled "
+                    f"predictions vs {c.reference:.4g} at test ({c.degradation:+.0%}, limit "
+                    f"{c.tolerance:.0%}{beyond})"
+                )
     return out
 
 

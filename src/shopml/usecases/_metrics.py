@@ -63,6 +63,15 @@ def normalized_log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return log_loss(y, p) / log_loss(y, np.full(len(y), rate))
 
 
+def calibration_ratio(y: np.ndarray, p: np.ndarray) -> float:
+    """Observed over predicted positives (1: as many as the model expected). A model that
+    tracks the season keeps it near 1 through the season; a change in the world the model
+    has not seen (a new return policy) moves it."""
+    y, p = _clean(y, p)
+    expected = float(np.sum(p)) if len(p) else 0.0
+    return float(np.sum(y)) / expected if expected > 0 else float("nan")
+
+
 def brier(y: np.ndarray, p: np.ndarray) -> float:
     y, p = _clean(y, p)
     return float(((p - y) ** 2).mean()) if len(y) else float("nan")
@@ -215,6 +224,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "pr_auc": pr_auc(y, p),
         "log_loss": log_loss(y, p),
         "normalized_log_loss": normalized_log_loss(y, p),
+        "calibration_ratio": calibration_ratio(y, p),
         "brier": brier(y, p),
         "calibration_error": calibration_error(y, p),
         "lift_at_10pct": lift_at(y, p, 0.1),

@@ -58,6 +58,9 @@ class MonitorSpec:
     max_degradation: float = 0.25
     # The direction of ``performance_metric`` when it is not the gate's metric.
     higher_is_better: bool | None = None
+    # More live checks, each (metric, tolerance, direction): "lower" or "higher" is better,
+    # or "both" (any move away from the test figure is a problem, e.g. a calibration ratio).
+    also: tuple[tuple[str, float, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ class HighValue(_boosting.BoostedParams, UseCase):
         "pr_auc",
         "log_loss",
         "normalized_log_loss",
+        "calibration_ratio",
         "brier",
         "calibration_error",
         "lift_at_10pct",
@@ -164,6 +165,9 @@ class HighValue(_boosting.BoostedParams, UseCase):
         performance_metric="normalized_log_loss",
         higher_is_better=False,
         max_degradation=0.1,
+        # And the calibration in the large: positives observed over expected. It is what a
+        # shift in the base rate moves first, while the normalized log loss barely notices.
+        also=(("calibration_ratio", 0.25, "both"),),
     )
     horizon_days = 30
     # Positives are rare (about 3%): a year of monthly cutoffs gives the model enough of them.

@@ -53,6 +53,7 @@ class Returns(_boosting.BoostedParams, UseCase):
         "pr_auc",
         "log_loss",
         "normalized_log_loss",
+        "calibration_ratio",
         "brier",
         "calibration_error",
         "lift_at_10pct",
@@ -86,6 +87,9 @@ class Returns(_boosting.BoostedParams, UseCase):
         performance_metric="normalized_log_loss",
         higher_is_better=False,
         max_degradation=0.1,
+        # And the calibration in the large: positives observed over expected. It is what a
+        # shift in the base rate moves first, while the normalized log loss barely notices.
+        also=(("calibration_ratio", 0.25, "both"),),
     )
     # Lines ordered in 4 weeks after the cutoff; their labels are complete 90 days after it.
     entity_window_days: ClassVar[int] = 28

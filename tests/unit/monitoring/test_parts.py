@@ -167,6 +167,24 @@ def test_policy_thresholds_confirmation_and_cooldown() -> None:
         expects_labels=True,
     )
     assert "beyond its noise of 30%" in reasons_for(policy, clear)[0]
+    # A further check (MonitorSpec.also): calibration moved although the headline did not.
+    from shopml.monitoring.policy import SecondaryCheck, performance_ok
+
+    moved = Findings(
+        rows=100,
+        labelled=50,
+        metric="normalized_log_loss",
+        live=0.9,
+        reference=0.9,
+        degradation=0.0,
+        degradation_noise=0.05,
+        expects_labels=True,
+        also=[SecondaryCheck("calibration_ratio", 1.5, 1.0, 0.5, 0.2, 0.25)],
+    )
+    assert reasons_for(policy, moved)[0].startswith("performance: calibration_ratio 1.5")
+    assert not performance_ok(policy, moved)
+    moved.also[0].noise = 0.6  # within its own noise: not a reason
+    assert reasons_for(policy, moved) == [] and performance_ok(policy, moved)
 
     empty = _history()
     assert decide(policy, bad, empty, T0, can_retrain=True).action == "retrain"
