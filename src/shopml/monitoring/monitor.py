@@ -90,6 +90,9 @@ class CheckResult:
         return out
 
 
+NOISE_Z = 3.0
+
+
 def _direction(name: str) -> bool | None:
     """MonitorSpec's direction word as ``higher_is_better`` (None: both ways are worse)."""
     return {"higher": True, "lower": False, "both": None}[name]
@@ -329,21 +332,26 @@ def check_usecase(
             findings.labelled = len(joined)
             findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
             findings.degradation = worse
-            # Two standard errors of the live figure, relative to the test figure: a smaller
-            # distance is chance on this many labels.
+            # Three standard errors of the live figure, relative to what it is judged against:
+            # a smaller distance is chance on this many labels. Three, not two: a use case is
+            # checked again and again, and two would cry wolf every few dozen checks.
             noise = metric_noise(
-                uc, joined, [metric, *(m for m, _, _ in spec.also)], seed=settings.seed
+                uc, joined, [metric, *(a[0] for a in spec.also)], seed=settings.seed
             )
 
             def relative(name: str, reference: float) -> float | None:
                 se = noise.get(name)
                 if se is None or not reference or not np.isfinite(reference):
                     return None
-                return 2 * se / abs(reference)
+                return NOISE_Z * se / abs(reference)
 
             findings.degradation_noise = relative(metric, ref)
-            for name, tolerance, direction in spec.also:
-                reference = champ.test_metrics.get(name, float("nan"))
+            for name, tolerance, direction, *target in spec.also:
+                # Judged against its ideal when it has one (a calibration ratio of 1), not the
+                # test window's own noisy figure; otherwise against the test figure.
+                reference = (
+                    float(target[0]) if target else champ.test_metrics.get(name, float("nan"))
+                )
                 value = live.get(name, float("nan"))
                 findings.also.append(
                     SecondaryCheck(

@@ -86,7 +86,7 @@ class Findings:
     reference: float | None = None
     degradation: float | None = None
     expects_labels: bool = False  # the use case's labels arrive (performance can be judged)
-    degradation_noise: float | None = None  # two standard errors of the live figure, relative
+    degradation_noise: float | None = None  # three standard errors of the live figure, relative
     # The use case's further live checks (MonitorSpec.also), each with its own tolerance.
     also: list[SecondaryCheck] = field(default_factory=list)
 

@@ -58,9 +58,10 @@ class MonitorSpec:
     max_degradation: float = 0.25
     # The direction of ``performance_metric`` when it is not the gate's metric.
     higher_is_better: bool | None = None
-    # More live checks, each (metric, tolerance, direction): "lower" or "higher" is better,
-    # or "both" (any move away from the test figure is a problem, e.g. a calibration ratio).
-    also: tuple[tuple[str, float, str], ...] = ()
+    # More live checks, each (metric, tolerance, direction[, target]): "lower" or "higher" is
+    # better, or "both" (any move away is a problem); judged against ``target`` when given (a
+    # calibration ratio's 1), else against the model's test figure.
+    also: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(frozen=True)

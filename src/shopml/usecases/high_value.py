@@ -167,7 +167,7 @@ class HighValue(_boosting.BoostedParams, UseCase):
         max_degradation=0.1,
         # And the calibration in the large: positives observed over expected. It is what a
         # shift in the base rate moves first, while the normalized log loss barely notices.
-        also=(("calibration_ratio", 0.25, "both"),),
+        also=(("calibration_ratio", 0.25, "both", 1.0),),
     )
     horizon_days = 30
     # Positives are rare (about 3%): a year of monthly cutoffs gives the model enough of them.

@@ -89,7 +89,7 @@ class Returns(_boosting.BoostedParams, UseCase):
         max_degradation=0.1,
         # And the calibration in the large: positives observed over expected. It is what a
         # shift in the base rate moves first, while the normalized log loss barely notices.
-        also=(("calibration_ratio", 0.25, "both"),),
+        also=(("calibration_ratio", 0.25, "both", 1.0),),
     )
     # Lines ordered in 4 weeks after the cutoff; their labels are complete 90 days after it.
     entity_window_days: ClassVar[int] = 28
