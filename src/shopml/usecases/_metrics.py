@@ -218,6 +218,18 @@ def ranking_metrics(
     }
 
 
+BINARY_METRICS = (
+    "auc",
+    "pr_auc",
+    "log_loss",
+    "normalized_log_loss",
+    "calibration_ratio",
+    "brier",
+    "calibration_error",
+    "lift_at_10pct",
+)
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {
         "auc": auc(y, p),

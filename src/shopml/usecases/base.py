@@ -63,6 +63,27 @@ class MonitorSpec:
     # calibration ratio's 1), else against the model's test figure.
     also: tuple[tuple[Any, ...], ...] = ()
 
+    @classmethod
+    def probabilities(
+        cls, features: tuple[str, ...], prediction: str, label: str, label_delay_days: int
+    ) -> MonitorSpec:
+        """What a use case that predicts a probability watches live: normalized log loss,
+        not the gate's AUC (a shift in the base rate, such as a new return policy, leaves the
+        ranking and so the AUC nearly intact while every probability is off; a proper score
+        sees both), divided by the log loss of the window's own base rate (seasons move the
+        base rate, and every model's log loss with it); and calibration in the large,
+        positives observed over expected against 1, which such a shift moves first."""
+        return cls(
+            features=features,
+            prediction=prediction,
+            label=label,
+            label_delay_days=label_delay_days,
+            performance_metric="normalized_log_loss",
+            higher_is_better=False,
+            max_degradation=0.1,
+            also=(("calibration_ratio", 0.25, "both", 1.0),),
+        )
+
 
 @dataclass(frozen=True)
 class SplitPlan:

@@ -48,16 +48,7 @@ class Returns(_boosting.BoostedParams, UseCase):
     key = "order_item_id"
     kind = "binary"
     required_tables = ("customers", "sellers", "products", "orders", "order_items", "returns")
-    metrics = (
-        "auc",
-        "pr_auc",
-        "log_loss",
-        "normalized_log_loss",
-        "calibration_ratio",
-        "brier",
-        "calibration_error",
-        "lift_at_10pct",
-    )
+    metrics = _metrics.BINARY_METRICS
     gate = GatePolicy(
         "auc",
         higher_is_better=True,
@@ -65,7 +56,7 @@ class Returns(_boosting.BoostedParams, UseCase):
         floors={"auc": 0.60},
         output_range=(0.0, 1.0),
     )
-    monitoring = MonitorSpec(
+    monitoring = MonitorSpec.probabilities(
         features=(
             "unit_price",
             "line_value",
@@ -79,17 +70,6 @@ class Returns(_boosting.BoostedParams, UseCase):
         prediction="p_return",
         label="returned",
         label_delay_days=60,
-        # Normalized log loss, not the gate's AUC: a shift in the base rate (a new return
-        # policy, prices lifting more orders over the threshold) leaves the ranking, and so the
-        # AUC, nearly intact while every probability is off; a proper score sees both. Divided
-        # by the log loss of the window's own base rate, so that seasons (which move the base
-        # rate, and every model's log loss with it) do not look like a broken model.
-        performance_metric="normalized_log_loss",
-        higher_is_better=False,
-        max_degradation=0.1,
-        # And the calibration in the large: positives observed over expected. It is what a
-        # shift in the base rate moves first, while the normalized log loss barely notices.
-        also=(("calibration_ratio", 0.25, "both", 1.0),),
     )
     # Lines ordered in 4 weeks after the cutoff; their labels are complete 90 days after it.
     entity_window_days: ClassVar[int] = 28
