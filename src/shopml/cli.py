@@ -983,14 +983,14 @@ def _print_checks(results: list[Any]) -> None:
         "use case",
         "status",
         "model",
-        "predictions",
+        "preds",
         "drift",
-        "prediction drift",
-        "live metric",
+        "out drift",
+        "live",
         "vs test",
         "action",
     ):
-        table.add_column(col, justify="right" if col in ("predictions", "drift") else "left")
+        table.add_column(col, justify="right" if col in ("preds", "drift") else "left")
     for r in results:
         drift = r.drift or {}
         pred = (drift.get("outputs") or [{}])[0] if drift else {}
