@@ -998,7 +998,9 @@ def _print_checks(results: list[Any]) -> None:
         metric = perf.get("metric")
         live = (perf.get("live") or {}).get(metric) if metric else None
         decision = r.decision or {}
-        style = {"alert": "red", "failed": "red", "ok": "green"}.get(r.status, "yellow")
+        style = {"alert": "red", "failed": "red", "ok": "green", "pending": "yellow"}.get(
+            r.status, "dim"
+        )
         table.add_row(
             r.usecase,
             f"[{style}]{r.status}[/{style}]",
@@ -1118,28 +1120,28 @@ def replay(
         return
     table = Table(title=f"Replay {result.start:%Y-%m-%d} + {result.days} days ({result.mode})")
     for col in (
-        "checked",
+        "day",
         "use case",
         "status",
         "model",
         "drift",
-        "live metric",
+        "live",
         "action",
         "outcome",
     ):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("day", "use case", "status"))
     for c in result.checks:
         perf = c.get("performance") or {}
         metric = perf.get("metric")
         live = (perf.get("live") or {}).get(metric) if metric else None
         d = c.get("decision") or {}
         table.add_row(
-            c["now"][:10],
+            c["now"][5:10],
             c["usecase"],
             c["status"],
             f"v{c['model_version']}" if c.get("model_version") else "",
             f"{c['drift']['share']:.0%}" if c.get("drift") else "",
-            f"{metric} {_fmt_metric(live)}" if metric else "",
+            _fmt_metric(live) if metric else "",
             d.get("action", ""),
             (d.get("outcome") or "")[:60],
         )

@@ -288,6 +288,9 @@ def check_usecase(
         result.notes.append(f"no {uc.name} predictions by v{champ.version} since {start:%Y-%m-%d}")
     elif champ.reference is None:
         result.notes.append(f"v{champ.version} has no training reference: drift not checked")
+    elif window.features.empty:
+        # A recommender or a pricing model is asked by id only: no input features to compare.
+        result.notes.append("its route logs no input features: drift not checked")
     else:
         outputs = window.outputs.rename(columns=lambda c: f"output.{c}")
         current = pd.concat([window.features, outputs], axis=1)
@@ -435,6 +438,8 @@ def check_usecase(
         decision.outcome = decision.outcome or "dry run"
     if decision.triggered:
         result.status = "alert"
+    elif decision.reasons:
+        result.status = "pending"  # crossed once; the next check confirms or clears it
     if act and decision.action == "retrain" and retrain is not None:
         log.warning("%s: retraining (%s)", uc.name, "; ".join(decision.reasons))
         try:
