@@ -288,9 +288,9 @@ def check_usecase(
         result.notes.append(f"no {uc.name} predictions by v{champ.version} since {start:%Y-%m-%d}")
     elif champ.reference is None:
         result.notes.append(f"v{champ.version} has no training reference: drift not checked")
-    elif window.features.empty:
-        # A recommender or a pricing model is asked by id only: no input features to compare.
-        result.notes.append("its route logs no input features: drift not checked")
+    elif not [c for c in window.features.columns if c in champ.reference.columns]:
+        # A recommender or a pricing model is asked by id only: no model inputs to compare.
+        result.notes.append("its route logs no model inputs: drift not checked")
     else:
         outputs = window.outputs.rename(columns=lambda c: f"output.{c}")
         current = pd.concat([window.features, outputs], axis=1)

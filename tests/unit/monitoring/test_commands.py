@@ -248,3 +248,6 @@ def test_specifics_of_recommender_pricing_and_segments(
     assert shares and sum(shares) == pytest.approx(1.0)
     assert "segment_share_max_change" in seg
     assert checks["segments"]["drift"] is not None  # segments have no label: drift judges
+    # Asked by id only: no model inputs in the log, so no drift figure rather than a 0%.
+    assert checks["recommender"]["drift"] is None
+    assert any("no model inputs" in n for n in checks["recommender"]["notes"])
