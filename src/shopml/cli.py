@@ -277,8 +277,21 @@ def ingest_cdnow(
 
 
 @app.command()
-def tables(as_json: JsonOpt = False) -> None:
+def tables(
+    as_json: JsonOpt = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="First recompute id keys and data versions (after editing tables with SQL).",
+        ),
+    ] = False,
+) -> None:
     """Row counts, data versions and quarantine counts of the warehouse's tables."""
+    if refresh:
+        _warehouse(read_only=True).close()  # one clear error if there is no warehouse yet
+        with _warehouse(read_only=False) as wh:
+            wh.refresh()
     with _warehouse(read_only=True) as wh:
         info = wh.info()
         source = wh.get_meta("source")

@@ -26,6 +26,20 @@ DUCKDB_TYPES: dict[str, str] = {
 }
 
 
+# Entity ids the warehouse keeps a 64-bit integer key beside, in a column named ``<id>__key``:
+# feature queries join and group on the keys instead of the strings. A key is a pure function
+# of the id (the low 64 bits of its MD5), so every table computes the same key for the same id
+# on its own, whenever it was written. See :class:`shopml.data.warehouse.Warehouse`.
+KEYED_IDS: tuple[str, ...] = ("customer_id", "order_id", "order_item_id", "product_id", "seller_id")
+KEY_SUFFIX = "__key"
+KEY_SQL = "md5_number_lower({})"
+
+
+def key_column(column: str) -> str:
+    """The name of the integer key column stored beside the id ``column``."""
+    return column + KEY_SUFFIX
+
+
 class ContractError(ValueError):
     """A whole input is unusable (for example a required column is missing)."""
 
@@ -84,9 +98,15 @@ class Contract:
     def empty_frame(self) -> pd.DataFrame:
         return coerce_types(pd.DataFrame({c: [] for c in self.column_names}), self)[0]
 
+    @property
+    def keyed_columns(self) -> list[str]:
+        """The id columns that get an integer key column beside them in the warehouse."""
+        return [c for c in self.column_names if c in KEYED_IDS]
+
     def ddl(self) -> str:
-        cols = ", ".join(f'"{c.name}" {DUCKDB_TYPES[c.dtype]}' for c in self.columns)
-        return f'CREATE TABLE "{self.table}" ({cols})'
+        cols = [f'"{c.name}" {DUCKDB_TYPES[c.dtype]}' for c in self.columns]
+        cols += [f'"{key_column(c)}" UBIGINT' for c in self.keyed_columns]
+        return f'CREATE TABLE "{self.table}" ({", ".join(cols)})'
 
 
 def _s(name: str, **kw: object) -> Column:

@@ -16,7 +16,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from shopml.data.contracts import get_contract
+from shopml.data.contracts import CONTRACTS, get_contract, key_column
 
 _IBIS_TYPES = {
     "string": "string",
@@ -83,15 +83,51 @@ def _is_key_copy(column: str, keys: list[str]) -> bool:
     return bool(sep) and head in keys and tail.isdigit()
 
 
-class Snapshot:
-    """The canonical tables as known strictly before ``cutoff``, on an Ibis backend."""
+TEXT_SUFFIX = "__text"
 
-    def __init__(self, backend: Any, cutoff: datetime | date | str) -> None:
+
+class Snapshot:
+    """The canonical tables as known strictly before ``cutoff``, on an Ibis backend.
+
+    With ``keys=True``, and when every canonical table on the backend stores the warehouse's
+    integer id keys (see :mod:`shopml.data.warehouse`), the entity id columns (``customer_id``,
+    ``order_id``, ``order_item_id``, ``product_id``, ``seller_id``) hold those keys instead of
+    the ids, so every join and group-by on them runs on integers; a table's own id is then
+    also there as text (:meth:`id_text`) for the output. A builder that asks for keys must
+    output ids through :meth:`id_text`. Without keys on the backend (an older warehouse, another
+    engine) the same expressions run on the ids themselves.
+    """
+
+    def __init__(self, backend: Any, cutoff: datetime | date | str, *, keys: bool = False) -> None:
         self.backend = backend
         self.cutoff = as_cutoff(cutoff)
         self.c: ir.TimestampScalar = ibis.literal(self.cutoff, type="timestamp")
         self._present = set(backend.list_tables())
         self._tables: dict[str, ir.Table] = {}
+        self._stored: dict[str, ir.Table] = {}
+        self._keys = keys
+
+    def _stored_table(self, name: str) -> ir.Table:
+        if name not in self._stored:
+            self._stored[name] = self.backend.table(name)
+        return self._stored[name]
+
+    @cached_property
+    def keyed(self) -> bool:
+        """Whether id columns hold the warehouse's integer keys (all tables or none)."""
+        if not self._keys:
+            return False
+        for name, contract in CONTRACTS.items():
+            if contract.oracle or not contract.keyed_columns or not self.has(name):
+                continue
+            columns = set(self._stored_table(name).columns)
+            if any(key_column(c) not in columns for c in contract.keyed_columns):
+                return False
+        return True
+
+    def id_text(self, t: ir.Table, column: str) -> ir.StringValue:
+        """A table's own id as text (``column`` itself unless it holds keys)."""
+        return t[column + TEXT_SUFFIX] if self.keyed else t[column]
 
     # -- raw tables ------------------------------------------------------------------------
     def has(self, table: str) -> bool:
@@ -105,11 +141,19 @@ class Snapshot:
 
     def _read(self, name: str) -> ir.Table:
         schema = canonical_schema(name)
+        contract = get_contract(name)
+        keyed = contract.keyed_columns if self.keyed else []
+        own = contract.primary_key[0] if len(contract.primary_key) == 1 else None
         if not self.has(name):
             empty = ibis.memtable(schema.to_pyarrow().empty_table())
             # Arrow gives timestamp(6); cast back so unions with real tables line up.
-            return empty.select(**{c: empty[c].cast(dtype) for c, dtype in schema.items()})
-        t = self.backend.table(name)
+            cols = {
+                c: empty[c].cast("uint64" if c in keyed else dtype) for c, dtype in schema.items()
+            }
+            if own in keyed:
+                cols[own + TEXT_SUFFIX] = empty[own].cast("string")
+            return empty.select(**cols)
+        t = self._stored_table(name)
         # Only the contract's columns, cast only where an imported table's type differs.
         cols = {
             c: t[c]
@@ -117,6 +161,10 @@ class Snapshot:
             else t[c].cast(dtype)
             for c, dtype in schema.items()
         }
+        if keyed:
+            if own in keyed:
+                cols[own + TEXT_SUFFIX] = cols[own]
+            cols.update({c: t[key_column(c)] for c in keyed})
         return t.select(**cols)
 
     def ago(self, days: float) -> ir.TimestampScalar:

@@ -132,7 +132,9 @@ def _browsing(snap: Snapshot) -> list[ir.Table]:
     return [last, web]
 
 
-def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
+def customer_features(
+    backend: Any, cutoff: datetime | date | str, *, keys: bool = True
+) -> ir.Table:
     """One row per customer known before ``cutoff``, with :data:`CUSTOMER_COLUMNS`.
 
     A customer is known if created before the cutoff or if they have an order before it (a
@@ -142,8 +144,11 @@ def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
     Optional tables (``returns``, ``reviews``, ``web_events``, ``campaigns``,
     ``campaign_sends``) may be missing from the warehouse: their counts are then 0 and their
     rates and means null.
+
+    ``keys``: join and group on the warehouse's integer id keys where it stores them (about a
+    third less work than on the string ids; the result is the same).
     """
-    snap = Snapshot(backend, cutoff)
+    snap = Snapshot(backend, cutoff, keys=keys)
     s = snap.campaign_sends.filter(lambda t: t.group == "treatment")
     camp = s.group_by("customer_id").aggregate(
         campaigns_received=s.count(), campaign_responses=s.count(where=s.responded)
@@ -155,7 +160,8 @@ def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
     history = customer_order_history(snap)
     parts = [history, _distinct_bought(snap), *_browsing(snap), camp, reviews]
 
-    cust = snap.table("customers").select("customer_id", "created_at", "lat", "lon")
+    c = snap.table("customers")
+    cust = c.select("customer_id", "created_at", "lat", "lon", _id=snap.id_text(c, "customer_id"))
     t = attach(cust, parts, "customer_id")
     zero_int = [
         "frequency_orders", "orders_30d", "orders_90d", "orders_365d", "items_total",
@@ -173,7 +179,7 @@ def customer_features(backend: Any, cutoff: datetime | date | str) -> ir.Table:
     # proves the customer existed, so tenure counts from whichever came first.
     since = ibis.least(t.created_at, t.first_order_at)
     return t.select(
-        "customer_id",
+        customer_id=t._id,
         tenure_days=snap.days_before_cutoff(since),
         recency_days=snap.days_before_cutoff(t.last_order_at),
         days_since_first_order=snap.days_before_cutoff(t.first_order_at),

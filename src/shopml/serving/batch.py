@@ -73,6 +73,7 @@ def read_chunks(
     if (input_path is None) == (table is None):
         raise BatchError("give exactly one of --input FILE or --table NAME")
     if table is not None:
+        from shopml.data.contracts import CONTRACTS
         from shopml.data.warehouse import Warehouse
 
         wh = Warehouse.open(settings, read_only=True)
@@ -81,7 +82,10 @@ def read_chunks(
             raise BatchError(f"the warehouse has no table {table!r}")
         row = wh.con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
         total = int(row[0]) if row else None
-        reader = wh.con.execute(f'SELECT * FROM "{table}"').fetch_record_batch(chunk_rows)
+        cols = "*"
+        if table in CONTRACTS:  # a canonical table: its columns, not the id keys beside them
+            cols = ", ".join(f'"{c}"' for c in CONTRACTS[table].column_names)
+        reader = wh.con.execute(f'SELECT {cols} FROM "{table}"').fetch_record_batch(chunk_rows)
 
         def from_table() -> Iterator[pd.DataFrame]:
             try:
