@@ -20,12 +20,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
+# promtool checks deploy/prometheus (config, alert rule tests, dashboard queries). Where it is not
+# on PATH it is taken from Debian's prometheus package into .venv/bin, without installing the
+# package; without apt (not Debian) the deploy tests that need it skip and say why.
+$(BIN)/promtool: | $(STAMP)
+	@if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; \
+	elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then \
+	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -q prometheus >/dev/null 2>&1) && \
+	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && cp $$tmp/x/usr/bin/promtool $@; \
+	  rm -rf $$tmp; test -x $@ || echo "promtool not fetched: the promtool tests will skip"; \
+	else echo "no promtool and no apt-get: the promtool tests will skip"; fi
+
 install: $(STAMP) ## Create .venv and install shopml with every extra (re-runs when pyproject.toml changes)
 
 run: $(STAMP) ## Run the main job on the embedded default (simulated shop, local stores)
 	$(BIN)/shopml run
 
-test: $(STAMP) ## Run the whole test suite (slow and integration tests included)
+test: $(STAMP) $(BIN)/promtool ## Run the whole test suite (slow and integration tests included)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## Run the tests not marked slow

@@ -51,6 +51,34 @@ def test_tables_and_features_json(simulated: dict, capsys, monkeypatch) -> None:
     assert sets[0]["entity"] == "customers" and sets[0]["rows"] > 0
 
 
+def test_tables_refresh_after_an_edit_in_sql(simulated: dict, capsys, monkeypatch) -> None:
+    from shopml.data.warehouse import Warehouse
+    from shopml.settings import get_settings
+
+    code, out, _ = shopml(["tables", "--json"], capsys, monkeypatch)
+    before = {t["table"]: t["version"] for t in json.loads(out)["tables"]}
+    with Warehouse(get_settings().warehouse) as wh:
+        wh.con.execute(
+            "UPDATE customers SET customer_id = 'renamed' "
+            "WHERE customer_id = (SELECT max(customer_id) FROM customers)"
+        )
+        stale = wh.sql("SELECT count(*) AS n FROM customers WHERE customer_id = 'renamed'")
+        assert stale.n.iloc[0] == 1
+    code, out, err = shopml(["tables", "--refresh", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    after = {t["table"]: t["version"] for t in json.loads(out)["tables"]}
+    assert after["customers"] != before["customers"]
+    assert {k: v for k, v in after.items() if k != "customers"} == {
+        k: v for k, v in before.items() if k != "customers"
+    }
+    with Warehouse(get_settings().warehouse, read_only=True) as wh:
+        key = wh.sql(
+            "SELECT customer_id__key = md5_number_lower('renamed') AS ok FROM customers "
+            "WHERE customer_id = 'renamed'"
+        )
+        assert key.ok.all()
+
+
 def test_features_written_to_a_file(simulated: dict, tmp_path: Path, capsys, monkeypatch) -> None:
     target = tmp_path / "out" / "customers.parquet"
     code, _, err = shopml(

@@ -895,9 +895,12 @@ def test_compose_variables_are_documented_and_settings_exist() -> None:
 
 # -- promtool, when installed ---------------------------------------------------------------------
 def _promtool() -> str:
-    path = shutil.which("promtool")
+    # On PATH, or where `make test` puts it (beside the interpreter in .venv/bin).
+    path = shutil.which("promtool") or shutil.which(
+        "promtool", path=os.path.dirname(sys.executable)
+    )
     if path is None:
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+        pytest.skip("promtool is not installed (apt-get install prometheus, or `make test`)")
     return path
 
 
