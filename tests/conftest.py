@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,28 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def shared_data_dir() -> Path:
-    """The public samples beside the project (../shared/data), or SHOPML_SHARED_DATA_DIR."""
+    """The public samples: SHOPML_SHARED_DATA_DIR, else ../shared/data beside the project, else
+    beside the checkout this one was cloned from (a CI run on a fresh clone of a local
+    repository keeps finding the samples its origin has next to it)."""
     configured = os.environ.get("SHOPML_SHARED_DATA_DIR")
-    return Path(configured) if configured else (ROOT.parent / "shared" / "data")
+    if configured:
+        return Path(configured)
+    beside = ROOT.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    origin = origin.removeprefix("file://")
+    if origin and Path(origin).is_absolute() and Path(origin).is_dir():
+        candidate = Path(origin).resolve().parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return beside
 
 
 @pytest.fixture(autouse=True)
