@@ -53,3 +53,22 @@ def shopml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     reset_settings()
     yield home
     reset_settings()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop Prefect's ephemeral API server while pytest's output is still open: its exit hook
+    would otherwise log "Stopping temporary server" to a closed stream (a logging traceback
+    after the summary)."""
+    import sys
+
+    if "prefect.server.api.server" not in sys.modules:
+        return
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    APILogWorker.drain_all(timeout=5)  # flow logs still queued go to the server while it runs
+    # Its own "stopping" line must not be sent to the API it is stopping.
+    with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()
