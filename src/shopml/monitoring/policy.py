@@ -101,8 +101,21 @@ class SecondaryCheck:
     tolerance: float
 
     def crossed(self) -> bool:
+        """Beyond its tolerance and beyond its noise (a NaN degradation never is)."""
         limit = max(self.tolerance, self.noise or 0.0)
         return self.degradation == self.degradation and self.degradation > limit
+
+    def reason(self, labelled: int) -> str:
+        beyond = (
+            f", beyond its noise of {self.noise:.0%}"
+            if self.noise and self.noise > self.tolerance
+            else ""
+        )
+        return (
+            f"performance: {self.metric} {self.live:.4g} on {labelled:,} labelled predictions "
+            f"vs {self.reference:.4g} at test ({self.degradation:+.0%}, limit "
+            f"{self.tolerance:.0%}{beyond})"
+        )
 
 
 @dataclass
@@ -179,36 +192,20 @@ def _crossings(policy: Policy, f: Findings) -> list[str]:
         out.append(
             f"prediction drift: score {f.prediction_drift:.3f} >= {policy.prediction_drift:.3f}"
         )
-    limit = max(policy.max_degradation, f.degradation_noise or 0.0)
-    if (
-        f.degradation is not None
-        and f.labelled >= policy.min_labelled
-        and f.degradation == f.degradation
-        and f.degradation > limit
-    ):
-        noise = (
-            f", beyond its noise of {f.degradation_noise:.0%}"
-            if f.degradation_noise and f.degradation_noise > policy.max_degradation
-            else ""
-        )
-        out.append(
-            f"performance: {f.metric} {f.live:.4g} on {f.labelled:,} labelled predictions vs "
-            f"{f.reference:.4g} at test ({f.degradation:+.0%}, limit "
-            f"{policy.max_degradation:.0%}{noise})"
-        )
     if f.labelled >= policy.min_labelled:
-        for c in f.also:
-            if c.crossed():
-                beyond = (
-                    f", beyond its noise of {c.noise:.0%}"
-                    if c.noise and c.noise > c.tolerance
-                    else ""
+        headline = []
+        if f.degradation is not None and f.metric is not None:
+            headline = [
+                SecondaryCheck(
+                    f.metric,
+                    float("nan") if f.live is None else f.live,
+                    float("nan") if f.reference is None else f.reference,
+                    f.degradation,
+                    f.degradation_noise,
+                    policy.max_degradation,
                 )
-                out.append(
-                    f"performance: {c.metric} {c.live:.4g} on {f.labelled:,} labelled "
-                    f"predictions vs {c.reference:.4g} at test ({c.degradation:+.0%}, limit "
-                    f"{c.tolerance:.0%}{beyond})"
-                )
+            ]
+        out += [c.reason(f.labelled) for c in [*headline, *f.also] if c.crossed()]
     return out
 
 

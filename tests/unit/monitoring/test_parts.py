@@ -144,43 +144,25 @@ def test_policy_thresholds_confirmation_and_cooldown() -> None:
     assert len(reasons) == 2 and "3 of 4 features" in reasons[0] and "+150%" in reasons[1]
     too_few = Findings(rows=5, drift_share=1.0, drifted=["a"], features=1)
     assert reasons_for(policy, too_few) == []
+
     # A degradation within two standard errors of the live figure is chance, not a reason.
-    noisy = Findings(
-        rows=100,
-        labelled=50,
-        metric="log_loss",
-        live=0.3,
-        reference=0.25,
-        degradation=0.2,
-        degradation_noise=0.3,
-        expects_labels=True,
-    )
+    def labelled(metric: str, live: float, degradation: float, noise: float, **kw: Any) -> Findings:
+        """50 labelled predictions of 100; the reference is 0.25 unless given."""
+        return Findings(rows=100, labelled=50, metric=metric, live=live,
+                        reference=kw.pop("reference", 0.25), degradation=degradation,
+                        degradation_noise=noise, expects_labels=True, **kw)  # fmt: skip
+
+    noisy = labelled("log_loss", 0.3, 0.2, 0.3)
     assert reasons_for(policy, noisy) == []
-    clear = Findings(
-        rows=100,
-        labelled=50,
-        metric="log_loss",
-        live=0.45,
-        reference=0.25,
-        degradation=0.8,
-        degradation_noise=0.3,
-        expects_labels=True,
-    )
+    clear = labelled("log_loss", 0.45, 0.8, 0.3)
     assert "beyond its noise of 30%" in reasons_for(policy, clear)[0]
     # A further check (MonitorSpec.also): calibration moved although the headline did not.
     from shopml.monitoring.policy import SecondaryCheck, performance_ok
 
-    moved = Findings(
-        rows=100,
-        labelled=50,
-        metric="normalized_log_loss",
-        live=0.9,
-        reference=0.9,
-        degradation=0.0,
-        degradation_noise=0.05,
-        expects_labels=True,
+    moved = labelled(
+        "normalized_log_loss", 0.9, 0.0, 0.05, reference=0.9,
         also=[SecondaryCheck("calibration_ratio", 1.5, 1.0, 0.5, 0.2, 0.25)],
-    )
+    )  # fmt: skip
     assert reasons_for(policy, moved)[0].startswith("performance: calibration_ratio 1.5")
     assert not performance_ok(policy, moved)
     moved.also[0].noise = 0.6  # within its own noise: not a reason
