@@ -352,9 +352,10 @@ class Warehouse:
                             f"(SELECT ({keys}) FROM {staged})"
                         )
                     insert_rows(con, name, staged)
+                    # An upsert can only add collisions among the keys it wrote.
+                    _check_keys(con, name, within=staged if mode == "upsert" else None)
                 finally:
                     con.unregister(staged)
-                _check_keys(con, name)
                 if len(res.quarantined):
                     self._quarantine(con, batch_id, name, source, res.quarantined, now)
                 version, rows_after = self._version(con, name)
@@ -536,10 +537,13 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None
     con.execute(f'INSERT INTO "{table}" ({targets}) SELECT {", ".join(values)} FROM {staged}')
 
 
-def _colliding_id(con: duckdb.DuckDBPyConnection, table: str, *, stored: bool) -> str | None:
+def _colliding_id(
+    con: duckdb.DuckDBPyConnection, table: str, *, stored: bool, within: str | None = None
+) -> str | None:
     """The table's own id column if two of its ids share a key (odds about n^2 / 2^65).
 
     ``stored``: check the key column as written, else the keys the ids would get now.
+    ``within``: only among the keys of the ids in this relation (rows just written).
     """
     contract = get_contract(table)
     pk = contract.primary_key
@@ -549,16 +553,18 @@ def _colliding_id(con: duckdb.DuckDBPyConnection, table: str, *, stored: bool) -
     if stored and key not in _columns(con, table):
         return None
     expr = f'"{key}"' if stored else _key_sql(pk[0])
-    row = con.execute(f'SELECT count("{pk[0]}") - count(DISTINCT {expr}) FROM "{table}"').fetchone()
+    where = f" WHERE {expr} IN (SELECT {_key_sql(pk[0])} FROM {within})" if within else ""
+    sql = f'SELECT count("{pk[0]}") - count(DISTINCT {expr}) FROM "{table}"{where}'
+    row = con.execute(sql).fetchone()
     return pk[0] if row and row[0] else None
 
 
-def _check_keys(con: duckdb.DuckDBPyConnection, table: str) -> None:
+def _check_keys(con: duckdb.DuckDBPyConnection, table: str, within: str | None = None) -> None:
     """Drop the key of a table whose own ids collide on it.
 
     Without it the feature builders see a table without keys and join on the ids themselves,
     which is slower but exact; :meth:`Warehouse.refresh` checks again.
     """
-    colliding = _colliding_id(con, table, stored=True)
+    colliding = _colliding_id(con, table, stored=True, within=within)
     if colliding:
         con.execute(f'ALTER TABLE "{table}" DROP COLUMN "{key_column(colliding)}"')

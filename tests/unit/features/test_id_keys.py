@@ -127,6 +127,23 @@ def test_colliding_keys_are_dropped(
     assert "customer_id__key" not in columns(wh, "customers")
 
 
+def test_an_upsert_checks_the_keys_it_wrote(
+    warehouse_factory: Callable[..., Warehouse],
+    shop_tables: Tables,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wh = warehouse_factory(shop_tables)
+    new = shop_tables["customers"].head(2).assign(customer_id=["n1", "n2"])
+    wh.write_tables({"customers": new.head(1)}, source="test", mode="upsert")
+    assert "customer_id__key" in columns(wh, "customers")
+    # A new id whose key is an existing customer's: the table drops its key.
+    taken = int(wh.sql("SELECT max(customer_id__key) AS k FROM customers").k.iloc[0])
+    monkeypatch.setattr(contracts, "KEY_SQL", f"(md5_number_lower({{}}) * 0 + {taken})")
+    wh.write_tables({"customers": new.tail(1)}, source="test", mode="upsert")
+    assert "customer_id__key" not in columns(wh, "customers")
+    assert not Snapshot(wh.ibis(), CUTOFF, keys=True).keyed
+
+
 def test_refresh_needs_canonical_tables(
     warehouse_factory: Callable[..., Warehouse], shop_tables: Tables, tmp_path: Path
 ) -> None:
