@@ -16,7 +16,6 @@ and the script checks that they agree on every column before reporting times.
 from __future__ import annotations
 
 import os
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import ROOT, Result
+from benchmarks.common import ROOT, Result, best_of, best_of_each
 from shopml.data.contracts import get_contract
 from shopml.data.simulator import SimConfig, simulate
 from shopml.data.warehouse import Warehouse, insert_rows
@@ -192,23 +191,13 @@ def run(quick: bool = False) -> Result:
                 rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=col,
             )  # fmt: skip
         load_before = os.getloadavg()
-        # Alternate the two, so that both are sampled over the same minute of a shared
-        # machine's load rather than one in a quiet spell and the other in a busy one.
-        times: dict[str, list[float]] = {"ibis": [], "ids": [], "pandas": []}
-        for _ in range(repeat):
-            for side, fn in (("ibis", ibis_run), ("ids", ids_run), ("pandas", peer_run)):
-                t0 = time.perf_counter()
-                fn()
-                times[side].append(time.perf_counter() - t0)
-        t_ibis, t_ids, t_pandas = min(times["ibis"]), min(times["ids"]), min(times["pandas"])
+        best = best_of_each({"ibis": ibis_run, "ids": ids_run, "pandas": peer_run}, repeat)
+        t_ibis, t_ids, t_pandas = best["ibis"], best["ids"], best["pandas"]
         load_after = os.getloadavg()
         # Where the Ibis time goes: building and compiling the expression vs running it.
-        compile_times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            ibis.to_sql(customer_features(backend, CUTOFF).order_by("customer_id"))
-            compile_times.append(time.perf_counter() - t0)
-        t_compile = min(compile_times)
+        t_compile = best_of(
+            lambda: ibis.to_sql(customer_features(backend, CUTOFF).order_by("customer_id")), repeat
+        )
         threads = int(wh.sql("SELECT current_setting('threads') AS n").n.iloc[0])
     finally:
         wh.close()

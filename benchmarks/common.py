@@ -62,6 +62,19 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return min(times)
 
 
+def best_of_each(fns: dict[str, Callable[[], object]], repeat: int = 3) -> dict[str, float]:
+    """Best wall time of each function, calling them in turn ``repeat`` times: all are sampled
+    over the same minutes of a shared machine's load, not one in a quiet spell and another in a
+    busy one."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: min(ts) for name, ts in times.items()}
+
+
 def save(result: Result) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{result.name}.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
