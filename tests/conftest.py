@@ -15,6 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Prefect's ephemeral server keeps its database under PREFECT_HOME (~/.prefect by default):
+# two test runs at once (a developer's and CI's) would share, and lock, one SQLite file.
+if "PREFECT_HOME" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="shopml-tests-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 def shared_data_dir() -> Path:
