@@ -13,7 +13,7 @@ import pandas as pd
 from shopml.data.warehouse import Warehouse
 from shopml.runtime.scorers import ConstantScorer, LinearScorer, Scorer
 from shopml.usecases import _metrics
-from shopml.usecases.base import GatePolicy, LabelledData, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, Predictions, UseCase
 
 END = datetime(2024, 12, 31)
 
@@ -81,8 +81,8 @@ class ToyUseCase(UseCase):
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
         return ConstantScorer(features=[], outputs=["p"], values=[float(train.y.mean())])
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame))).reshape(-1)
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        p = predictions.column(0)
         return {
             "auc": _metrics.auc(data.y.to_numpy(), p),
             "log_loss": _metrics.log_loss(data.y.to_numpy(), p),

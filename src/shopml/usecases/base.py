@@ -9,12 +9,14 @@ splits, tuning, tracking, registering, gating, serving, monitoring) is written o
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+import numpy as np
 import pandas as pd
 
 from shopml.runtime.scorers import Scorer
@@ -23,6 +25,11 @@ if TYPE_CHECKING:
     import optuna
 
     from shopml.data.warehouse import Warehouse
+
+
+class BaselineUnavailable(RuntimeError):
+    """A baseline that cannot be computed on this data (the reason is the message): the
+    training loop records it and judges the model on the baselines that could be fitted."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,17 @@ class LabelledData:
     def has_oracle(self) -> bool:
         return bool(self.oracle) and all(c in self.frame.columns for c in self.oracle)
 
+    def take(self, rows: np.ndarray) -> LabelledData:
+        """The rows at these positions (repeats allowed: a bootstrap resample), renumbered."""
+        return LabelledData(
+            self.frame.iloc[rows].reset_index(drop=True),
+            self.keys,
+            self.features,
+            self.labels,
+            self.oracle,
+            self.cutoffs,
+        )
+
     @staticmethod
     def concat(parts: list[LabelledData]) -> LabelledData:
         if not parts:
@@ -150,9 +168,49 @@ class LabelledData:
         )
 
 
+@dataclass
+class Predictions:
+    """A scorer's answers on a labelled dataset, row-aligned with its frame.
+
+    Metrics are computed from these and the labels (:meth:`UseCase.score`), so a bootstrap
+    recomputes them on resampled rows without predicting again, and two models are compared
+    on exactly the same rows. ``values`` has one row per data row, in the same order (ranked
+    lists and other objects are allowed as cells); ``context`` holds facts about the scorer
+    that some metrics need and that do not belong to a row (a catalogue's size, say).
+    """
+
+    values: pd.DataFrame
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, rows: np.ndarray) -> Predictions:
+        """The answers at these row positions (the same positions as :meth:`LabelledData.take`)."""
+        return Predictions(self.values.iloc[rows].reset_index(drop=True), self.context)
+
+    def column(self, i: int | str = 0) -> np.ndarray:
+        """One output as float64, by position or name."""
+        col = self.values.iloc[:, i] if isinstance(i, int) else self.values[i]
+        return col.to_numpy(dtype="float64")
+
+    @classmethod
+    def of_matrix(cls, out: np.ndarray, names: list[str] | None = None) -> Predictions:
+        """Wrap a scorer's numeric output (one column per output)."""
+        out = np.asarray(out, dtype="float64")
+        if out.ndim == 1:
+            out = out.reshape(-1, 1)
+        cols = (
+            names
+            if names and len(names) == out.shape[1]
+            else [f"out{i}" for i in range(out.shape[1])]
+        )
+        return cls(pd.DataFrame(out, columns=cols))
+
+
 class UseCase(ABC):
     """Base class of every use case. Subclasses set the class attributes and implement
-    :meth:`dataset`, :meth:`fit`, :meth:`baseline` and :meth:`evaluate`."""
+    :meth:`dataset`, :meth:`fit`, :meth:`baseline`, :meth:`predict` and :meth:`score`."""
 
     name: ClassVar[str]
     question: ClassVar[str]
@@ -168,12 +226,28 @@ class UseCase(ABC):
     # that must stay consistent across retrains (stable segment ids).
     uses_previous: ClassVar[bool] = False
 
-    # Time split: labels of rows built at a cutoff are complete `horizon_days` later.
-    horizon_days: ClassVar[int] = 30
+    # Time split: labels of rows built at a cutoff are complete `horizon_days` later. A class
+    # default that an instance may override (:meth:`with_horizon`): a backtest over 39 weeks.
+    horizon_days: int = 30
     train_cutoffs: ClassVar[int] = 6
     train_step_days: ClassVar[int] = 30
 
+    # Rows that are resampled together when a metric's interval is bootstrapped: the column
+    # naming the independent unit (lines of one customer share that customer's habits). None:
+    # ``customer_id`` when the rows have it, else each row on its own.
+    bootstrap_unit: ClassVar[str | None] = None
+
     # -- declared behaviour ------------------------------------------------------------------
+    def with_horizon(self, days: int | None) -> Self:
+        """This use case with its label horizon set to ``days`` (None keeps the default)."""
+        if days is None or days == self.horizon_days:
+            return self
+        if days < 1:
+            raise ValueError(f"the horizon must be at least 1 day, not {days}")
+        other = copy.copy(self)
+        other.horizon_days = int(days)
+        return other
+
     def skip_reason(self, wh: Warehouse) -> str | None:
         """Why this use case cannot run on the warehouse's data, or None."""
         missing = [t for t in self.required_tables if not wh.exists(t)]
@@ -254,12 +328,29 @@ class UseCase(ABC):
         """The simple model to beat, fitted on the same training rows.
 
         ``cutoff`` is the test cutoff: a baseline that learns from history alone (popularity,
-        BG/NBD) may use everything known before it, as it would in production.
+        BG/NBD) may use everything known before it, as it would in production. Raises
+        :class:`BaselineUnavailable` with the reason when it cannot be fitted on this data.
         """
 
+    def baselines(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> dict[str, Scorer]:
+        """Every baseline to compare against, by short name; the first is the main one (the
+        one :meth:`baseline` returns). Use cases with several classical baselines override
+        this; each may raise :class:`BaselineUnavailable`, which callers record per name."""
+        return {"baseline": self.baseline(wh, train, cutoff)}
+
+    def predict(self, scorer: Scorer, data: LabelledData) -> Predictions:
+        """The scorer's answers on every row of ``data`` (the default: its numeric outputs)."""
+        out = scorer.predict_matrix(scorer.to_matrix(data.frame))
+        return Predictions.of_matrix(out, list(scorer.outputs))
+
     @abstractmethod
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        """Metrics of these answers against the labels of ``data`` (row-aligned); the gate's
+        metric among them. Pure: no model, no warehouse, so it can run on resampled rows."""
+
     def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        """Metrics of a scorer on a labelled dataset (the gate's metric among them)."""
+        """Metrics of a scorer on a labelled dataset: :meth:`score` of :meth:`predict`."""
+        return self.score(data, self.predict(scorer, data))
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
         """The same metrics scored with the simulator's truth, when the data has an oracle."""

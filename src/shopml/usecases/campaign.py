@@ -29,7 +29,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import Scorer, UpliftScorer
 from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -236,9 +236,8 @@ class Campaign(_boosting.BoostedParams, UseCase):
         base.meta["name"] = "response model (target the likeliest responders)"
         return base
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
-        p = p.reshape(len(data), -1)
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        p = predictions.values.to_numpy(dtype="float64")
         # An uplift scorer gives (treated, control, uplift); a response model's score is both
         # its treated response and its targeting score.
         return uplift_metrics(data.y.to_numpy(), data.frame[TREATED].to_numpy(), p[:, 0], p[:, -1])

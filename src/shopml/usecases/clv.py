@@ -34,7 +34,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import Scorer
 from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     import optuna
@@ -169,9 +169,8 @@ class CustomerLifetimeValue(UseCase):
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
         return fit_bgnbd_gamma_gamma(wh, cutoff, self.horizon_days)
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
-        p = p.reshape(len(data), -1)
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        p = predictions.values.to_numpy(dtype="float64")
         return spend_metrics(data.y.to_numpy(dtype="float64"), p[:, 0], p[:, -1])
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:

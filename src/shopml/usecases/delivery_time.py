@@ -24,7 +24,7 @@ import numpy as np
 
 from shopml.runtime.scorers import ColumnScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -208,8 +208,8 @@ class DeliveryTime(_boosting.BoostedParams, UseCase):
             meta={"name": "shop's estimated delivery date"},
         )
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        out = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        out = predictions.values.to_numpy(dtype="float64")
         return quantile_metrics(data.y.to_numpy(dtype="float64"), out[:, 0], out[:, 1])
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:

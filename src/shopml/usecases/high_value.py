@@ -27,7 +27,7 @@ import numpy as np
 
 from shopml.runtime.scorers import LinearScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -305,9 +305,8 @@ class HighValue(_boosting.BoostedParams, UseCase):
         scorer.meta["threshold_source"] = source
         scorer.meta["horizon_days"] = self.horizon_days
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
-        return _metrics.binary_metrics(data.y.to_numpy(), p.reshape(-1))
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        return _metrics.binary_metrics(data.y.to_numpy(), predictions.column(0))
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
         if len(data.cutoffs) != 1:

@@ -76,7 +76,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import PricingScorer, Scorer
 from shopml.usecases import _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     import optuna
@@ -245,16 +245,39 @@ class Pricing(UseCase):
         return scorer
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
+    def predict(self, scorer: Scorer, data: LabelledData) -> Predictions:
+        """Expected units per row, and per row the product's elasticity and model units/week
+        at the reference price (what the price decision uses on the decision rows)."""
         assert isinstance(scorer, PricingScorer)
         f = data.frame
-        pred = np.asarray(scorer.predict_matrix(scorer.to_matrix(f)), dtype="float64")
+        x = scorer.to_matrix(f)
+        values = pd.DataFrame(
+            {
+                "expected_units": np.asarray(scorer.predict_matrix(x), dtype="float64").reshape(-1),
+                "elasticity": np.asarray(scorer.elasticity_for(f), dtype="float64").reshape(-1),
+                "base_units": np.asarray(scorer.base_units(x), dtype="float64").reshape(-1),
+            }
+        )
+        return Predictions(values)
+
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        f = data.frame
         y = f["units"].to_numpy(dtype="float64")
-        out = demand_metrics(f, y, pred)
-        now = _decision_rows(f)
-        elasticity = scorer.elasticity_for(now)
-        base = scorer.base_units(scorer.to_matrix(now))  # model units/week at the ref price
-        out.update(pricing_metrics(now, elasticity, base, self.objective, MAX_CHANGE))
+        out = demand_metrics(f, y, predictions.column("expected_units"))
+        # The price is decided on each product's first week after its cutoff. Every such row
+        # counts (a bootstrap resample may draw a product twice, and it then weighs twice).
+        first = (f["week_start"] == f["cutoff"]).to_numpy()
+        now = f[first].reset_index(drop=True)
+        decided = predictions.values[first]
+        out.update(
+            pricing_metrics(
+                now,
+                decided["elasticity"].to_numpy(dtype="float64"),
+                decided["base_units"].to_numpy(dtype="float64"),
+                self.objective,
+                MAX_CHANGE,
+            )
+        )
         return out
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:

@@ -37,7 +37,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import RecommenderScorer, Scorer
 from shopml.usecases import _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     import optuna
@@ -340,17 +340,28 @@ class Recommender(UseCase):
             for c in data.frame["customer_id"]
         ]
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
+    def predict(self, scorer: Scorer, data: LabelledData) -> Predictions:
+        """The top-10 list served to each row's customer, and whether the model knew them."""
         assert isinstance(scorer, RecommenderScorer)
-        recs = self.recommend_all(scorer, data)
-        actual = [set(_split(t)) for t in data.frame[LABEL]]
-        out = _metrics.ranking_metrics(recs, actual, K)
-        out["catalogue_coverage"] = _metrics.catalogue_coverage(recs, len(scorer.product_ids), K)
         known = [
             scorer.knows(str(c)) and scorer.customer_factors is not None
             for c in data.frame["customer_id"]
         ]
-        out["known_share"] = float(np.mean(known)) if known else float("nan")
+        values = pd.DataFrame(
+            {"recommended": pd.Series(self.recommend_all(scorer, data), dtype=object),
+             "known": pd.Series(known, dtype=bool)}
+        )  # fmt: skip
+        return Predictions(values, {"catalogue_size": len(scorer.product_ids)})
+
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        recs = list(predictions.values["recommended"])
+        actual = [set(_split(t)) for t in data.frame[LABEL]]
+        out = _metrics.ranking_metrics(recs, actual, K)
+        out["catalogue_coverage"] = _metrics.catalogue_coverage(
+            recs, int(predictions.context["catalogue_size"]), K
+        )
+        known = predictions.values["known"].to_numpy(dtype=bool)
+        out["known_share"] = float(np.mean(known)) if len(known) else float("nan")
         return out
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from shopml.runtime.scorers import ColumnScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -179,9 +179,8 @@ class Returns(_boosting.BoostedParams, UseCase):
             meta={"name": "category return rate"},
         )
 
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
-        p = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame)), dtype="float64")
-        return _metrics.binary_metrics(data.y.to_numpy(), p.reshape(-1))
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        return _metrics.binary_metrics(data.y.to_numpy(), predictions.column(0))
 
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
         if not data.has_oracle:

@@ -41,7 +41,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import Scorer, SegmentScorer
 from shopml.usecases import _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, UseCase
+from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -263,8 +263,20 @@ class Segments(UseCase):
         return rfm_grid(train.frame)
 
     # -- evaluation --------------------------------------------------------------------------
-    def evaluate(self, scorer: Scorer, data: LabelledData) -> dict[str, float]:
+    def predict(self, scorer: Scorer, data: LabelledData) -> Predictions:
+        """Each row's segment, and (when the model carries its predecessor) the segment the
+        previous model gave it, for the stability of ids across retrains."""
         labels = np.asarray(scorer.predict_matrix(scorer.to_matrix(data.frame))).astype(int)
+        values = pd.DataFrame({"segment_id": labels.reshape(-1)})
+        prev = scorer.meta.get("previous")
+        if prev:
+            old = SegmentScorer(outputs=["segment_id"], **prev)
+            before = np.asarray(old.predict_matrix(old.to_matrix(data.frame))).astype(int)
+            values["previous_segment_id"] = before.reshape(-1)
+        return Predictions(values)
+
+    def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
+        labels = predictions.values["segment_id"].to_numpy(dtype=int)
         z, _ = standardise(data.frame[FEATURE_NAMES].to_numpy(dtype="float64"), _log_mask())
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(len(z), min(SAMPLE, len(z)), replace=False))
@@ -277,10 +289,8 @@ class Segments(UseCase):
             "min_segment_share": float(shares.min()) if len(shares) else float("nan"),
             "n_segments": float(len(counts)),
         }
-        prev = scorer.meta.get("previous")
-        if prev:
-            old = SegmentScorer(outputs=["segment_id"], **prev)
-            before = np.asarray(old.predict_matrix(old.to_matrix(data.frame))).astype(int)
+        if "previous_segment_id" in predictions.values.columns:
+            before = predictions.values["previous_segment_id"].to_numpy(dtype=int)
             out["stability"] = float((before == labels).mean()) if len(labels) else float("nan")
         if ORACLE_RATE in data.frame.columns:
             rate = np.log(data.frame[ORACLE_RATE].to_numpy(dtype="float64") + 1e-6)
