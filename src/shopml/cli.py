@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -242,7 +243,12 @@ def _ingest(kind: str, path: Path, as_json: bool) -> None:
         raise UserError(f"{path}: no such file or directory")
     with _progress(f"Importing {kind}", quiet=as_json) as update:
         update("reading", 0.1)
-        dataset = IMPORTERS[kind](path)
+        try:
+            dataset = IMPORTERS[kind](path)
+        except (EOFError, OSError, zlib.error) as exc:
+            # The importers name what they know; an unreadable input they did not foresee still
+            # gets one line (click would take an EOFError for Ctrl-D and print "aborted").
+            raise UserError(f"{path} cannot be read: {exc or type(exc).__name__}") from None
         update("validating and loading", 0.6)
         with _warehouse() as wh:
             report = dataset.load(wh)
@@ -1188,7 +1194,8 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except errors as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        # soft_wrap: one line however long (a path is not broken mid-word), for scripts too.
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -360,6 +360,9 @@ def test_cdnow_master_layout(tmp_path: Path) -> None:
         ("   \n\n", "empty"),
         ('"order_id","customer_id"\n"a","b"\n', "line 1 is delimited"),
         ("a b c\n", "line 1 has 3 field"),
+        ("customer_id date n_cds dollars\r\n", "header on line 1 but no data lines"),
+        ("id date cds dollars\n" + CDNOW_SAMPLE, "the header on line 1 names 4 column"),
+        ("00001 19970101 1 11.77\nid date cds dollars\n", "column date .* on line 2"),
         (CDNOW_MASTER + CDNOW_SAMPLE, "line 5 has 5 field"),
         ("00001 19971301 1 11.77\n", r"column date \(yyyymmdd\) on line 1"),
         ("00001 19970101 one 11.77\n", "column n_cds on line 1"),
@@ -372,6 +375,45 @@ def test_cdnow_wrong_files(tmp_path: Path, content: str, match: str) -> None:
     with pytest.raises(ImportFormatError, match=match) as err:
         read_cdnow(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+@pytest.mark.parametrize(
+    ("header", "body", "layout"),
+    [
+        (" customer_id  date number_of_cds  dollar_value", CDNOW_MASTER, "master"),
+        ("master_id sample_id date number_of_cds dollar_value", CDNOW_SAMPLE, "sample"),
+        (None, CDNOW_MASTER, "master"),
+        (None, CDNOW_SAMPLE, "sample"),
+    ],
+)
+def test_cdnow_with_or_without_header_lf_or_crlf(
+    tmp_path: Path, header: str | None, body: str, layout: str, line_end: str
+) -> None:
+    lines = ([header] if header else []) + body.splitlines()
+    path = tmp_path / "purchases.dat"  # the layout comes from the content, not the name
+    path.write_bytes((line_end.join(lines) + line_end).encode())
+    ds = read_cdnow(path)
+    plain = tmp_path / "plain.txt"
+    plain.write_text(body)
+    expected = read_cdnow(plain)
+    assert ds.meta["layout"] == layout
+    assert ds.meta["header"] == ("yes" if header else "no")
+    for name, table in expected.tables.items():
+        pd.testing.assert_frame_equal(ds.tables[name], table)
+    assert ds.set_aside == expected.set_aside
+    # The header is not a line of data: the raw count is the data lines.
+    assert ds.meta["rows_read:orders"] == str(len(body.splitlines()))
+
+
+def test_cdnow_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes(
+        "\ufeff".encode()
+        + b" customer_id date number_of_cds dollar_value\r\n"
+        + CDNOW_MASTER.encode()
+    )
+    assert len(read_cdnow(path).tables["orders"]) == 4
 
 
 def test_cdnow_refuses_gzip(tmp_path: Path) -> None:

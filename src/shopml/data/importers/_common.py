@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -48,7 +49,46 @@ def sniff(path: Path) -> str:
         return "xlsx"
     if head.startswith(_PARQUET):
         return "parquet"
+    with path.open("rb") as fh:
+        start = fh.read(8192)
+    binary = _binary_at(start)
+    if binary is not None:
+        raise ImportFormatError(
+            f"{path} is not a text file: byte {binary} is binary data "
+            "(expected a CSV or text file, or a gzip, XLSX or Parquet file)"
+        )
     return "text"
+
+
+# Control bytes that never occur in a text file (tab, LF, FF, CR and ESC aside).
+_CONTROL = frozenset(range(32)) - {9, 10, 12, 13, 27}
+
+
+def _binary_at(data: bytes) -> int | None:
+    """The offset of the first byte that shows ``data`` is binary, or None if it looks like text.
+
+    A NUL byte is decisive; otherwise more than 5% control bytes is (random bytes have ~11%).
+    """
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        return nul
+    controls = [i for i, b in enumerate(data) if b in _CONTROL]
+    if data and len(controls) > 0.05 * len(data):
+        return controls[0]
+    return None
+
+
+def _gzip_problem(path: Path) -> str | None:
+    """Why a gzip file cannot be read to its end (truncated, corrupt), or None if it can."""
+    try:
+        with gzip.open(path, "rb") as gz:
+            while gz.read(1 << 20):
+                pass
+    except EOFError:
+        return "it is truncated: the compressed data ends before the end-of-stream marker"
+    except (OSError, zlib.error) as exc:
+        return f"it is corrupt ({_first_line(exc)})"
+    return None
 
 
 def read_text_csv(path: Path) -> pd.DataFrame:
@@ -61,6 +101,12 @@ def read_text_csv(path: Path) -> pd.DataFrame:
     if kind not in ("gzip", "text"):
         raise ImportFormatError(f"{path} is a {kind} file, expected a CSV")
     compression: Literal["gzip"] | None = "gzip" if kind == "gzip" else None
+    if kind == "gzip":
+        # Checked whole first: pandas would stop at a truncated stream with an EOFError, which
+        # the command line would take for Ctrl-D.
+        problem = _gzip_problem(path)
+        if problem:
+            raise ImportFormatError(f"{path} is a gzip file that cannot be read: {problem}")
     last: Exception | None = None
     for encoding in ("utf-8-sig", "latin-1"):
         try:
@@ -75,7 +121,7 @@ def read_text_csv(path: Path) -> pd.DataFrame:
             last = exc
         except pd.errors.EmptyDataError:
             raise ImportFormatError(f"{path} is empty") from None
-        except (pd.errors.ParserError, ValueError, OSError) as exc:
+        except (pd.errors.ParserError, ValueError, OSError, EOFError, zlib.error) as exc:
             raise ImportFormatError(f"{path} is not a readable CSV ({_first_line(exc)})") from None
     raise ImportFormatError(f"{path} is not a readable text file ({_first_line(last)})")
 
@@ -88,10 +134,25 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> Non
     """Raise :class:`ImportFormatError` naming the file and every column it lacks."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
+        hint = delimiter_hint(df)
+        if hint:
+            raise ImportFormatError(f"{path} {hint}; expected columns {', '.join(columns)}")
         raise ImportFormatError(
             f"{path} is missing column(s) {', '.join(missing)} "
             f"(found: {', '.join(map(str, df.columns)) or 'none'})"
         )
+
+
+def delimiter_hint(df: pd.DataFrame) -> str | None:
+    """ "is delimited by ';' (line 1), expected ','" when a CSV was read as one column because it
+    uses another delimiter; None otherwise."""
+    if df.shape[1] != 1:
+        return None
+    header = str(df.columns[0])
+    for sep, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+        if header.count(sep) >= 1:
+            return f"is delimited by {name} (line 1: {header[:80]!r}), expected commas"
+    return None
 
 
 def blank_to_none(s: pd.Series) -> pd.Series:

@@ -1,10 +1,15 @@
 """Import the CDNOW purchase history (the classic BG/NBD data), master or sample layout.
 
-The file is whitespace-separated with no header, in one of two layouts, told apart by the
-number of fields on the lines:
+The file is whitespace-separated, in one of two layouts, told apart by the number of fields on
+the lines (never by the file's name):
 
 * sample (5 fields): ``master_id sample_id yyyymmdd n_cds dollar_value``
 * master (4 fields): ``customer_id yyyymmdd n_cds dollar_value``
+
+The original files have no header; the copies distributed with the ``lifetimes`` library start
+with one (`` customer_id  date number_of_cds  dollar_value``) and may end lines with CRLF. A first
+line whose fields are all names rather than numbers is taken as that header and skipped; line
+ends may be LF or CRLF, and a UTF-8 byte-order mark is ignored.
 
 Mapping: the customer is the master id, kept as written (a string with its zeros, so a customer
 has the same id in both files); ``created_at`` is their first purchase. Every line is one order
@@ -17,6 +22,7 @@ with 0 CDs has no item to record and is set aside with its reason. One seller, `
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +60,21 @@ def _parse(path: Path) -> pd.DataFrame:
             f"{path} is a {kind} file, not a CDNOW text file "
             "(customer_id yyyymmdd n_cds dollar_value)"
         )
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="ascii")
+        # utf-8-sig drops a byte-order mark; CDNOW itself is plain ASCII.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
+        text = ""
+    if not text or not text.isascii():
         raise ImportFormatError(
             f"{path} is not a CDNOW text file (it is not plain ASCII)"
         ) from None
     rows: list[list[str]] = []
     numbers: list[int] = []
     width = 0
+    header: tuple[int, list[str]] | None = None
+    # splitlines() ends lines at LF, CRLF or CR alike.
     for no, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -73,6 +85,9 @@ def _parse(path: Path) -> pd.DataFrame:
                     f"{path} is not a CDNOW file: line {no} is delimited (a CSV?), expected "
                     "whitespace-separated fields: customer_id yyyymmdd n_cds dollar_value"
                 )
+            if header is None and not rows and _is_header(fields):
+                header = (no, fields)
+                continue
             if len(fields) not in LAYOUTS:
                 raise ImportFormatError(
                     f"{path} is not a CDNOW file: line {no} has {len(fields)} field(s), expected "
@@ -80,18 +95,27 @@ def _parse(path: Path) -> pd.DataFrame:
                     "or 4 (customer_id yyyymmdd n_cds dollar_value)"
                 )
             width = len(fields)
+            if header is not None and len(header[1]) != width:
+                raise ImportFormatError(
+                    f"{path} is not a consistent CDNOW file: the header on line {header[0]} "
+                    f"names {len(header[1])} column(s) ({' '.join(header[1])}), "
+                    f"line {no} has {width} field(s)"
+                )
         elif len(fields) != width:
             raise ImportFormatError(
                 f"{path} is not a consistent CDNOW file: line {no} has {len(fields)} field(s), "
-                f"the first line has {width}"
+                f"the first line of data (line {numbers[0]}) has {width}"
             )
         rows.append(fields)
         numbers.append(no)
     if not rows:
+        if header is not None:
+            raise ImportFormatError(f"{path} has a header on line {header[0]} but no data lines")
         raise ImportFormatError(f"{path} is empty")
     df = pd.DataFrame(rows, columns=list(LAYOUTS[width]))
     df["line"] = numbers
     df.attrs["layout"] = "sample" if width == 5 else "master"
+    df.attrs["header"] = header is not None
 
     df["purchased_at"] = pd.to_datetime(df["date"], format="%Y%m%d", errors="coerce")
     df["n_cds"] = pd.to_numeric(df["n_cds"], errors="coerce")
@@ -114,6 +138,14 @@ def _parse(path: Path) -> pd.DataFrame:
                 f"is {raw!r} ({int(bad.sum())} such line(s))"
             )
     return df
+
+
+def _is_header(fields: list[str]) -> bool:
+    """A line of column names for one of the layouts: as many fields, none of them a number."""
+    return len(fields) in LAYOUTS and all(_NAME.match(f) for f in fields)
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.#-]*$")
 
 
 def build_dataset(lines: pd.DataFrame, path: Path | str = "") -> Dataset:
@@ -191,6 +223,7 @@ def build_dataset(lines: pd.DataFrame, path: Path | str = "") -> Dataset:
     meta = {
         "file": str(path),
         "layout": str(lines.attrs.get("layout", "")),
+        "header": "yes" if lines.attrs.get("header") else "no",
         "rows_read:lines": str(n),
         "rows_read:orders": str(n),
         "rows_read:order_items": str(n),

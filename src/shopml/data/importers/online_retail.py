@@ -39,6 +39,7 @@ from shopml.data.dataset import Dataset
 from shopml.data.importers._common import (
     ImportFormatError,
     count_reasons,
+    delimiter_hint,
     id_strings,
     merge_set_aside,
     parse_timestamps,
@@ -342,6 +343,12 @@ def _check_columns(df: pd.DataFrame, path: Path) -> dict[str, str]:
         return mapping
     present = {str(c).strip() for c in df.columns}
     missing = [" or ".join(s) for s in COLUMNS.values() if not any(x in present for x in s)]
+    hint = delimiter_hint(df)
+    if hint:
+        raise ImportFormatError(
+            f"{path} {hint}; expected the Online Retail columns "
+            f"{', '.join(s[0] for s in COLUMNS.values())}"
+        )
     raise ImportFormatError(
         f"{path} is not Online Retail data: missing column(s) {', '.join(missing)}"
     )
