@@ -146,32 +146,40 @@ def _parse_datetime(value: str | None, option: str) -> datetime | None:
 
 # -- data ------------------------------------------------------------------------------------
 def _print_report(report: Any, as_json: bool, title: str) -> None:
+    """A write's reconciliation. Per table: read = canonical + set aside, and canonical =
+    accepted + repaired + quarantined; the JSON carries every term, so it balances by itself."""
     if as_json:
         print_json(report)
         return
     table = Table(title=title)
-    for col in ("table", "read", "accepted", "quarantined", "set aside", "version"):
+    for col in ("table", "read", "set aside", "accepted", "repaired", "quarantined", "version"):
         table.add_column(col, justify="left" if col in ("table", "version") else "right")
     for t in report.tables:
-        aside = sum(report.set_aside.get(t.table, {}).values())
         table.add_row(
             t.table,
-            f"{t.rows_read + aside:,}",
+            f"{t.rows_read:,}",
+            f"{t.rows_set_aside:,}" if t.rows_set_aside else "",
             f"{t.rows_accepted:,}",
+            f"{t.rows_repaired:,}" if t.rows_repaired else "",
             f"{t.rows_quarantined:,}",
-            f"{aside:,}" if aside else "",
             t.version,
         )
     console.print(table)
-    reasons = [
-        (t.table, rule, n) for t in report.tables for rule, n in sorted(t.by_rule.items())
-    ] + [
-        (name, f"set aside: {reason}", n)
-        for name, reasons_ in sorted(report.set_aside.items())
-        for reason, n in sorted(reasons_.items())
-    ]
+    reasons = (
+        [(t.table, rule, n) for t in report.tables for rule, n in sorted(t.by_rule.items())]
+        + [
+            (t.table, f"repaired (field nulled): {rule}", n)
+            for t in report.tables
+            for rule, n in sorted(t.repaired_by_rule.items())
+        ]
+        + [
+            (name, f"set aside: {reason}", n)
+            for name, reasons_ in sorted(report.set_aside.items())
+            for reason, n in sorted(reasons_.items())
+        ]
+    )
     if reasons:
-        why = Table(title="Rows not accepted, by rule")
+        why = Table(title="Rows not accepted as given, by rule")
         for col in ("table", "rule", "rows"):
             why.add_column(col, justify="right" if col == "rows" else "left")
         for name, rule, n in reasons:
@@ -306,14 +314,17 @@ def tables(
         print_json({"source": source, "dataset_version": dataset_version, "tables": info})
         return
     table = Table(title=f"Warehouse ({source or 'empty'}; dataset version {dataset_version})")
-    for col in ("table", "rows", "quarantined", "version", "written at"):
-        table.add_column(col, justify="right" if col in ("rows", "quarantined") else "left")
+    for col in ("table", "rows", "quarantined", "repaired", "version", "written at"):
+        table.add_column(
+            col, justify="right" if col in ("rows", "quarantined", "repaired") else "left"
+        )
     for t in info:
         name = f"{t.table} [dim](oracle)[/dim]" if t.oracle else t.table
         table.add_row(
             name,
             f"{t.rows:,}",
             f"{t.quarantined:,}",
+            f"{t.repaired:,}",
             t.version or "",
             t.written_at.strftime("%Y-%m-%d %H:%M") if t.written_at else "",
         )
@@ -363,6 +374,63 @@ def quarantine(
         for r in q.head(limit).itertuples():
             sample.add_row(r.table_name, r.rules, r.row_json)
         console.print(sample)
+
+
+@app.command()
+def repairs(
+    table: Annotated[str | None, typer.Argument(help="Only this table.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fields nulled on import because they contradicted their row (the row was kept)."""
+    from shopml.data.contracts import get_contract
+
+    if table is not None:
+        get_contract(table)
+    with _warehouse(read_only=True) as wh:
+        r = wh.repairs(table)
+    counts = (
+        r.groupby(["table_name", "column_name", "rule"]).size().reset_index(name="rows")
+        if len(r)
+        else _empty_repair_counts()
+    )
+    if as_json:
+        print_json(
+            {
+                "counts": counts.to_dict(orient="records"),
+                "rows": [
+                    {
+                        "table": x.table_name,
+                        "key": json.loads(x.row_key),
+                        "column": x.column_name,
+                        "rule": x.rule,
+                        "original": x.original,
+                    }
+                    for x in r.head(limit).itertuples()
+                ],
+            }
+        )
+        return
+    summary = Table(title="Repairs: fields nulled, rows kept")
+    for col in ("table", "column", "rule", "rows"):
+        summary.add_column(col, justify="right" if col == "rows" else "left")
+    for c in counts.itertuples():
+        summary.add_row(c.table_name, c.column_name, c.rule, f"{c.rows:,}")
+    console.print(summary)
+    if len(r):
+        sample = Table(title=f"First {min(limit, len(r))} repaired fields")
+        for col in ("table", "key", "column", "original"):
+            sample.add_column(col, overflow="fold")
+        for x in r.head(limit).itertuples():
+            sample.add_row(x.table_name, x.row_key, x.column_name, x.original or "")
+        console.print(sample)
+
+
+def _empty_repair_counts() -> Any:
+    """An empty repairs summary with its columns."""
+    import pandas as pd
+
+    return pd.DataFrame({"table_name": [], "column_name": [], "rule": [], "rows": []})
 
 
 def _default_cutoff(wh: Any) -> datetime:

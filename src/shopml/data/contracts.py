@@ -4,6 +4,15 @@ A contract names a table's columns (type, nullability, allowed values, ranges), 
 its references to other tables and row-level rules across columns. :func:`validate` splits a
 frame into the rows that keep the contract (coerced to the canonical types) and the rows that
 break it, each with the rules it broke, so that nothing is dropped silently.
+
+Problems are of two kinds. A row whose key, entity, reference, amount or other required field is
+unusable is *row-fatal*: the row is quarantined whole. A row whose only problem is one optional
+field that contradicts the rest of the row (a carrier hand-over before the purchase, a promised
+date before the purchase, an answer before the review) or is out of its plausible range (a
+coordinate off the globe, a negative weight) is *repaired*: it is kept, that field is set to null,
+and the repair is recorded with its rule and the value it replaced. Nothing downstream can then
+derive anything from the dropped value (no shipping-time label from a nulled carrier date), and
+everything else in the row keeps its use.
 """
 
 from __future__ import annotations
@@ -53,6 +62,9 @@ class Column:
     min: float | None = None
     max: float | None = None
     description: str = ""
+    # An optional descriptive field (never a key, reference or amount): a value that fails its
+    # type or range is nulled and recorded as a repair instead of quarantining the row.
+    repairable: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,11 +80,16 @@ class ForeignKey:
 
 @dataclass(frozen=True)
 class RowCheck:
-    """A rule across columns. ``ok`` returns True for rows that keep it (nulls should pass)."""
+    """A rule across columns. ``ok`` returns True for rows that keep it (nulls should pass).
+
+    ``repair`` names the (nullable) column to set to null when a row breaks the rule; without it
+    the rule is row-fatal and the row is quarantined.
+    """
 
     name: str
     ok: Callable[[pd.DataFrame], pd.Series]
     description: str = ""
+    repair: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,12 +146,12 @@ def _t(name: str, **kw: object) -> Column:
     return Column(name, "timestamp", **kw)  # type: ignore[arg-type]
 
 
-def _after(later: str, earlier: str) -> RowCheck:
+def _after(later: str, earlier: str, *, repair: str | None = None) -> RowCheck:
     def ok(df: pd.DataFrame) -> pd.Series:
         a, b = df[later], df[earlier]
         return a.isna() | b.isna() | (a >= b)
 
-    return RowCheck(f"{later}>={earlier}", ok, f"{later} is not before {earlier}")
+    return RowCheck(f"{later}>={earlier}", ok, f"{later} is not before {earlier}", repair)
 
 
 def _geo() -> tuple[Column, ...]:
@@ -143,8 +160,8 @@ def _geo() -> tuple[Column, ...]:
         _s("region", nullable=True, description="state or province"),
         _s("city", nullable=True),
         _s("zip_prefix", nullable=True),
-        _f("lat", nullable=True, min=-90, max=90),
-        _f("lon", nullable=True, min=-180, max=180),
+        _f("lat", nullable=True, min=-90, max=90, repairable=True),
+        _f("lon", nullable=True, min=-180, max=180, repairable=True),
     )
 
 
@@ -199,10 +216,10 @@ _register(
             _s("size_type", allowed=SIZE_TYPES),
             _f("list_price", nullable=True, min=0),
             _f("unit_cost", nullable=True, min=0),
-            _f("weight_g", nullable=True, min=0),
-            _f("length_cm", nullable=True, min=0),
-            _f("height_cm", nullable=True, min=0),
-            _f("width_cm", nullable=True, min=0),
+            _f("weight_g", nullable=True, min=0, repairable=True),
+            _f("length_cm", nullable=True, min=0, repairable=True),
+            _f("height_cm", nullable=True, min=0, repairable=True),
+            _f("width_cm", nullable=True, min=0, repairable=True),
         ),
         ("product_id",),
         description="The catalogue.",
@@ -222,10 +239,16 @@ _register(
         ),
         ("order_id",),
         (ForeignKey(("customer_id",), "customers", ("customer_id",)),),
+        # Each timestamp after the purchase is one optional fact about the order: one that
+        # contradicts the purchase time (clock or time-zone artefacts, seen in Olist) is dropped
+        # alone. A delivery before the hand-over to the carrier drops the hand-over: the
+        # delivery is what the customer saw, and the delivery label depends on it alone.
         (
-            _after("approved_at", "purchased_at"),
-            _after("shipped_at", "purchased_at"),
-            _after("delivered_at", "purchased_at"),
+            _after("approved_at", "purchased_at", repair="approved_at"),
+            _after("shipped_at", "purchased_at", repair="shipped_at"),
+            _after("delivered_at", "purchased_at", repair="delivered_at"),
+            _after("estimated_delivery_at", "purchased_at", repair="estimated_delivery_at"),
+            _after("delivered_at", "shipped_at", repair="shipped_at"),
         ),
         description="One row per order; timestamps are naive UTC.",
     ),
@@ -274,7 +297,7 @@ _register(
         ),
         ("review_id", "order_id"),
         (ForeignKey(("order_id",), "orders", ("order_id",)),),
-        (_after("answered_at", "created_at"),),
+        (_after("answered_at", "created_at", repair="answered_at"),),
     ),
     Contract(
         "returns",
@@ -336,7 +359,7 @@ _register(
             ForeignKey(("campaign_id",), "campaigns", ("campaign_id",)),
             ForeignKey(("customer_id",), "customers", ("customer_id",)),
         ),
-        (_after("responded_at", "assigned_at"),),
+        (_after("responded_at", "assigned_at", repair="responded_at"),),
         description="Who was targeted; 'control' rows were held out at random and not sent.",
     ),
     Contract(
@@ -438,13 +461,37 @@ def get_contract(table: str) -> Contract:
         ) from None
 
 
+REPAIR_COLUMNS = ("row", "column", "rule", "original")
+
+
 @dataclass
 class ValidationResult:
+    """One table's verdict: rows_read = accepted (clean) + repaired + quarantined.
+
+    ``accepted`` holds every row kept, repaired ones included (with the field nulled);
+    ``repairs`` has one row per nulled field: the row's position in ``accepted``, the column,
+    the rule and the original value as text.
+    """
+
     table: str
     accepted: pd.DataFrame
     quarantined: pd.DataFrame  # the offending rows as given, plus a 'rules' column
     rows_read: int
     by_rule: dict[str, int] = field(default_factory=dict)
+    repairs: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(REPAIR_COLUMNS))
+    )
+    repaired_by_rule: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_repaired(self) -> int:
+        """Rows kept with at least one field nulled."""
+        return int(self.repairs["row"].nunique()) if len(self.repairs) else 0
+
+    @property
+    def rows_clean(self) -> int:
+        """Rows kept as given."""
+        return len(self.accepted) - self.rows_repaired
 
 
 def coerce_types(df: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -530,20 +577,43 @@ def validate(
         if m.any():
             violations[rule] = violations[rule] | m if rule in violations else m
 
+    # Field-level problems, by the column they would null: (rule, column, mask).
+    fixable: list[tuple[str, str, np.ndarray]] = []
     for col in contract.columns:
         s = typed[col.name]
-        add(f"type:{col.name}", bad_cast[col.name].to_numpy())
+        rule_add = add
+        if col.repairable:
+
+            def rule_add(rule: str, mask: np.ndarray | pd.Series, _c: str = col.name) -> None:
+                m = np.asarray(mask, dtype=bool)
+                if m.any():
+                    fixable.append((rule, _c, m))
+
+        rule_add(f"type:{col.name}", bad_cast[col.name].to_numpy())
         null = s.isna().to_numpy() & ~bad_cast[col.name].to_numpy()
         if not col.nullable:
             add(f"null:{col.name}", null)
         if col.allowed is not None:
-            add(f"allowed:{col.name}", s.notna().to_numpy() & ~s.isin(col.allowed).to_numpy())
+            rule_add(f"allowed:{col.name}", s.notna().to_numpy() & ~s.isin(col.allowed).to_numpy())
         if col.min is not None:
-            add(f"range:{col.name}", (s < col.min).fillna(False).to_numpy(dtype=bool))
+            rule_add(f"range:{col.name}", (s < col.min).fillna(False).to_numpy(dtype=bool))
         if col.max is not None:
-            add(f"range:{col.name}", (s > col.max).fillna(False).to_numpy(dtype=bool))
+            rule_add(f"range:{col.name}", (s > col.max).fillna(False).to_numpy(dtype=bool))
     for check in contract.checks:
-        add(f"check:{check.name}", ~check.ok(typed).fillna(True).to_numpy(dtype=bool))
+        if check.repair is None:
+            add(f"check:{check.name}", ~check.ok(typed).fillna(True).to_numpy(dtype=bool))
+    # Null the failed fields now, each repairable rule judged on the row as repaired so far (a
+    # delivery dated before the purchase is nulled first, so it does not also cost the row its
+    # carrier date).
+    for _, column, mask in fixable:
+        typed.loc[mask, column] = None
+    for check in contract.checks:
+        if check.repair is None:
+            continue
+        broken = ~check.ok(typed).fillna(True).to_numpy(dtype=bool)
+        if broken.any():
+            fixable.append((f"check:{check.name}", check.repair, broken))
+            typed.loc[broken, check.repair] = None
 
     # Keys: a null key is already a null violation; duplicates keep the first clean occurrence.
     pk = list(contract.primary_key)
@@ -567,13 +637,44 @@ def validate(
         found = _isin_rows(child, ref)
         add(fk.rule, present & ~found)
 
+    # A row quarantined anyway lists every rule it broke, repairable ones included; the others
+    # are kept with the offending fields nulled, and each nulled field is recorded.
+    fatal = _any(violations, n)
+    for rule, _, mask in fixable:
+        add(rule, mask & fatal)
     bad = _any(violations, n)
     rules = _rules_per_row(violations, bad)
     quarantined = raw.loc[bad].copy()
     quarantined["rules"] = rules
     accepted = typed.loc[~bad].reset_index(drop=True)
     by_rule = {rule: int(m.sum()) for rule, m in violations.items()}
-    return ValidationResult(table, accepted, quarantined, n, by_rule)
+    position = np.cumsum(~bad) - 1  # a kept row's position among the kept ones
+    parts = []
+    for rule, column, mask in fixable:
+        rows = np.flatnonzero(mask & ~bad)
+        if len(rows):
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "row": position[rows],
+                        "column": column,
+                        "rule": rule,
+                        "original": [None if _isna(v) else str(v) for v in raw[column].iloc[rows]],
+                    }
+                )
+            )
+    repairs = (
+        pd.concat(parts, ignore_index=True).sort_values(["row", "column"], kind="stable")
+        if parts
+        else pd.DataFrame(columns=list(REPAIR_COLUMNS))
+    ).reset_index(drop=True)
+    repaired_by_rule = {str(k): int(v) for k, v in repairs["rule"].value_counts().items()}
+    return ValidationResult(table, accepted, quarantined, n, by_rule, repairs, repaired_by_rule)
+
+
+def _isna(value: object) -> bool:
+    na = pd.isna(value)
+    return bool(na) if isinstance(na, bool | np.bool_) else False
 
 
 def _any(violations: Mapping[str, np.ndarray], n: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -16,8 +16,10 @@ class Dataset:
     """Canonical tables produced by one source, before contracts are applied.
 
     ``set_aside`` counts rows a source dropped on purpose before they became canonical rows
-    (for example Online Retail lines with no customer), by table and reason, so that every
-    import still reconciles: rows read = accepted + quarantined + set aside.
+    (for example Online Retail lines with no customer), by table and reason, and
+    ``meta["rows_read:<table>"]`` the raw lines a table came from, so that every import
+    reconciles: raw lines = canonical rows + set aside, and canonical rows = accepted + repaired
+    + quarantined (see :class:`~shopml.data.warehouse.TableLoad`).
     """
 
     source: str
@@ -25,9 +27,16 @@ class Dataset:
     set_aside: dict[str, dict[str, int]] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
 
-    def load(self, warehouse: Warehouse) -> WriteReport:
-        """Replace the warehouse's dataset with this one, in one transaction."""
+    def load(
+        self, warehouse: Warehouse, mode: Literal["dataset", "upsert"] = "dataset"
+    ) -> WriteReport:
+        """Write this dataset to the warehouse in one transaction.
+
+        ``dataset`` (the default) replaces the warehouse's dataset whole; ``upsert`` adds these
+        rows to it, replacing the rows whose keys it already holds (an incremental load, e.g.
+        a day of orders), with the same contracts, reconciliation and data versions.
+        """
         meta = {"source": self.source, **self.meta}
         return warehouse.write_tables(
-            self.tables, source=self.source, mode="dataset", meta=meta, set_aside=self.set_aside
+            self.tables, source=self.source, mode=mode, meta=meta, set_aside=self.set_aside
         )

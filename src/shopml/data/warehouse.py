@@ -1,8 +1,10 @@
 """The warehouse: canonical tables in one DuckDB file, written atomically through their contracts.
 
 Every write validates rows against the table's contract; rows that break it go to the
-``quarantine`` table with the rules they broke, and a per-table reconciliation (rows read =
-accepted + quarantined, by rule) is stored in ``_shopml_loads``. A batch of tables is written in
+``quarantine`` table with the rules they broke, rows kept with one inconsistent optional field
+nulled are recorded field by field in ``repairs``, and a per-table reconciliation (raw lines =
+canonical rows + set aside; canonical rows = accepted + repaired + quarantined, by rule) is
+stored in ``_shopml_loads``. A batch of tables is written in
 one transaction, so a crash leaves the old state or the new, never half of one. Each table gets a
 data version, a content hash, so a model can say exactly which data it was trained on.
 
@@ -35,6 +37,7 @@ from shopml.data import contracts
 from shopml.data.contracts import (
     CONTRACTS,
     ContractError,
+    ValidationResult,
     get_contract,
     key_column,
     required_tables,
@@ -59,6 +62,14 @@ _META_DDL = (
         batch_id VARCHAR, table_name VARCHAR, rules VARCHAR, row_json VARCHAR,
         source VARCHAR, quarantined_at TIMESTAMP)""",
     """CREATE TABLE IF NOT EXISTS _shopml_meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS repairs (
+        batch_id VARCHAR, table_name VARCHAR, row_key VARCHAR, column_name VARCHAR,
+        rule VARCHAR, original VARCHAR, source VARCHAR, repaired_at TIMESTAMP)""",
+    # Columns added after the first release: a warehouse written before them gains them here.
+    "ALTER TABLE _shopml_loads ADD COLUMN IF NOT EXISTS rows_canonical BIGINT",
+    "ALTER TABLE _shopml_loads ADD COLUMN IF NOT EXISTS rows_set_aside BIGINT",
+    "ALTER TABLE _shopml_loads ADD COLUMN IF NOT EXISTS rows_repaired BIGINT",
+    "ALTER TABLE _shopml_loads ADD COLUMN IF NOT EXISTS repaired_by_rule VARCHAR",
 )
 
 
@@ -68,7 +79,17 @@ class WarehouseError(RuntimeError):
 
 @dataclass
 class TableLoad:
-    """Reconciliation of one table in one write: rows_read = rows_accepted + rows_quarantined."""
+    """Reconciliation of one table in one write, balanced in itself:
+
+    * ``rows_read`` (raw lines) = ``rows_canonical`` + ``rows_set_aside``;
+    * ``rows_canonical`` = ``rows_accepted`` + ``rows_repaired`` + ``rows_quarantined``.
+
+    ``rows_accepted`` are rows kept as given, ``rows_repaired`` rows kept with a field nulled
+    (``repaired_by_rule``), ``rows_quarantined`` rows refused (``by_rule``), ``rows_set_aside``
+    rows the importer dropped on purpose (``set_aside``, by reason). ``raw_lines`` says whether
+    ``rows_read`` counts lines of the input itself; a table the importer builds from other
+    tables' lines (an invoice's order, a customer's first purchase) has no lines of its own.
+    """
 
     table: str
     rows_read: int
@@ -77,6 +98,17 @@ class TableLoad:
     by_rule: dict[str, int] = field(default_factory=dict)
     version: str = ""
     rows_after: int = 0
+    rows_canonical: int = 0
+    rows_set_aside: int = 0
+    rows_repaired: int = 0
+    repaired_by_rule: dict[str, int] = field(default_factory=dict)
+    set_aside: dict[str, int] = field(default_factory=dict)
+    raw_lines: bool = False
+
+    @property
+    def rows_kept(self) -> int:
+        """Rows written to the table: accepted as given plus repaired."""
+        return self.rows_accepted + self.rows_repaired
 
 
 @dataclass
@@ -92,6 +124,10 @@ class WriteReport:
     @property
     def rows_quarantined(self) -> int:
         return sum(t.rows_quarantined for t in self.tables)
+
+    @property
+    def rows_repaired(self) -> int:
+        return sum(t.rows_repaired for t in self.tables)
 
     def table(self, name: str) -> TableLoad:
         for t in self.tables:
@@ -112,6 +148,7 @@ class TableInfo:
     written_at: datetime | None
     source: str | None
     oracle: bool
+    repaired: int = 0
 
 
 def _now() -> datetime:
@@ -241,6 +278,7 @@ class Warehouse:
         present = set(self.table_names()) if self.path.exists() or self._con else set()
         meta: dict[str, tuple[str, datetime, str]] = {}
         q: dict[str, int] = {}
+        fixed: dict[str, int] = {}
         if "_shopml_versions" in present:
             for name, version, written_at, source in self.con.execute(
                 "SELECT table_name, version, written_at, source FROM _shopml_versions"
@@ -250,6 +288,12 @@ class Warehouse:
             q = dict(
                 self.con.execute(
                     "SELECT table_name, count(*) FROM quarantine GROUP BY table_name"
+                ).fetchall()
+            )
+        if "repairs" in present:
+            fixed = dict(
+                self.con.execute(
+                    "SELECT table_name, count(DISTINCT row_key) FROM repairs GROUP BY table_name"
                 ).fetchall()
             )
         out = []
@@ -267,6 +311,7 @@ class Warehouse:
                     written_at,
                     source,
                     contract.oracle,
+                    fixed.get(name, 0),
                 )
             )
         return out
@@ -277,6 +322,19 @@ class Warehouse:
         if table is None:
             return self.sql("SELECT * FROM quarantine ORDER BY quarantined_at")
         return self.sql("SELECT * FROM quarantine WHERE table_name = ?", [table])
+
+    def repairs(self, table: str | None = None) -> pd.DataFrame:
+        """Fields nulled on write because they contradicted their row, one row per field:
+        table, the row's key (JSON), column, rule, the original value, batch and time."""
+        if not self.exists("repairs"):
+            return pd.DataFrame(
+                columns=["batch_id", "table_name", "row_key", "column_name", "rule", "original"]
+            )
+        if table is None:
+            return self.sql("SELECT * FROM repairs ORDER BY repaired_at, table_name, row_key")
+        return self.sql(
+            "SELECT * FROM repairs WHERE table_name = ? ORDER BY repaired_at, row_key", [table]
+        )
 
     def loads(self) -> pd.DataFrame:
         return self.sql("SELECT * FROM _shopml_loads ORDER BY loaded_at")
@@ -333,6 +391,7 @@ class Warehouse:
                         con.execute(f'DROP TABLE "{name}"')
                         con.execute("DELETE FROM _shopml_versions WHERE table_name = ?", [name])
                         con.execute("DELETE FROM quarantine WHERE table_name = ?", [name])
+                        con.execute("DELETE FROM repairs WHERE table_name = ?", [name])
                         report.removed.append(name)
             for res in results:
                 name = res.table
@@ -340,6 +399,10 @@ class Warehouse:
                 if mode in ("dataset", "replace"):
                     con.execute(f'DROP TABLE IF EXISTS "{name}"')
                     con.execute("DELETE FROM quarantine WHERE table_name = ?", [name])
+                    con.execute("DELETE FROM repairs WHERE table_name = ?", [name])
+                elif len(res.accepted):
+                    # Rows replaced by this upsert take their repairs with them.
+                    _forget_repairs(con, name, res.accepted)
                 if not self.exists(name):
                     con.execute(contract.ddl())
                 staged = f"_staged_{name}"
@@ -363,32 +426,48 @@ class Warehouse:
                     "INSERT OR REPLACE INTO _shopml_versions VALUES (?, ?, ?, ?, ?, ?)",
                     [name, version, rows_after, now, source, batch_id],
                 )
-                rows_q = len(res.quarantined)
+                if len(res.repairs):
+                    self._record_repairs(con, batch_id, name, source, res, now)
+                aside = dict((set_aside or {}).get(name, {}))
+                n_aside = sum(aside.values())
+                raw = (meta or {}).get(f"rows_read:{name}")
+                load = TableLoad(
+                    name,
+                    int(raw) if raw is not None else res.rows_read + n_aside,
+                    res.rows_clean,
+                    len(res.quarantined),
+                    res.by_rule,
+                    version,
+                    rows_after,
+                    rows_canonical=res.rows_read,
+                    rows_set_aside=n_aside,
+                    rows_repaired=res.rows_repaired,
+                    repaired_by_rule=res.repaired_by_rule,
+                    set_aside=aside,
+                    raw_lines=raw is not None,
+                )
                 con.execute(
-                    "INSERT INTO _shopml_loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO _shopml_loads (batch_id, source, table_name, mode, rows_read, "
+                    "rows_accepted, rows_quarantined, by_rule, loaded_at, rows_canonical, "
+                    "rows_set_aside, rows_repaired, repaired_by_rule) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         batch_id,
                         source,
                         name,
                         mode,
-                        res.rows_read,
-                        len(res.accepted),
-                        rows_q,
+                        load.rows_read,
+                        load.rows_accepted,
+                        load.rows_quarantined,
                         json.dumps(res.by_rule),
                         now,
+                        load.rows_canonical,
+                        load.rows_set_aside,
+                        load.rows_repaired,
+                        json.dumps(res.repaired_by_rule),
                     ],
                 )
-                report.tables.append(
-                    TableLoad(
-                        name,
-                        res.rows_read,
-                        len(res.accepted),
-                        rows_q,
-                        res.by_rule,
-                        version,
-                        rows_after,
-                    )
-                )
+                report.tables.append(load)
             for key, value in {"last_source": source, **(meta or {})}.items():
                 con.execute("INSERT OR REPLACE INTO _shopml_meta VALUES (?, ?)", [key, value])
         return report
@@ -495,6 +574,34 @@ class Warehouse:
             con.unregister("_staged_quarantine")
 
     @staticmethod
+    def _record_repairs(
+        con: duckdb.DuckDBPyConnection,
+        batch_id: str,
+        table: str,
+        source: str,
+        res: ValidationResult,
+        now: datetime,
+    ) -> None:
+        keys = row_keys(table, res.accepted.iloc[res.repairs["row"].to_numpy()])
+        frame = pd.DataFrame(
+            {
+                "batch_id": batch_id,
+                "table_name": table,
+                "row_key": keys,
+                "column_name": res.repairs["column"].to_numpy(),
+                "rule": res.repairs["rule"].to_numpy(),
+                "original": res.repairs["original"].to_numpy(),
+                "source": source,
+                "repaired_at": now,
+            }
+        )
+        con.register("_staged_repairs", frame)
+        try:
+            con.execute("INSERT INTO repairs SELECT * FROM _staged_repairs")
+        finally:
+            con.unregister("_staged_repairs")
+
+    @staticmethod
     def _version(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int]:
         # An order-independent digest of every row (keys are unique, so rows cannot cancel out),
         # plus the schema: the same content gives the same version however it was written.
@@ -514,6 +621,32 @@ class Warehouse:
         ).fetchone()
         blob = f"{table}|{schema[0] if schema else ''}|{row[0]}|{row[1]}|{row[2]}".encode()
         return hashlib.sha256(blob).hexdigest()[:16], int(row[0])
+
+
+def row_keys(table: str, rows: pd.DataFrame) -> list[str]:
+    """Each row's primary key as JSON (``{"order_id": "o1"}``): how a repair names its row."""
+    pk = list(get_contract(table).primary_key)
+    values = rows[pk].astype(object).where(rows[pk].notna(), None)
+    return [
+        json.dumps(dict(zip(pk, (str(v) if v is not None else None for v in r), strict=True)))
+        for r in values.itertuples(index=False, name=None)
+    ]
+
+
+def _forget_repairs(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> None:
+    row = con.execute("SELECT count(*) FROM repairs WHERE table_name = ?", [table]).fetchone()
+    if not row or not row[0]:
+        return
+    keys = pd.DataFrame({"row_key": row_keys(table, rows)})
+    con.register("_written_keys", keys)
+    try:
+        con.execute(
+            "DELETE FROM repairs WHERE table_name = ? AND row_key IN "
+            "(SELECT row_key FROM _written_keys)",
+            [table],
+        )
+    finally:
+        con.unregister("_written_keys")
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:

@@ -24,14 +24,20 @@ from shopml.data.warehouse import Warehouse, WriteReport
 
 
 def assert_reconciles(ds: Dataset, report: WriteReport) -> None:
-    """raw lines = canonical rows + set aside, and canonical rows = accepted + quarantined."""
+    """raw lines = canonical rows + set aside, and canonical rows = accepted + repaired +
+    quarantined, each term as the report gives it."""
     for load in report.tables:
-        assert load.rows_read == len(ds.tables[load.table])
-        assert load.rows_read == load.rows_accepted + load.rows_quarantined
+        assert load.rows_canonical == len(ds.tables[load.table])
+        assert load.rows_canonical == (
+            load.rows_accepted + load.rows_repaired + load.rows_quarantined
+        )
+        aside = sum(ds.set_aside.get(load.table, {}).values())
+        assert load.rows_set_aside == aside and load.set_aside == ds.set_aside.get(load.table, {})
+        assert load.rows_read == load.rows_canonical + load.rows_set_aside, load.table
         key = f"rows_read:{load.table}"
+        assert load.raw_lines == (key in ds.meta)
         if key in ds.meta:
-            aside = sum(ds.set_aside.get(load.table, {}).values())
-            assert int(ds.meta[key]) == load.rows_read + aside, load.table
+            assert int(ds.meta[key]) == load.rows_read, load.table
 
 
 def load(ds: Dataset, tmp_path: Path, name: str = "w.duckdb") -> tuple[Warehouse, WriteReport]:
