@@ -30,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ingest_app = typer.Typer(
-    help="Import a real dataset into the warehouse (replaces the current one)."
+    help="Import a real dataset into the warehouse (replaces the current one, or adds to it "
+    "with --append)."
 )
 app.add_typer(ingest_app, name="ingest")
 
@@ -244,7 +245,17 @@ def scenarios(as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
-def _ingest(kind: str, path: Path, as_json: bool) -> None:
+AppendOpt = Annotated[
+    bool,
+    typer.Option(
+        "--append",
+        help="Add these rows to the current data (replacing rows with the same keys) instead "
+        "of replacing the dataset: an incremental load, e.g. a day of orders.",
+    ),
+]
+
+
+def _ingest(kind: str, path: Path, as_json: bool, append: bool = False) -> None:
     from shopml.data.importers import IMPORTERS
 
     if not path.exists():
@@ -259,35 +270,55 @@ def _ingest(kind: str, path: Path, as_json: bool) -> None:
             raise UserError(f"{path} cannot be read: {exc or type(exc).__name__}") from None
         update("validating and loading", 0.6)
         with _warehouse() as wh:
-            report = dataset.load(wh)
-    _print_report(report, as_json, f"Imported {kind} from {path}")
+            report = dataset.load(wh, mode="upsert" if append else "dataset")
+    verb = "Appended" if append else "Imported"
+    _print_report(report, as_json, f"{verb} {kind} from {path}")
 
 
 @ingest_app.command("olist")
 def ingest_olist(
     directory: Annotated[Path, typer.Argument(help="Folder with the nine Olist CSVs.")],
     as_json: JsonOpt = False,
+    append: AppendOpt = False,
 ) -> None:
     """Import the Olist Brazilian e-commerce dataset (the nine Kaggle CSVs)."""
-    _ingest("olist", directory, as_json)
+    _ingest("olist", directory, as_json, append)
 
 
 @ingest_app.command("online-retail")
 def ingest_online_retail(
     file: Annotated[Path, typer.Argument(help="CSV, gzip CSV, XLSX or Parquet.")],
     as_json: JsonOpt = False,
+    append: AppendOpt = False,
 ) -> None:
     """Import Online Retail (II) invoice lines; cancellations become returns."""
-    _ingest("online-retail", file, as_json)
+    _ingest("online-retail", file, as_json, append)
 
 
 @ingest_app.command("cdnow")
 def ingest_cdnow(
     file: Annotated[Path, typer.Argument(help="CDNOW master or sample text file.")],
     as_json: JsonOpt = False,
+    append: AppendOpt = False,
 ) -> None:
-    """Import the CDNOW purchase history (master or sample layout)."""
-    _ingest("cdnow", file, as_json)
+    """Import the CDNOW purchase history (master or sample layout, with or without header)."""
+    _ingest("cdnow", file, as_json, append)
+
+
+@ingest_app.command("canonical")
+def ingest_canonical(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder of files named after canonical tables (customers.csv, "
+            "orders.jsonl, order_items.parquet, ...), or one such file."
+        ),
+    ],
+    as_json: JsonOpt = False,
+    append: AppendOpt = False,
+) -> None:
+    """Import shopml's own format: one CSV, JSON-lines or Parquet file per canonical table."""
+    _ingest("canonical", path, as_json, append)
 
 
 @app.command()

@@ -65,6 +65,9 @@ class Column:
     # An optional descriptive field (never a key, reference or amount): a value that fails its
     # type or range is nulled and recorded as a repair instead of quarantining the row.
     repairable: bool = False
+    # An upsert keeps the earlier of the stored and the new value (a customer's first-seen time
+    # must not move forward because a day of their orders was loaded on its own).
+    keep_earliest: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ def _register(*contracts: Contract) -> None:
 _register(
     Contract(
         "customers",
-        (_s("customer_id"), _t("created_at", nullable=True), *_geo()),
+        (_s("customer_id"), _t("created_at", nullable=True, keep_earliest=True), *_geo()),
         ("customer_id",),
         description="One row per customer (a person who can order).",
     ),
@@ -522,10 +525,10 @@ def coerce_types(df: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd
             c = s.dt.tz_convert(None) if getattr(s.dt, "tz", None) is not None else s
             c = c.astype("datetime64[ns]")
         else:  # timestamp from text
-            c = pd.to_datetime(s, errors="coerce", format="mixed")
-            if getattr(c.dt, "tz", None) is not None:
-                c = c.dt.tz_convert(None)
-            c = c.astype("datetime64[ns]")
+            # Naive values are UTC by convention; values with an offset ("...Z", "+02:00") are
+            # converted to it, so a column mixing both is read, not refused.
+            c = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+            c = c.dt.tz_convert(None).astype("datetime64[ns]")
         bad[col.name] = ~was_null & c.isna().to_numpy()
         out[col.name] = c
     return pd.DataFrame(out, index=df.index), pd.DataFrame(bad, index=df.index)

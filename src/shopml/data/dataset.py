@@ -37,6 +37,46 @@ class Dataset:
         a day of orders), with the same contracts, reconciliation and data versions.
         """
         meta = {"source": self.source, **self.meta}
+        if mode == "dataset":
+            self.check_complete()
+        else:
+            meta["source"] = self.check_appendable(warehouse)
         return warehouse.write_tables(
             self.tables, source=self.source, mode=mode, meta=meta, set_aside=self.set_aside
+        )
+
+    def check_complete(self) -> None:
+        """Refuse a dataset that would replace the warehouse's while its rows refer to a table
+        it does not include (every such row would be quarantined as an orphan)."""
+        from shopml.data.contracts import ContractError, get_contract
+
+        for name, df in self.tables.items():
+            for fk in get_contract(name).foreign_keys:
+                cols = [c for c in fk.columns if c in df.columns]
+                if fk.table in self.tables or not cols or not df[cols].notna().any().any():
+                    continue
+                raise ContractError(
+                    f"{name} refer to {fk.table} ({', '.join(fk.columns)}), which this "
+                    f"{self.source} import does not include: include {fk.table} too, or add "
+                    "these rows to the current data with --append"
+                )
+
+    def check_appendable(self, warehouse: Warehouse) -> str:
+        """The warehouse's source, after checking these rows may be added to it.
+
+        Rows are added to data of the same source; shopml's canonical format can be added to
+        any imported data (it is how a shop sends what it has since); nothing is added to the
+        simulator's shop, which has no real customers to add to.
+        """
+        from shopml.data.warehouse import WarehouseError
+
+        current = warehouse.get_meta("source")
+        if current is None or current == self.source:
+            return current or self.source
+        if self.source == "canonical" and current != "simulator":
+            return current
+        raise WarehouseError(
+            f"the warehouse holds {current} data; rows from {self.source} can only be added "
+            f"to {self.source} data{' or imported data' if self.source == 'canonical' else ''}"
+            ": import without --append to replace it"
         )

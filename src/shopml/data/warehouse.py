@@ -405,8 +405,11 @@ class Warehouse:
                     _forget_repairs(con, name, res.accepted)
                 if not self.exists(name):
                     con.execute(contract.ddl())
+                rows = res.accepted
+                if mode == "upsert" and len(rows) and self.exists(name):
+                    rows = _keep_earliest(con, name, rows)
                 staged = f"_staged_{name}"
-                con.register(staged, res.accepted)
+                con.register(staged, rows)
                 try:
                     if mode == "upsert" and len(res.accepted):
                         keys = ", ".join(f'"{k}"' for k in contract.primary_key)
@@ -631,6 +634,33 @@ def row_keys(table: str, rows: pd.DataFrame) -> list[str]:
         json.dumps(dict(zip(pk, (str(v) if v is not None else None for v in r), strict=True)))
         for r in values.itertuples(index=False, name=None)
     ]
+
+
+def _keep_earliest(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with each keep-earliest column set to the earlier of its value and the stored
+    one for the same key."""
+    contract = get_contract(table)
+    columns = [c.name for c in contract.columns if c.keep_earliest]
+    if not columns:
+        return rows
+    pk = list(contract.primary_key)
+    con.register("_upsert_keys", rows[pk])
+    try:
+        keys = ", ".join(f'"{k}"' for k in pk)
+        stored = con.execute(
+            f"SELECT {keys}, {', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)} "
+            f'FROM "{table}" WHERE ({keys}) IN (SELECT ({keys}) FROM _upsert_keys)'
+        ).df()
+    finally:
+        con.unregister("_upsert_keys")
+    if stored.empty:
+        return rows
+    merged = rows.merge(stored, on=pk, how="left", suffixes=("", "__stored"))
+    out = rows.copy()
+    for c in columns:
+        both = pd.concat([merged[c], merged[f"{c}__stored"]], axis=1)
+        out[c] = both.min(axis=1).astype(rows[c].dtype).to_numpy()
+    return out
 
 
 def _forget_repairs(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame) -> None:

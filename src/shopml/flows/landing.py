@@ -9,6 +9,8 @@ sent, the file is moved back and tried again on the next poll.
 Which importer reads a file: the first folder under the landing location when it is an
 importer's name (``landing/cdnow/file.txt``), else a guess from the name (see
 :func:`guess_kind`). Hidden files and ``*.tmp`` / ``*.part`` (uploads in progress) are ignored.
+A file under an ``append/`` folder (``landing/append/canonical/orders-2026-12-01.jsonl``) adds
+its rows to the current data instead of replacing it (see :func:`is_append`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 EVENT = "shopml.landing.file"
 PROCESSED = "processed"
+APPEND = "append"
 REJECTED = "rejected"
 _IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".partial")
 
@@ -64,6 +67,15 @@ def guess_kind(path: str) -> str | None:
         if name.endswith(suffix):
             return kind
     return "olist" if "." not in name else None
+
+
+def is_append(path: str) -> bool:
+    """Whether a landed file is an incremental load: it lies under an ``append/`` folder of
+    the landing location (looked for after ``processed/``, where claimed files go)."""
+    parts = path.replace("\\", "/").split("/")[:-1]
+    if PROCESSED in parts:
+        parts = parts[len(parts) - parts[::-1].index(PROCESSED) :]
+    return APPEND in parts
 
 
 def split_s3(uri: str) -> tuple[str, str]:

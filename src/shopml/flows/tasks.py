@@ -244,6 +244,7 @@ def ingest_file(path: str, kind: str) -> dict[str, Any]:
     crash is safe without a cache.
     """
     from shopml.data.importers import IMPORTERS
+    from shopml.flows.landing import is_append
 
     if kind not in IMPORTERS:
         raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(IMPORTERS)}")
@@ -253,12 +254,14 @@ def ingest_file(path: str, kind: str) -> dict[str, Any]:
             raise FileNotFoundError(f"{local}: no such file or directory")
         report(f"importing {kind} from {path}", 0.02)
         dataset = IMPORTERS[kind](local)
+        append = is_append(path)  # landing/append/...: add a day of rows, not a new dataset
         with open_warehouse() as wh:
-            load = dataset.load(wh)
+            load = dataset.load(wh, mode="upsert" if append else "dataset")
             version = wh.dataset_version()
     return {
         "source": kind,
         "path": path,
+        "mode": "append" if append else "replace",
         "loaded": True,
         "dataset_version": version,
         "rows_quarantined": load.rows_quarantined,

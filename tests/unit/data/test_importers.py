@@ -13,6 +13,7 @@ from shopml.data.dataset import Dataset
 from shopml.data.importers import (
     IMPORTERS,
     ImportFormatError,
+    canonical,
     cdnow,
     olist,
     online_retail,
@@ -48,7 +49,12 @@ def load(ds: Dataset, tmp_path: Path, name: str = "w.duckdb") -> tuple[Warehouse
 
 
 def test_registry_and_aliases() -> None:
-    expected = {"olist": olist.read, "online-retail": online_retail.read, "cdnow": cdnow.read}
+    expected = {
+        "olist": olist.read,
+        "online-retail": online_retail.read,
+        "cdnow": cdnow.read,
+        "canonical": canonical.read,
+    }
     assert expected == IMPORTERS
     assert read_olist is olist.read
     assert read_online_retail is online_retail.read

@@ -15,22 +15,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shopml.data.dataset import Dataset
-from shopml.data.importers import cdnow, olist, online_retail
+from shopml.data.importers import canonical, cdnow, olist, online_retail
 from shopml.data.importers._common import ImportFormatError
 
 read_olist = olist.read
 read_online_retail = online_retail.read
 read_cdnow = cdnow.read
+read_canonical = canonical.read
 
 IMPORTERS: dict[str, Callable[[Path], Dataset]] = {
     "olist": olist.read,
     "online-retail": online_retail.read,
     "cdnow": cdnow.read,
+    "canonical": canonical.read,
 }
 
 __all__ = [
     "IMPORTERS",
     "ImportFormatError",
+    "read_canonical",
     "read_cdnow",
     "read_olist",
     "read_online_retail",

@@ -78,6 +78,17 @@ def _binary_at(data: bytes) -> int | None:
     return None
 
 
+def check_gzip(path: Path) -> None:
+    """Raise :class:`ImportFormatError` when a gzip file is truncated or corrupt.
+
+    Checked whole before parsing: a reader stops at a truncated stream with an EOFError, which
+    the command line would take for Ctrl-D ("aborted").
+    """
+    problem = _gzip_problem(path)
+    if problem:
+        raise ImportFormatError(f"{path} is a gzip file that cannot be read: {problem}")
+
+
 def _gzip_problem(path: Path) -> str | None:
     """Why a gzip file cannot be read to its end (truncated, corrupt), or None if it can."""
     try:
@@ -102,11 +113,7 @@ def read_text_csv(path: Path) -> pd.DataFrame:
         raise ImportFormatError(f"{path} is a {kind} file, expected a CSV")
     compression: Literal["gzip"] | None = "gzip" if kind == "gzip" else None
     if kind == "gzip":
-        # Checked whole first: pandas would stop at a truncated stream with an EOFError, which
-        # the command line would take for Ctrl-D.
-        problem = _gzip_problem(path)
-        if problem:
-            raise ImportFormatError(f"{path} is a gzip file that cannot be read: {problem}")
+        check_gzip(path)
     last: Exception | None = None
     for encoding in ("utf-8-sig", "latin-1"):
         try:
