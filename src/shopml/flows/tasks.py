@@ -265,7 +265,7 @@ def ingest_file(path: str, kind: str) -> dict[str, Any]:
         "loaded": True,
         "dataset_version": version,
         "rows_quarantined": load.rows_quarantined,
-        "tables": {t.table: t.rows_accepted for t in load.tables},
+        "tables": {t.table: t.rows_kept for t in load.tables},
     }
 
 

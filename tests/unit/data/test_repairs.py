@@ -120,3 +120,35 @@ def test_ingest_and_repairs_commands(tmp_path: Path, capsys, monkeypatch) -> Non
     shopml(["ingest", "olist", str(folder)], capsys, monkeypatch)
     with Warehouse(get_settings().warehouse, read_only=True) as wh:
         assert len(wh.repairs()) == 1
+
+
+def test_a_warehouse_written_before_repairs_is_upgraded(tmp_path: Path) -> None:
+    """Load logs of an older shopml (no repair or set-aside columns, no repairs table) gain
+    them on the next write, and old rows keep their figures."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE _shopml_loads (batch_id VARCHAR, source VARCHAR, table_name VARCHAR, "
+        "mode VARCHAR, rows_read BIGINT, rows_accepted BIGINT, rows_quarantined BIGINT, "
+        "by_rule VARCHAR, loaded_at TIMESTAMP)"
+    )
+    con.execute(
+        "INSERT INTO _shopml_loads VALUES ('b0', 'cdnow', 'orders', 'dataset', 5, 5, 0, '{}', "
+        "TIMESTAMP '2026-01-01')"
+    )
+    con.close()
+    with Warehouse(path, read_only=True) as wh:
+        assert wh.repairs().empty  # reading an old warehouse does not need the new table
+    ds = read_olist(olist_with_bad_carrier_date(tmp_path / "olist"))
+    with Warehouse(path) as wh:
+        ds.load(wh)
+        loads = wh.loads().set_index("batch_id")
+        assert loads.loc["b0", "rows_read"] == 5 and pd.isna(loads.loc["b0", "rows_repaired"])
+        new = loads.loc[loads.index != "b0"].set_index("table_name")
+        assert new.loc["orders", "rows_repaired"] == 1
+        assert json.loads(new.loc["orders", "repaired_by_rule"]) == {
+            "check:shipped_at>=purchased_at": 1
+        }
+        assert len(wh.repairs()) == 1
