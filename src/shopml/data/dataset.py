@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -26,6 +27,9 @@ class Dataset:
     tables: dict[str, pd.DataFrame]
     set_aside: dict[str, dict[str, int]] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    # Called before an append with the warehouse, to resolve what the file alone could not
+    # (Online Retail matches cancellations to purchase lines loaded earlier).
+    prepare_append: Callable[[Warehouse], None] | None = field(default=None, repr=False)
 
     def load(
         self, warehouse: Warehouse, mode: Literal["dataset", "upsert"] = "dataset"
@@ -41,6 +45,8 @@ class Dataset:
             self.check_complete()
         else:
             meta["source"] = self.check_appendable(warehouse)
+            if self.prepare_append is not None:
+                self.prepare_append(warehouse)
         return warehouse.write_tables(
             self.tables, source=self.source, mode=mode, meta=meta, set_aside=self.set_aside
         )

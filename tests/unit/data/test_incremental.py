@@ -267,3 +267,46 @@ def test_append_without_a_warehouse_is_a_first_load(tmp_path: Path, capsys, monk
     assert code == 0, err
     with Warehouse(get_settings().warehouse, read_only=True) as wh:
         assert wh.get_meta("source") == "cdnow" and len(wh.read("orders")) == 4
+
+
+def test_online_retail_cancellations_match_purchases_loaded_earlier(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from tests.unit.data.test_importers import retail_frame
+
+    lines = retail_frame()
+    early = pd.to_datetime(lines["InvoiceDate"]) <= pd.Timestamp("2010-01-05 23:59")
+    lines.loc[early].to_csv(tmp_path / "days-1-5.csv", index=False)
+    lines.loc[~early].to_csv(tmp_path / "days-6-8.csv", index=False)
+    lines.to_csv(tmp_path / "all.csv", index=False)
+    assert (
+        shopml(["ingest", "online-retail", str(tmp_path / "days-1-5.csv")], capsys, monkeypatch)[0]
+        == 0
+    )
+    code, out, err = shopml(
+        ["ingest", "online-retail", str(tmp_path / "days-6-8.csv"), "--append", "--json"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    returns = next(t for t in report["tables"] if t["table"] == "returns")
+    # The three cancellations of earlier purchases are returns, not "unmatched".
+    assert returns["rows_accepted"] == 3
+    assert returns["rows_read"] == returns["rows_canonical"] + returns["rows_set_aside"]
+    with Warehouse(get_settings().warehouse, read_only=True) as wh:
+        appended = wh.read("returns").sort_values("return_id").reset_index(drop=True)
+        versions = wh.versions()
+    with Warehouse(tmp_path / "whole.duckdb") as wh:
+        IMPORTERS["online-retail"](tmp_path / "all.csv").load(wh)
+        whole = wh.read("returns").sort_values("return_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(appended, whole)
+    # Appending the same day again: the same returns, nothing counted twice.
+    code, _, err = shopml(
+        ["ingest", "online-retail", str(tmp_path / "days-6-8.csv"), "--append"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    with Warehouse(get_settings().warehouse, read_only=True) as wh:
+        assert wh.versions() == versions

@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from shopml.data.importers._common import (
     read_text_csv,
     sniff,
 )
+
+if TYPE_CHECKING:
+    from shopml.data.warehouse import Warehouse
 
 SOURCE = "online-retail"
 SELLER_ID = "shop"
@@ -414,7 +418,67 @@ def build_dataset(lines: pd.DataFrame, path: Path | str = "") -> Dataset:
         "rows_read:order_items": str(int((~cancel).sum())),
         "rows_read:returns": str(int(cancel.sum())),
     }
-    return Dataset(source=SOURCE, tables=tables, set_aside=counts, meta=meta)
+    ds = Dataset(source=SOURCE, tables=tables, set_aside=counts, meta=meta)
+
+    def match_stored(wh: Warehouse) -> None:
+        """On an append, match the cancellations again, against the stored purchase lines too:
+        a return usually comes in a later file than its purchase."""
+        returns, unmatched = _match_returns(_with_stored_lines(wh, buys, cancels), cancels)
+        again = reason.copy()
+        again[again == REASON_UNMATCHED] = None
+        again[unmatched] = REASON_UNMATCHED
+        ds.tables["returns"] = returns
+        ds.set_aside = merge_set_aside(
+            {
+                "order_items": count_reasons(again[~cancel]),
+                "returns": count_reasons(again[cancel]),
+            }
+        )
+
+    if len(cancels):
+        ds.prepare_append = match_stored
+    return ds
+
+
+def _with_stored_lines(wh: Warehouse, buys: pd.DataFrame, cancels: pd.DataFrame) -> pd.DataFrame:
+    """The file's purchase lines plus the warehouse's lines of the same (customer, product)
+    pairs as the cancellations, each with the quantity not yet returned. Lines and returns that
+    this file itself brings (a file appended twice) count once, as the file has them."""
+    if not (wh.exists("order_items") and wh.exists("orders")):
+        return buys
+    pairs = cancels[["customer", "stock_code"]].drop_duplicates()
+    wh.con.register("_cancel_pairs", pairs)
+    try:
+        returned = (
+            "SELECT order_item_id, sum(quantity) AS q FROM returns "
+            "WHERE NOT list_contains(?, return_id) GROUP BY order_item_id"
+            if wh.exists("returns")
+            else "SELECT NULL::VARCHAR AS order_item_id, 0 AS q WHERE false"
+        )
+        own_returns = _return_ids(cancels)
+        stored = wh.con.execute(
+            f"""SELECT i.order_item_id, o.customer_id AS customer, i.product_id AS stock_code,
+                       i.quantity - coalesce(r.q, 0) AS quantity, o.purchased_at AS invoice_date
+                FROM order_items i JOIN orders o USING (order_id)
+                JOIN _cancel_pairs p ON p.customer = o.customer_id AND p.stock_code = i.product_id
+                LEFT JOIN ({returned}) r USING (order_item_id)""",
+            [own_returns] if wh.exists("returns") else [],
+        ).df()
+    finally:
+        wh.con.unregister("_cancel_pairs")
+    stored = stored.loc[~stored["order_item_id"].isin(buys["order_item_id"])]
+    if stored.empty:
+        return buys
+    cols = ["order_item_id", "customer", "stock_code", "quantity", "invoice_date"]
+    if buys.empty:  # a file of cancellations only
+        return stored[cols].reset_index(drop=True)
+    return pd.concat([stored[cols], buys[cols]], ignore_index=True)
+
+
+def _return_ids(cancels: pd.DataFrame) -> list[str]:
+    """The return ids this file's cancellations can get (``<invoice>-<n>``)."""
+    seq = cancels.groupby("invoice", sort=False).cumcount() + 1
+    return (cancels["invoice"] + "-" + seq.astype(str)).tolist()
 
 
 def _match_returns(buys: pd.DataFrame, cancels: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
