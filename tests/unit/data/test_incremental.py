@@ -97,6 +97,11 @@ def test_canonical_folder_maps_types_and_reconciles(tmp_path: Path) -> None:
          r"unknown column\(s\) delivery_at \(did you mean delivered_at\?\)"),
         ("invoices.csv", "a,b\n1,2\n", "invoices.csv is not named after a canonical table"),
         ("orders.jsonl", "", "is empty"),
+        ("orders.jsonl",
+         '{"order_id": "A1", "customer_id": "1", "status": "created", "purchased_at": "2026"}\n'
+         '\n{"order_id": "A2", "customer_id": {"id": 1}, "status": "created",'
+         ' "purchased_at": "2026"}\n',
+         r"line 3, column customer_id holds a nested value"),
     ],
 )  # fmt: skip
 def test_canonical_format_errors_name_file_line_and_column(

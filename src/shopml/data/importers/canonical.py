@@ -25,6 +25,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from shopml.data.contracts import CANONICAL_TABLES, get_contract
@@ -143,6 +144,7 @@ def _read_json_lines(path: Path, gz: bool) -> pd.DataFrame:
         where = raw[: exc.start].count(b"\n") + 1
         raise ImportFormatError(f"{path}: line {where} is not UTF-8 text") from None
     records: list[dict[str, object]] = []
+    numbers: list[int] = []
     for no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -159,9 +161,12 @@ def _read_json_lines(path: Path, gz: bool) -> pd.DataFrame:
                 '({"column": value, ...})'
             )
         records.append(value)
+        numbers.append(no)
     if not records:
         raise ImportFormatError(f"{path} is empty")
-    return pd.DataFrame.from_records(records)
+    df = pd.DataFrame.from_records(records)
+    df.attrs["line_numbers"] = numbers  # for messages about one record
+    return df
 
 
 def _conform(df: pd.DataFrame, table: str, path: Path) -> pd.DataFrame:
@@ -192,6 +197,16 @@ def _conform(df: pd.DataFrame, table: str, path: Path) -> pd.DataFrame:
             out[col.name] = None
             continue
         s = df[col.name]
+        if s.dtype == object:
+            nested = s.map(lambda v: isinstance(v, dict | list | tuple | np.ndarray))
+            if nested.any():
+                first = int(np.flatnonzero(nested.to_numpy())[0])
+                numbers = df.attrs.get("line_numbers")
+                where = f"line {numbers[first]}" if numbers else f"record {first + 1}"
+                raise ImportFormatError(
+                    f"{path}: {where}, column {col.name} holds a nested value "
+                    f"({str(s.iloc[first])[:40]}); expected a single {col.dtype}"
+                )
         if col.dtype == "string":
             # Ids exported as numbers (a spreadsheet, a JSON int) are the same ids as text.
             s = id_strings(s) if col.name.endswith("_id") else blank_to_none(s)
