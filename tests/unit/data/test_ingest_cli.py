@@ -91,6 +91,13 @@ def test_corrupt_cdnow_inputs_exit_2(case: str, tmp_path: Path, capsys, monkeypa
     assert not get_settings().warehouse.exists()
 
 
+def test_utf16_export_is_named(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "lines.csv"
+    path.write_bytes(RETAIL.head(5).to_csv(index=False).encode("utf-16"))
+    code, _, err = shopml(["ingest", "online-retail", str(path)], capsys, monkeypatch)
+    assert code == 2 and "is UTF-16 text; save it as UTF-8" in err
+
+
 def test_truncated_gzip_in_an_olist_folder(tmp_path: Path, capsys, monkeypatch) -> None:
     from tests.unit.data.test_importers import write_olist
 

@@ -51,6 +51,9 @@ def sniff(path: Path) -> str:
         return "parquet"
     with path.open("rb") as fh:
         start = fh.read(8192)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # Excel's "Unicode text" export: every other byte is NUL, so say what it is.
+        raise ImportFormatError(f"{path} is UTF-16 text; save it as UTF-8 (CSV UTF-8)")
     binary = _binary_at(start)
     if binary is not None:
         raise ImportFormatError(
