@@ -1038,25 +1038,50 @@ def serve(
 
 @app.command()
 def score(
-    usecase: Annotated[str, typer.Argument(help="Use case whose champion scores the rows.")],
+    usecase: Annotated[str, typer.Argument(help="Use case whose model scores the rows.")],
     output: Annotated[
         str,
         typer.Option(
-            "--output", "-o", help="Parquet or CSV file (or s3://bucket/key when configured)."
+            "--output", "-o", help="Parquet or CSV file, or s3://bucket/key (SHOPML_S3_*)."
         ),
     ],
     input_path: Annotated[
         str | None,
-        typer.Option("--input", "-i", help="Parquet or CSV file of rows (ids and/or features)."),
+        typer.Option(
+            "--input",
+            "-i",
+            help="Parquet or CSV file (or s3://bucket/key) of rows: ids and/or features.",
+        ),
     ] = None,
     table: Annotated[str | None, typer.Option(help="A warehouse table instead of a file.")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="Score with this model version (default: the champion)."),
+    ] = None,
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Features as of this past date, built from the warehouse (not the online "
+            "store); without --input/--table, score the use case's rows at that date."
+        ),
+    ] = None,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Batch-score rows with the champion and the online features, as the service would."""
+    """Batch-score rows with a model (the champion, or --version) and the online features,
+    as the service would; or with the features as of a past --cutoff.
+
+    Examples: `shopml score clv --table customers -o clv.parquet`;
+    `shopml score clv --version 3 --cutoff 2024-06-01 -o clv-june.parquet`.
+    """
     from shopml.serving.batch import BatchError, score_batch
 
     _usecase_names([usecase], False)
+    at = _parse_datetime(cutoff, "--cutoff")
+    if version is not None:
+        version = version.removeprefix("v")
+    if at is None and input_path is None and table is None:
+        raise UserError("give --input FILE or --table NAME (or --cutoff DATE to score its rows)")
     with _progress(f"Scoring {usecase}", quiet=as_json) as update:
 
         def on_progress(done: int, total: int | None) -> None:
@@ -1071,14 +1096,19 @@ def score(
                 table=table,
                 chunk_rows=chunk_rows,
                 progress=on_progress,
+                version=version,
+                cutoff=at,
             )
         except BatchError as exc:
             raise UserError(str(exc)) from None
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result.to_dict())
     else:
+        when = f" as of {result.cutoff[:10]}" if result.cutoff else ""
         console.print(
-            f"{usecase}: scored {result.rows:,} rows with v{result.model_version} "
+            f"{usecase}: scored {result.rows:,} rows with v{result.model_version}{when} "
             f"in {result.seconds:.1f} s -> {result.output}",
             highlight=False,
         )

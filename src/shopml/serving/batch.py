@@ -1,17 +1,26 @@
 """Batch scoring: ``shopml score USECASE`` with the service's model and online features.
 
-Rows come from a Parquet or CSV file or a warehouse table, in chunks; each chunk's missing
-feature columns are filled from the online store by the ids it carries (the same lookups, and
-the same ``<entity>_`` naming, as the service), then scored by the champion's
-``predict_matrix`` in one call. Output is Parquet or CSV, locally or on ``s3://`` (through
-pyarrow's S3 filesystem, with ``SHOPML_S3_ENDPOINT_URL`` and the usual AWS credentials).
+Rows come from a Parquet or CSV file (local or ``s3://``) or a warehouse table, in chunks;
+each chunk's missing feature columns are filled from the online store by the ids it carries
+(the same lookups, and the same ``<entity>_`` naming, as the service), then scored by the
+model's ``predict_matrix`` in one call. With a ``cutoff`` the features come instead from the
+warehouse as of that time (the use case's own point-in-time dataset), and with no input the
+rows are the use case's rows at that cutoff: a past model version can be scored as it would
+have been then. Output is Parquet or CSV, locally or on ``s3://`` (through pyarrow's S3
+filesystem, with ``SHOPML_S3_ENDPOINT_URL`` and the usual AWS credentials), written under a
+temporary name and renamed: a failed run leaves no output, or the previous one.
+
+Bad input (an unreadable file, an empty CSV, an output that cannot be written, rows with none
+of the model's features) raises :class:`BatchError` with one line naming what and where.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +34,11 @@ from shopml.serving.models import CHAMPION, LoadedModel, MlflowSource, ModelSour
 if TYPE_CHECKING:
     from shopml.online.store import OnlineStore
     from shopml.settings import Settings
+    from shopml.usecases.base import UseCase
 
 Progress = Callable[[int, int | None], None]
+# Columns named in a message before "and N more".
+_SHOWN = 8
 
 
 class BatchError(ValueError):
@@ -35,15 +47,31 @@ class BatchError(ValueError):
 
 @dataclass
 class BatchResult:
+    """What a batch run did; ``warnings`` are the problems that did not stop it."""
+
     usecase: str
     model_version: str
     rows: int
     output: str
     seconds: float
     looked_up: int
+    cutoff: str | None = None
+    missing_features: list[str] = field(default_factory=list)
+    rows_without_features: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _names(columns: list[str]) -> str:
+    shown = ", ".join(columns[:_SHOWN])
+    return shown + (f" and {len(columns) - _SHOWN} more" if len(columns) > _SHOWN else "")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def load_champion(
@@ -57,6 +85,17 @@ def load_champion(
     return LoadedModel(usecase, source.load(usecase, info.version), info)
 
 
+def load_version(settings: Settings, usecase: str, version: str) -> LoadedModel:
+    """One registered version of the use case's model (``shopml models`` lists them)."""
+    source = MlflowSource(settings)
+    info = source.version_info(usecase, version)
+    if info is None:
+        raise BatchError(
+            f"shopml-{usecase} has no version {version!r}; `shopml models` lists the versions"
+        )
+    return LoadedModel(usecase, source.load(usecase, info.version), info)
+
+
 def _fmt(path: str) -> str:
     lower = path.lower()
     if lower.endswith((".parquet", ".pq")):
@@ -64,6 +103,133 @@ def _fmt(path: str) -> str:
     if lower.endswith((".csv", ".csv.gz")):
         return "csv"
     raise BatchError(f"{path}: must end in .parquet or .csv")
+
+
+def s3_filesystem(settings: Settings) -> Any:
+    """pyarrow's S3 filesystem on ``SHOPML_S3_ENDPOINT_URL`` (or AWS) with the environment's
+    credentials."""
+    from pyarrow import fs
+
+    endpoint = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        kwargs.update(
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        )
+    kwargs["region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    # A wrong endpoint or a missing bucket must fail in seconds, not after minutes of retries.
+    kwargs.update(connect_timeout=10, request_timeout=60)
+    return fs.S3FileSystem(**kwargs)
+
+
+def _s3_key(url: str) -> str:
+    key = url.removeprefix("s3://")
+    bucket, _, name = key.partition("/")
+    if not bucket or not name or name.endswith("/"):
+        raise BatchError(f"{url}: give s3://bucket/key (a key, not a bucket or a prefix)")
+    return key
+
+
+def _open_input(settings: Settings, input_path: str) -> Any:
+    """A readable file object for a local path or an ``s3://`` URL (checked to exist)."""
+    if input_path.startswith("s3://"):
+        from pyarrow import fs
+
+        key = _s3_key(input_path)
+        s3 = s3_filesystem(settings)
+        try:
+            info = s3.get_file_info(key)
+        except OSError as exc:
+            raise BatchError(
+                f"{input_path}: cannot reach the object store: {_reason(exc)}"
+            ) from None
+        if info.type != fs.FileType.File:
+            raise BatchError(f"{input_path}: no such object")
+        try:
+            return s3.open_input_file(key)
+        except OSError as exc:
+            raise BatchError(f"{input_path}: cannot read: {_reason(exc)}") from None
+    path = Path(input_path)
+    if not path.exists():
+        raise BatchError(f"{input_path}: no such file")
+    if path.is_dir():
+        raise BatchError(f"{input_path}: is a folder, not a file")
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise BatchError(f"{input_path}: cannot read: {_reason(exc)}") from None
+
+
+# What a corrupt or truncated file raises while it is read (pyarrow, pandas, gzip, codecs).
+_READ_ERRORS = (
+    pa.ArrowException,
+    OSError,
+    EOFError,
+    zlib.error,
+    UnicodeDecodeError,
+    pd.errors.ParserError,
+    ValueError,
+)
+
+
+def _parquet_chunks(handle: Any, name: str, chunk_rows: int) -> tuple[Iterator[pd.DataFrame], int]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(handle)
+    except _READ_ERRORS as exc:
+        handle.close()
+        raise BatchError(f"{name}: not a readable Parquet file ({_reason(exc)})") from None
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        done = 0
+        try:
+            for batch in pf.iter_batches(batch_size=chunk_rows):
+                frame = batch.to_pandas()
+                done += len(frame)
+                yield frame
+        except _READ_ERRORS as exc:
+            raise BatchError(
+                f"{name}: Parquet file damaged after row {done:,} ({_reason(exc)})"
+            ) from None
+        finally:
+            handle.close()
+
+    return chunks(), pf.metadata.num_rows
+
+
+def _csv_chunks(handle: Any, name: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    compression = "gzip" if name.lower().endswith(".gz") else None
+    try:
+        reader = pd.read_csv(
+            handle, chunksize=chunk_rows, low_memory=False, compression=compression
+        )
+    except pd.errors.EmptyDataError:
+        handle.close()
+        raise BatchError(f"{name}: the CSV is empty (no header line)") from None
+    except _READ_ERRORS as exc:
+        handle.close()
+        raise BatchError(f"{name}: not a readable CSV file ({_reason(exc)})") from None
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        done = 0
+        try:
+            for frame in reader:
+                done += len(frame)
+                yield frame
+        except _READ_ERRORS as exc:
+            raise BatchError(
+                f"{name}: not a readable CSV file after row {done:,} ({_reason(exc)})"
+            ) from None
+        finally:
+            reader.close()
+            handle.close()
+
+    return chunks()
 
 
 def read_chunks(
@@ -96,106 +262,217 @@ def read_chunks(
 
         return from_table(), total
     assert input_path is not None
-    path = Path(input_path)
-    if not path.exists():
-        raise BatchError(f"{input_path}: no such file")
-    if _fmt(input_path) == "parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        return (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows)), pf.metadata.num_rows
-    return iter(pd.read_csv(path, chunksize=chunk_rows, low_memory=False)), None
+    kind = _fmt(input_path)
+    handle = _open_input(settings, input_path)
+    if kind == "parquet":
+        return _parquet_chunks(handle, input_path, chunk_rows)
+    return _csv_chunks(handle, input_path, chunk_rows), None
 
 
-def _fill_online(
-    frame: pd.DataFrame, features: list[str], lookups: tuple[Lookup, ...], store: OnlineStore | None
-) -> int:
-    """Fill the model's missing feature columns from the online store, in place."""
-    missing = [f for f in features if f not in frame.columns]
-    if not missing or store is None:
-        return 0
-    found = 0
-    # Own entity last, so its columns win, as in the service.
-    for lk in reversed(lookups):
-        if lk.field not in frame.columns:
-            continue
-        ids = frame[lk.field].astype(str)
-        rows = store.get_many(lk.entity, ids.unique().tolist())
-        if not rows:
-            continue
-        found += len(rows)
-        looked = pd.DataFrame.from_dict(rows, orient="index")
-        looked.columns = [lk.prefix + c for c in looked.columns]
-        wanted = [c for c in looked.columns if c in missing]
-        for c in wanted:
-            frame[c] = ids.map(looked[c]).to_numpy()
-    return found
+# -- where features come from -------------------------------------------------------------------
+class OnlineFeatures:
+    """The service's way: the online store, looked up by the ids a row carries."""
+
+    def __init__(self, lookups: tuple[Lookup, ...], store: OnlineStore | None) -> None:
+        self.lookups = lookups
+        self.store = store
+        self.id_fields = [lk.field for lk in lookups]
+
+    def fill(self, frame: pd.DataFrame, features: list[str]) -> int:
+        """Fill the model's missing feature columns from the online store, in place; returns
+        the rows found."""
+        missing = [f for f in features if f not in frame.columns]
+        if not missing or self.store is None:
+            return 0
+        found = 0
+        # Own entity last, so its columns win, as in the service.
+        for lk in reversed(self.lookups):
+            if lk.field not in frame.columns:
+                continue
+            ids = frame[lk.field].astype(str)
+            rows = self.store.get_many(lk.entity, ids.unique().tolist())
+            if not rows:
+                continue
+            found += len(rows)
+            looked = pd.DataFrame.from_dict(rows, orient="index")
+            looked.columns = [lk.prefix + c for c in looked.columns]
+            for c in [c for c in looked.columns if c in missing]:
+                frame[c] = ids.map(looked[c]).to_numpy()
+        return found
 
 
-def _sink(output: str, settings: Settings) -> tuple[Any, str]:
-    """A filesystem (None for local) and the path to write to."""
-    if output.startswith("s3://"):
-        from pyarrow import fs
+class CutoffFeatures:
+    """Features as of a past cutoff: the use case's point-in-time dataset from the warehouse,
+    joined to the rows by the use case's keys."""
 
-        endpoint = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs: dict[str, Any] = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-        if os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs.update(
-                access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+    def __init__(self, data: pd.DataFrame, keys: list[str]) -> None:
+        self.data = data
+        self.keys = keys
+        self.id_fields = list(keys)
+
+    def fill(self, frame: pd.DataFrame, features: list[str]) -> int:
+        """Fill the missing feature columns from the dataset at the cutoff, in place."""
+        missing = [f for f in features if f not in frame.columns and f in self.data.columns]
+        keys = [k for k in self.keys if k in frame.columns]
+        if not missing or keys != self.keys:
+            return 0
+        right = self.data[[*keys, *missing]].drop_duplicates(keys)
+        left = frame[keys].astype(str)
+        right = right.assign(**{k: right[k].astype(str) for k in keys})
+        merged = left.merge(right, on=keys, how="left", indicator=True)
+        for c in missing:
+            frame[c] = merged[c].to_numpy()
+        return int((merged["_merge"] == "both").sum())
+
+
+def cutoff_dataset(
+    settings: Settings, uc: UseCase, cutoff: datetime
+) -> tuple[pd.DataFrame, list[str]]:
+    """The use case's rows (keys and features, no labels) as of ``cutoff``, and its keys."""
+    from shopml.data.warehouse import Warehouse
+
+    wh = Warehouse.open(settings, read_only=True)
+    try:
+        row = wh.con.execute("SELECT min(purchased_at), max(purchased_at) FROM orders").fetchone()
+        if not row or row[0] is None:
+            raise BatchError("the warehouse has no orders; load data first (`shopml ingest`)")
+        start, end = row[0], row[1] + timedelta(days=1)
+        if not start < cutoff <= end:
+            raise BatchError(
+                f"--cutoff {cutoff:%Y-%m-%d %H:%M} is outside the warehouse's orders "
+                f"({start:%Y-%m-%d} to {end:%Y-%m-%d})"
             )
-        kwargs["region"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-        return fs.S3FileSystem(**kwargs), output.removeprefix("s3://")
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    return None, output
+        data = uc.dataset(wh, cutoff)
+    finally:
+        wh.close()
+    if not len(data):
+        raise BatchError(f"{uc.name}: no rows at --cutoff {cutoff:%Y-%m-%d %H:%M}")
+    return data.frame[[*data.keys, *data.features]].reset_index(drop=True), list(data.keys)
 
 
+# -- the output -------------------------------------------------------------------------------
 class _Writer:
-    """Appends chunks to a Parquet or CSV file (local or S3), atomically for local files."""
+    """Appends chunks to a Parquet or CSV file under a temporary name, renamed (or, for
+    ``s3://``, uploaded in one piece) when every chunk is written: a failed run leaves no
+    output, or the previous one. Checks at once that it can write there."""
 
     def __init__(self, output: str, settings: Settings) -> None:
+        import tempfile
+
+        self.output = output
         self.format = _fmt(output)
-        self.fs, self.path = _sink(output, settings)
-        self.final = self.path
-        if self.fs is None:  # write beside and rename at the end: no half-written output
-            self.path = f"{self.path}.tmp-{os.getpid()}"
+        self.s3: Any = None
+        suffix = f".tmp-{os.getpid()}"
+        if output.startswith("s3://"):
+            from pyarrow import fs
+
+            self.final = _s3_key(output)
+            self.s3 = s3_filesystem(settings)
+            bucket = self.final.split("/", 1)[0]
+            try:
+                found = self.s3.get_file_info(bucket).type == fs.FileType.Directory
+            except OSError as exc:
+                raise BatchError(f"cannot write {output}: {_reason(exc)}") from None
+            if not found:
+                raise BatchError(f"cannot write {output}: no bucket {bucket!r}")
+            # Written locally, then uploaded whole: an S3 object cannot be renamed, and an
+            # upload interrupted half way must not leave a half object under the final key.
+            handle, self.path = tempfile.mkstemp(suffix=f"-{Path(self.final).name}")
+            os.close(handle)
+        else:
+            final = Path(output)
+            self.final = str(final)
+            self.path = str(final.with_name(f".{final.name}{suffix}"))
+            _check_local_output(final)
+            try:
+                Path(self.path).touch()
+            except OSError as exc:
+                raise BatchError(f"cannot write {output}: {_reason(exc)}") from None
         self._pq: Any = None
         self._stream: Any = None
         self._header = True
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._write(frame)
+        except OSError as exc:
+            raise BatchError(f"writing {self.output} failed: {_reason(exc)}") from None
+
+    def _write(self, frame: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
             if self._pq is None:
-                self._pq = pq.ParquetWriter(self.path, table.schema, filesystem=self.fs)
+                self._pq = pq.ParquetWriter(self.path, table.schema)
             self._pq.write_table(table.cast(self._pq.schema))
             return
         import pyarrow.csv as pacsv
 
         if self._stream is None:
-            self._stream = (
-                self.fs.open_output_stream(self.path)
-                if self.fs is not None
-                else pa.OSFile(self.path, "wb")
-            )
+            self._stream = pa.OSFile(self.path, "wb")
         pacsv.write_csv(table, self._stream, pacsv.WriteOptions(include_header=self._header))
         self._header = False
 
     def close(self, ok: bool) -> None:
-        if self._pq is not None:
-            self._pq.close()
-        if self._stream is not None:
-            self._stream.close()
-        if self.fs is None:
-            if ok and Path(self.path).exists():
+        try:
+            if self._pq is not None:
+                self._pq.close()
+            if self._stream is not None:
+                self._stream.close()
+            if ok and self.s3 is not None:
+                from pyarrow import fs
+
+                fs.copy_files(self.path, self.final, destination_filesystem=self.s3)
+            elif ok:
                 os.replace(self.path, self.final)
-            elif Path(self.path).exists():
-                os.unlink(self.path)
+        except OSError as exc:
+            raise BatchError(f"writing {self.output} failed: {_reason(exc)}") from None
+        finally:
+            Path(self.path).unlink(missing_ok=True)
+
+
+def _check_local_output(final: Path) -> None:
+    """Refuse, before any work, an output that cannot be written: under a file, a folder
+    itself, or in a place without write permission."""
+    if final.is_dir():
+        raise BatchError(f"cannot write {final}: it is a folder")
+    for parent in final.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BatchError(f"cannot write {final}: {parent} is a file, not a folder")
+            break
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchError(f"cannot write {final}: {_reason(exc)}") from None
+
+
+# -- scoring ----------------------------------------------------------------------------------
+@dataclass
+class _Coverage:
+    """Which of the model's features the input had (itself or by lookup), over all chunks."""
+
+    features: list[str]
+    missing: set[str] = field(default_factory=set)
+    rows_without: int = 0
+
+    def check(self, frame: pd.DataFrame, name: str, id_fields: list[str]) -> None:
+        present = [f for f in self.features if f in frame.columns]
+        if self.features and not present:
+            ids = [f for f in id_fields if f in frame.columns]
+            why = (
+                f"no row's {', '.join(ids)} is known to the feature source"
+                if ids
+                else f"and no id column ({', '.join(id_fields)}) to look them up by"
+            )
+            raise BatchError(
+                f"{name}: no feature found: the rows have none of the model's "
+                f"{len(self.features)} feature columns ({_names(self.features)}) {why}"
+            )
+        self.missing.update(f for f in self.features if f not in frame.columns)
+        if present:
+            self.rows_without += int(frame[present].isna().all(axis=1).sum())
 
 
 def score_batch(
@@ -209,8 +486,15 @@ def score_batch(
     progress: Progress | None = None,
     model: LoadedModel | None = None,
     store: OnlineStore | None = None,
+    version: str | None = None,
+    cutoff: datetime | None = None,
 ) -> BatchResult:
-    """Score every input row with the champion and write the outputs (ids first)."""
+    """Score every input row and write the outputs (ids first).
+
+    The model is the champion, or ``version``. Features the rows lack come from the online
+    store, or with ``cutoff`` from the warehouse as of that time; with a ``cutoff`` and no
+    input, the rows are the use case's own rows at the cutoff.
+    """
     import time
 
     from shopml.usecases import get_usecase
@@ -218,48 +502,116 @@ def score_batch(
     start = time.perf_counter()
     uc = get_usecase(usecase)
     _fmt(output)
-    chunks, total = read_chunks(settings, input_path, table, chunk_rows)
-    model = model or load_champion(settings, usecase)
-    lookups = lookups_for(uc.entity, uc.key)
-    own_store = store is None
-    if store is None:
-        try:
-            from shopml.online import open_store
-
-            store = open_store(settings)
-        except Exception:
-            store = None
+    warnings: list[str] = []
+    cutoff_rows: pd.DataFrame | None = None
+    keys = [uc.key]
+    if cutoff is not None:
+        cutoff_rows, keys = cutoff_dataset(settings, uc, cutoff)
+    if cutoff_rows is not None and input_path is None and table is None:
+        rows_in = cutoff_rows
+        chunks: Iterator[pd.DataFrame] = (
+            rows_in.iloc[i : i + chunk_rows].copy() for i in range(0, len(rows_in), chunk_rows)
+        )
+        total: int | None = len(rows_in)
+        name = f"{usecase} at {cutoff:%Y-%m-%d}" if cutoff else usecase
+    else:
+        chunks, total = read_chunks(settings, input_path, table, chunk_rows)
+        name = input_path or f"table {table}"
     writer = _Writer(output, settings)
-    rows = looked_up = 0
+    own_store = False
     ok = False
     try:
-        for frame in chunks:
-            if frame.empty:
+        if model is None:
+            model = (
+                load_version(settings, usecase, version)
+                if version is not None
+                else load_champion(settings, usecase)
+            )
+        if cutoff is not None:
+            trained = model.info.tags.get("shopml.cutoff")
+            if trained and trained > cutoff.isoformat():
+                warnings.append(
+                    f"v{model.version} was trained with data up to {trained[:10]}, after "
+                    f"--cutoff {cutoff:%Y-%m-%d}: its scores there are not a fair backtest"
+                )
+        source: OnlineFeatures | CutoffFeatures
+        if cutoff_rows is not None:
+            source = CutoffFeatures(cutoff_rows, keys)
+        else:
+            if store is None:
+                own_store = True
+                try:
+                    from shopml.online import open_store
+
+                    store = open_store(settings)
+                except Exception as exc:
+                    warnings.append(f"online store unavailable ({_reason(exc)})")
+                    store = None
+            source = OnlineFeatures(lookups_for(uc.entity, uc.key), store)
+        ranks = hasattr(model.scorer, "recommend")
+        suggests = hasattr(model.scorer, "suggest")
+        coverage = _Coverage([] if ranks or suggests else model.features)
+        rows = looked_up = 0
+        for chunk in chunks:
+            if chunk.empty:
                 continue
+            frame = chunk.reset_index(drop=True)
             ids = [
                 c
-                for c in (*(lk.field for lk in lookups), "customer_id", "product_id")
+                for c in (*keys, *source.id_fields, "customer_id", "product_id")
                 if c in frame.columns
             ]
             ids = list(dict.fromkeys(ids))
-            if hasattr(model.scorer, "recommend") or hasattr(model.scorer, "suggest"):
+            if ranks or suggests:
+                needed = "customer_id" if ranks else "product_id"
+                has_features = suggests and any(f in frame.columns for f in model.features)
+                if needed not in frame.columns and not has_features:
+                    raise BatchError(
+                        f"{name}: no feature found: {usecase} needs a {needed} column "
+                        f"(columns: {_names([str(c) for c in frame.columns])})"
+                    )
                 out = model.scorer.predict_frame(frame)
             else:
-                looked_up += _fill_online(frame, model.features, lookups, store)
+                looked_up += source.fill(frame, model.features)
+                coverage.check(frame, name, source.id_fields)
                 x = model.scorer.to_matrix(frame)
                 pred = np.asarray(model.scorer.predict_matrix(x))
                 out = pd.DataFrame(pred.reshape(len(frame), -1), columns=model.outputs)
-            result = pd.concat(
-                [frame[ids].reset_index(drop=True), out.reset_index(drop=True)], axis=1
-            )
+            result = pd.concat([frame[ids], out.reset_index(drop=True)], axis=1)
             result["model_version"] = model.version
+            if cutoff is not None:
+                result["as_of"] = cutoff
             writer.write(result)
             rows += len(frame)
             if progress is not None:
                 progress(rows, total)
+        if rows == 0:
+            raise BatchError(f"{name}: no rows to score")
         ok = True
     finally:
         writer.close(ok)
         if own_store and store is not None:
             store.close()
-    return BatchResult(usecase, model.version, rows, output, time.perf_counter() - start, looked_up)
+    missing = sorted(coverage.missing)
+    if missing:
+        warnings.append(
+            f"{len(missing)} of the model's {len(coverage.features)} features were not in the "
+            f"rows nor found for them, scored as missing: {', '.join(missing)}"
+        )
+    if coverage.rows_without:
+        warnings.append(
+            f"{coverage.rows_without:,} of {rows:,} rows had no feature value at all "
+            "(ids the feature source does not know?)"
+        )
+    return BatchResult(
+        usecase,
+        model.version,
+        rows,
+        output,
+        time.perf_counter() - start,
+        looked_up,
+        cutoff.isoformat() if cutoff else None,
+        missing,
+        coverage.rows_without,
+        warnings,
+    )

@@ -75,6 +75,15 @@ class ModelSource(Protocol):
         """The scorer of one model version."""
 
 
+def _version_info(mv: Any) -> VersionInfo:
+    created = (
+        datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if mv.creation_timestamp
+        else None
+    )
+    return VersionInfo(str(mv.version), created, mv.run_id, dict(mv.tags or {}))
+
+
 class MlflowSource:
     """Models from the MLflow registry named in settings; artifacts cached under the home."""
 
@@ -110,12 +119,21 @@ class MlflowSource:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
-        created = (
-            datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            if mv.creation_timestamp
-            else None
-        )
-        return VersionInfo(str(mv.version), created, mv.run_id, dict(mv.tags or {}))
+        return _version_info(mv)
+
+    def version_info(self, usecase: str, version: str) -> VersionInfo | None:
+        """One version of the use case's model (None when it does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        if not str(version).isdigit():
+            return None
+        try:
+            mv = self.client.get_model_version(model_name(usecase), str(version))
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return _version_info(mv)
 
     def load(self, usecase: str, version: str) -> Scorer:
         from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
