@@ -667,18 +667,31 @@ def _print_train_results(results: list[Any], as_json: bool) -> None:
         print_json([r.to_dict() for r in results])
         return
     table = Table(title="Training")
-    for col in ("use case", "status", "version", "metric", "model", "baseline", "oracle", "s"):
-        table.add_column(
-            col, justify="right" if col in ("model", "baseline", "oracle", "s") else "left"
-        )
+    right = ("model", "95% interval", "n", "baseline", "oracle", "s")
+    for col in (
+        "use case",
+        "status",
+        "version",
+        "metric",
+        "model",
+        "95% interval",
+        "n",
+        "baseline",
+        "oracle",
+        "s",
+    ):
+        table.add_column(col, justify="right" if col in right else "left")
     for r in results:
         m = r.metric
+        decision = r.decision or {}
         table.add_row(
             r.usecase,
             r.status,
             r.version or "",
             m or "",
             _fmt_metric(r.metrics.get(m) if m else None),
+            _fmt_interval((decision.get("intervals") or {}).get(m) if m else None),
+            str(decision["n"]) if decision.get("n") is not None else "",
             _fmt_metric(r.baseline.get(m) if m else None),
             _fmt_metric((r.oracle or {}).get(m) if m else None),
             f"{r.seconds:.0f}",
@@ -688,6 +701,20 @@ def _print_train_results(results: list[Any], as_json: bool) -> None:
         if r.reason:
             style = {"failed": "red", "skipped": "yellow"}.get(r.status, "dim")
             console.print(f"[{style}]{r.usecase}[/{style}]: {r.reason}", highlight=False)
+        for name, why in (r.unavailable or {}).items():
+            console.print(
+                f"[yellow]{r.usecase}[/yellow]: baseline {name} unavailable: {why}",
+                highlight=False,
+            )
+        for line in r.cleaned or []:
+            console.print(f"[dim]{r.usecase}: {line}[/dim]", highlight=False)
+
+
+def _fmt_interval(interval: dict[str, Any] | None) -> str:
+    """``[low, high]`` of an interval record, blank without one."""
+    if not interval or interval.get("low") is None or interval.get("high") is None:
+        return ""
+    return f"[{_fmt_metric(interval['low'])}, {_fmt_metric(interval['high'])}]"
 
 
 def _client() -> Any:
@@ -714,12 +741,14 @@ def models(as_json: JsonOpt = False) -> None:
         "version",
         "metric",
         "value",
+        "95% interval",
+        "n",
         "trained",
         "test cutoff",
         "data",
         "gate",
     ):
-        table.add_column(col)
+        table.add_column(col, justify="right" if col in ("value", "95% interval", "n") else "left")
     for s in summaries:
         uc_metric = _gate_metric(s.usecase)
         shown = False
@@ -733,6 +762,8 @@ def models(as_json: JsonOpt = False) -> None:
                 v.version,
                 uc_metric,
                 _fmt_metric(v.metrics.get(uc_metric)),
+                _fmt_interval(v.interval),
+                f"{v.n} {v.unit or ''}".strip() if v.n is not None else "",
                 v.created_at,
                 (v.cutoff or "")[:10],
                 v.dataset_version or "",
@@ -744,6 +775,8 @@ def models(as_json: JsonOpt = False) -> None:
                 "",
                 "",
                 uc_metric,
+                "",
+                "",
                 "",
                 "",
                 "",

@@ -68,9 +68,25 @@ def record_decision(
     }
     if decision.sanity is not None:
         tags["shopml.gate.latency_ms"] = f"{decision.sanity.latency_ms:.3f}"
+    if decision.n is not None:
+        tags["shopml.gate.n"] = str(decision.n)
+        tags["shopml.gate.unit"] = decision.unit
+    if decision.interval is not None:
+        tags["shopml.gate.interval"] = json.dumps(decision.interval)
+    if decision.difference is not None:
+        tags["shopml.gate.difference"] = json.dumps(decision.difference)
+    if decision.intervals:
+        tags["shopml.gate.intervals"] = _compact(decision.intervals)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=decision.summary()[:4900])
+
+
+def _compact(intervals: dict[str, dict[str, Any]]) -> str:
+    """Every metric's estimate and bounds, short enough for a tag (5,000 characters)."""
+    short = {k: [v.get("estimate"), v.get("low"), v.get("high")] for k, v in intervals.items()}
+    text = json.dumps(short)
+    return text if len(text) <= 4900 else json.dumps(dict(list(short.items())[:40]))[:4900]
 
 
 def set_champion(
@@ -166,6 +182,12 @@ class VersionSummary:
     dataset_version: str | None
     verdict: str | None
     reasons: list[str] = field(default_factory=list)
+    # The gate's evidence: units on the test window, the decisive metric's estimate and
+    # interval, and the paired difference to the champion it was judged against.
+    n: int | None = None
+    unit: str | None = None
+    interval: dict[str, Any] | None = None
+    difference: dict[str, Any] | None = None
 
 
 @dataclass
@@ -194,7 +216,21 @@ def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | 
         dataset_version=tags.get("shopml.dataset_version"),
         verdict=tags.get("shopml.gate.verdict"),
         reasons=json.loads(tags.get("shopml.gate.reasons", "[]")),
+        n=int(tags["shopml.gate.n"]) if tags.get("shopml.gate.n", "").isdigit() else None,
+        unit=tags.get("shopml.gate.unit"),
+        interval=_json_or_none(tags.get("shopml.gate.interval")),
+        difference=_json_or_none(tags.get("shopml.gate.difference")),
     )
+
+
+def _json_or_none(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def describe(client: MlflowClient, usecase: str) -> ModelSummary:

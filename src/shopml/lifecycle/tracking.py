@@ -20,8 +20,10 @@ def model_name(usecase: str) -> str:
     return f"shopml-{usecase}"
 
 
-def experiment_name(usecase: str) -> str:
-    return f"shopml-{usecase}"
+def experiment_name(usecase: str, purpose: str | None = None) -> str:
+    """``shopml-<usecase>`` for trainings, ``shopml-<usecase>-<purpose>`` for other work
+    (``backtest``), which must never mix with the runs behind registered models."""
+    return f"shopml-{usecase}" + (f"-{purpose}" if purpose else "")
 
 
 def configure(settings: Settings) -> MlflowClient:
@@ -46,16 +48,18 @@ def _uses_local_artifacts(settings: Settings) -> bool:
     return settings.mlflow_artifact_root is not None or not remote
 
 
-def ensure_experiment(client: MlflowClient, settings: Settings, usecase: str) -> str:
-    """The experiment id for a use case, created on first use."""
-    name = experiment_name(usecase)
+def ensure_experiment(
+    client: MlflowClient, settings: Settings, usecase: str, purpose: str | None = None
+) -> str:
+    """The experiment id for a use case (and purpose), created on first use."""
+    name = experiment_name(usecase, purpose)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return str(exp.experiment_id)
     location = (
-        f"{settings.artifact_root.rstrip('/')}/{usecase}"
+        f"{settings.artifact_root.rstrip('/')}/{usecase}" + (f"-{purpose}" if purpose else "")
         if _uses_local_artifacts(settings)
         else None
     )

@@ -32,6 +32,11 @@ class BaselineUnavailable(RuntimeError):
     training loop records it and judges the model on the baselines that could be fitted."""
 
 
+class NotEnoughData(ValueError):
+    """The data is too short or too thin for this use case's time split (the message says
+    what was needed and what the data has)."""
+
+
 @dataclass(frozen=True)
 class GatePolicy:
     """When a candidate may replace the champion.
@@ -40,6 +45,10 @@ class GatePolicy:
     ``min_improvement`` (relative), keep every floor (``metric >= value``) and ceiling
     (``metric <= value``), and pass sanity checks: no missing predictions, predictions within
     ``output_range``, and single-row prediction time within ``max_latency_ms``.
+
+    Every metric is judged with its confidence interval (:mod:`shopml.lifecycle.gate`), except
+    those named in ``exact``: counts of rule breaches (guardrail violations), where one breach
+    on the test rows is a fact about the model, not a sample.
     """
 
     metric: str
@@ -49,6 +58,7 @@ class GatePolicy:
     ceilings: Mapping[str, float] = field(default_factory=dict)
     output_range: tuple[float | None, float | None] = (None, None)
     max_latency_ms: float = 25.0
+    exact: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,12 +108,28 @@ class SplitPlan:
 
     Rows built at a training cutoff have their labels complete before the validation cutoff,
     and validation labels before the test cutoff: no label window overlaps the next split.
+    Test rows are labelled over ``horizon_days`` (what the model is judged on); training and
+    validation rows over ``train_horizon_days``, which is shorter only when the history before
+    the test cutoff cannot hold two full label windows and the use case can extrapolate
+    (:attr:`UseCase.extrapolates_horizon`).
     """
 
     train_cutoffs: tuple[datetime, ...]
     valid_cutoff: datetime
     test_cutoff: datetime
     data_end: datetime
+    horizon_days: int
+    train_horizon_days: int
+
+    @property
+    def extrapolated(self) -> bool:
+        """Whether the model learns a shorter horizon than the one it is judged on."""
+        return self.train_horizon_days != self.horizon_days
+
+    @property
+    def test_end(self) -> datetime:
+        """When the test rows' labels are complete."""
+        return self.test_cutoff + timedelta(days=self.horizon_days)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +137,8 @@ class SplitPlan:
             "valid_cutoff": self.valid_cutoff.isoformat(),
             "test_cutoff": self.test_cutoff.isoformat(),
             "data_end": self.data_end.isoformat(),
+            "horizon_days": self.horizon_days,
+            "train_horizon_days": self.train_horizon_days,
         }
 
 
@@ -231,6 +259,14 @@ class UseCase(ABC):
     horizon_days: int = 30
     train_cutoffs: ClassVar[int] = 6
     train_step_days: ClassVar[int] = 30
+    # Long horizons on short histories (a 39-week spend after a cutoff 39 weeks into the
+    # data): whether a model fitted on labels over a shorter horizon can answer for the full
+    # one (:meth:`final_fit` is then told both). A use case that cannot gets NotEnoughData.
+    extrapolates_horizon: ClassVar[bool] = False
+    # Days of history the latest training cutoff keeps before it when the training horizon
+    # is shortened, and the shortest training horizon worth extrapolating from.
+    min_history_days: ClassVar[int] = 30
+    min_train_horizon_days: ClassVar[int] = 28
 
     # Rows that are resampled together when a metric's interval is bootstrapped: the column
     # naming the independent unit (lines of one customer share that customer's habits). None:
@@ -271,16 +307,80 @@ class UseCase(ABC):
         end: datetime = row[0]
         return datetime(end.year, end.month, end.day) + timedelta(days=1)
 
+    def data_start(self, wh: Warehouse | None) -> datetime | None:
+        """The day of the first order (None when the data has no orders table)."""
+        if wh is None or not wh.exists("orders"):
+            return None
+        row = wh.con.execute("SELECT min(purchased_at) FROM orders").fetchone()
+        if not row or row[0] is None:
+            return None
+        start: datetime = row[0]
+        return datetime(start.year, start.month, start.day)
+
     def split(self, wh: Warehouse, end: datetime | None = None) -> SplitPlan:
-        """Cutoffs walking back from the end of the data, one label horizon apart."""
+        """The training split: the test window is the last label horizon before ``end`` (the
+        end of the data by default), so the newest labels judge the model."""
         end = end or self.data_end(wh)
-        h = timedelta(days=self.horizon_days)
-        test = end - h
-        valid = test - h
+        return self.split_at(wh, end - timedelta(days=self.horizon_days), data_end=end)
+
+    def split_at(
+        self, wh: Warehouse | None, cutoff: datetime, *, data_end: datetime | None = None
+    ) -> SplitPlan:
+        """A split whose test rows are scored at ``cutoff`` and labelled over the horizon after
+        it; training and validation use only what is known before ``cutoff``.
+
+        Cutoffs walk back from ``cutoff`` one label horizon apart (validation, then training
+        every ``train_step_days``); training cutoffs at or before the first order are left out.
+        When the history before ``cutoff`` cannot hold two full label windows (training labels
+        before validation, validation labels before the test cutoff) plus
+        ``min_history_days``, a use case that extrapolates learns a shorter horizon; any other
+        raises :class:`NotEnoughData` naming the horizon and the history available.
+        """
+        horizon = self.horizon_days
+        start = self.data_start(wh)
+        end = data_end or (self.data_end(wh) if wh is not None else cutoff)
+        if cutoff + timedelta(days=horizon) > end:
+            raise NotEnoughData(
+                f"{self.name}: labels over {horizon} days after the cutoff {cutoff:%Y-%m-%d} "
+                f"need data until {cutoff + timedelta(days=horizon):%Y-%m-%d}; the data ends "
+                f"{end - timedelta(days=1):%Y-%m-%d}"
+            )
+        train_h = horizon
+        if start is not None:
+            history = (cutoff - start).days
+            if history < 2 * horizon + self.min_history_days:
+                train_h = (history - self.min_history_days) // 2
+                if not self.extrapolates_horizon or train_h < min(
+                    horizon, self.min_train_horizon_days
+                ):
+                    raise NotEnoughData(self._short_history(cutoff, start, history))
+        h = timedelta(days=train_h)
+        valid = cutoff - h
         first = valid - h
         step = timedelta(days=self.train_step_days)
-        train = tuple(sorted(first - i * step for i in range(self.train_cutoffs)))
-        return SplitPlan(train, valid, test, end)
+        train = tuple(
+            sorted(
+                c
+                for c in (first - i * step for i in range(self.train_cutoffs))
+                if start is None or c > start
+            )
+        )
+        return SplitPlan(train, valid, cutoff, end, horizon, train_h)
+
+    def _short_history(self, cutoff: datetime, start: datetime, history: int) -> str:
+        need = 2 * self.horizon_days + self.min_history_days
+        text = (
+            f"{self.name}: a {self.horizon_days}-day horizon needs {need} days of history before "
+            f"the cutoff {cutoff:%Y-%m-%d} (training labels, then validation labels, each "
+            f"{self.horizon_days} days, after {self.min_history_days} days of history); the "
+            f"data has {history} days (from {start:%Y-%m-%d})"
+        )
+        if self.extrapolates_horizon:
+            return (
+                f"{text}, too few to learn even a {self.min_train_horizon_days}-day horizon and "
+                "extrapolate"
+            )
+        return f"{text}, and this use case cannot extrapolate from a shorter training horizon"
 
     def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
         """Hyper-parameters to tune; an empty dict means nothing to tune."""
@@ -320,7 +420,18 @@ class UseCase(ABC):
         ``as_of`` is the test cutoff: a use case whose model state comes from data known at
         scoring time (interaction histories, say) may refresh it up to ``as_of``; nothing at or
         after it may be used. The default is :meth:`fit` on the training rows.
+
+        The model must answer for ``self.horizon_days``. When the history was too short for
+        full-horizon training labels (:attr:`extrapolates_horizon`), ``train`` and ``valid``
+        are labelled over a shorter horizon, passed as ``label_horizon_days``: a use case that
+        extrapolates overrides this to scale its answers from that horizon to its own.
         """
+        label_horizon = kwargs.pop("label_horizon_days", None)
+        if label_horizon is not None and label_horizon != self.horizon_days:
+            raise NotEnoughData(
+                f"{self.name} cannot answer for {self.horizon_days} days from a model fitted "
+                f"on {label_horizon}-day labels"
+            )
         return self.fit(wh, train, valid, params, seed, **kwargs)
 
     @abstractmethod
@@ -332,10 +443,15 @@ class UseCase(ABC):
         :class:`BaselineUnavailable` with the reason when it cannot be fitted on this data.
         """
 
-    def baselines(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> dict[str, Scorer]:
+    def baselines(
+        self, wh: Warehouse, train: LabelledData, cutoff: datetime
+    ) -> Mapping[str, Scorer | BaselineUnavailable]:
         """Every baseline to compare against, by short name; the first is the main one (the
         one :meth:`baseline` returns). Use cases with several classical baselines override
-        this; each may raise :class:`BaselineUnavailable`, which callers record per name."""
+        this; a baseline that cannot be fitted is returned as the
+        :class:`BaselineUnavailable` it raised (``{name: exc}``), so the training loop records
+        it by name and judges the model on the others. If this method raises, the loop
+        records the failure under ``"baseline"``."""
         return {"baseline": self.baseline(wh, train, cutoff)}
 
     def predict(self, scorer: Scorer, data: LabelledData) -> Predictions:

@@ -60,7 +60,8 @@ def test_model_beats_the_promised_date_and_round_trips(small_sim_wh: Warehouse) 
     uc = DeliveryTime()
     uc.train_cutoffs = 4  # type: ignore[misc]  # fewer windows: a quick test, same logic
     plan = uc.split(small_sim_wh)
-    train, valid, test = build_splits(uc, small_sim_wh, plan)
+    splits = build_splits(uc, small_sim_wh, plan)
+    train, valid, test = splits.train, splits.valid, splits.test
     scorer = uc.fit(small_sim_wh, train, valid, uc.default_params())
     model = uc.evaluate(scorer, test)
     base = uc.evaluate(uc.baseline(small_sim_wh, train, plan.valid_cutoff), test)

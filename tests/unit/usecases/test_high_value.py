@@ -61,7 +61,8 @@ def test_dataset_is_point_in_time(small_sim_wh: Warehouse) -> None:
 
 def test_model_beats_the_rfm_baseline_and_round_trips(small_sim_wh: Warehouse) -> None:
     plan = UC.split(small_sim_wh)
-    train, valid, test = build_splits(UC, small_sim_wh, plan)
+    splits = build_splits(UC, small_sim_wh, plan)
+    train, valid, test = splits.train, splits.valid, splits.test
     scorer = UC.fit(small_sim_wh, train, valid, UC.default_params())
     baseline = UC.baseline(small_sim_wh, train, plan.valid_cutoff)
     model, base = UC.evaluate(scorer, test), UC.evaluate(baseline, test)

@@ -25,8 +25,8 @@ CUTOFF = datetime(2024, 9, 10)
 @pytest.fixture(scope="module")
 def splits(small_sim_wh: Warehouse):
     uc = Pricing()
-    train, valid, test = build_splits(uc, small_sim_wh, uc.split(small_sim_wh))
-    return uc, train, valid, test
+    s = build_splits(uc, small_sim_wh, uc.split(small_sim_wh))
+    return uc, s.train, s.valid, s.test
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ def test_dataset_is_point_in_time(small_sim_wh: Warehouse) -> None:
 
 def test_model_beats_baseline_and_round_trips(small_sim_wh: Warehouse) -> None:
     plan = UC.split(small_sim_wh)
-    train, valid, test = build_splits(UC, small_sim_wh, plan)
+    splits = build_splits(UC, small_sim_wh, plan)
+    train, valid, test = splits.train, splits.valid, splits.test
     scorer = UC.fit(small_sim_wh, train, valid, UC.default_params())
     model = UC.evaluate(scorer, test)
     base = UC.evaluate(UC.baseline(small_sim_wh, train, plan.valid_cutoff), test)
