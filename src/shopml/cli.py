@@ -662,6 +662,139 @@ def train(
         raise typer.Exit(1)
 
 
+@app.command()
+def backtest(
+    usecase: Annotated[str, typer.Argument(help="Use case to backtest.")],
+    cutoff: Annotated[
+        list[str],
+        typer.Option(
+            "--cutoff",
+            help="Train strictly before this date (YYYY-MM-DD) and judge over the horizon "
+            "after it; repeat for a rolling-origin backtest.",
+        ),
+    ],
+    horizon: Annotated[
+        int | None,
+        typer.Option(min=1, help="Label horizon in days (default: the use case's own)."),
+    ] = None,
+    trials: Annotated[int, typer.Option(min=0, help="Tuning trials per cutoff.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per cutoff.")] = 45.0,
+    draws: Annotated[int, typer.Option(min=10, help="Bootstrap resamples per interval.")] = 400,
+    as_json: JsonOpt = False,
+) -> None:
+    """Backtest a use case at past cutoffs against every baseline, with 95% intervals.
+
+    Logs to the MLflow experiment shopml-<usecase>-backtest; registers nothing and never
+    touches the champion or challenger.
+    """
+    from shopml.lifecycle.backtest import backtest as run_backtest
+    from shopml.lifecycle.train import TrainConfig
+    from shopml.usecases import get_usecase
+
+    _usecase_names([usecase], False)
+    cutoffs = [c for c in (_parse_datetime(v, "--cutoff") for v in cutoff) if c is not None]
+    if not cutoffs:
+        raise UserError("give at least one --cutoff YYYY-MM-DD")
+    settings = _settings()
+    config = TrainConfig(
+        trials=trials, timeout_s=timeout, seed=settings.seed, register=False, draws=draws
+    )
+    with _warehouse(read_only=True) as wh, _progress("Backtesting", quiet=as_json) as update:
+        done = [0]
+
+        def say(msg: str) -> None:
+            update(msg, done[0] / len(cutoffs))
+            if "bootstrap" in msg:
+                done[0] += 1
+
+        result = run_backtest(
+            get_usecase(usecase),
+            wh,
+            sorted(cutoffs),
+            horizon_days=horizon,
+            config=config,
+            settings=settings,
+            progress=say,
+        )
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _print_backtest(result)
+    if not result.completed:
+        reasons = "; ".join(sorted({o.reason for o in result.origins}))
+        raise UserError(f"no cutoff could be backtested: {reasons}")
+
+
+def _print_backtest(result: Any) -> None:
+    """One table per cutoff (every answer, every metric with its interval), the paired
+    differences on the decisive metric, and a summary over the cutoffs."""
+    m = result.metric
+    better = "higher" if result.higher_is_better else "lower"
+    for o in result.origins:
+        if o.status != "ok":
+            style = "yellow" if o.status == "skipped" else "red"
+            console.print(
+                f"[{style}]{result.usecase} at {o.cutoff:%Y-%m-%d}: {o.status}[/{style}]: "
+                f"{o.reason}",
+                highlight=False,
+            )
+            continue
+        horizon = f"{o.horizon_days} days"
+        if o.train_horizon_days != o.horizon_days:
+            horizon += f" (trained on {o.train_horizon_days}-day labels, extrapolated)"
+        table = Table(
+            title=f"{result.usecase}: cutoff {o.cutoff:%Y-%m-%d}, horizon {horizon}, "
+            f"{o.n:,} {o.unit} on test (95% intervals, {o.draws} resamples)"
+        )
+        answers = [("model", o.model), *o.baselines.items()]
+        table.add_column("metric")
+        for answer, _ in answers:
+            table.add_column(answer, justify="right")
+        for name in o.model:
+            table.add_row(
+                name + (" (decides)" if name == m else ""),
+                *(_fmt_iv(values.get(name)) for _, values in answers),
+            )
+        console.print(table)
+        for name, diff in o.differences.items():
+            verdict = o.verdict(name, result.higher_is_better)
+            console.print(
+                f"  model - {name} on {m} ({better} is better): {_fmt_iv(diff)} -> {verdict}",
+                highlight=False,
+            )
+        for name, why in o.unavailable.items():
+            console.print(f"  [yellow]baseline {name} unavailable[/yellow]: {why}", highlight=False)
+    if len(result.origins) > 1 and result.completed:
+        table = Table(title=f"{result.usecase}: over {len(result.completed)} cutoffs ({m})")
+        for col in ("baseline", "cutoffs", "model better", "model worse", "unclear", "mean diff"):
+            table.add_column(col, justify="left" if col == "baseline" else "right")
+        for c in result.comparisons():
+            table.add_row(
+                c.baseline,
+                str(c.origins),
+                str(c.better),
+                str(c.worse),
+                str(c.unclear),
+                _fmt_metric(c.mean_difference),
+            )
+        console.print(table)
+        console.print(
+            f"mean {m} of the model over the cutoffs: {_fmt_metric(result.mean('model'))}"
+        )
+    if result.experiment:
+        console.print(f"[dim]MLflow experiment {result.experiment}, run {result.run_id}[/dim]")
+
+
+def _fmt_iv(interval: Any) -> str:
+    """``estimate [low, high]`` of an Interval (estimate alone when it has no interval)."""
+    if interval is None:
+        return ""
+    text = _fmt_metric(interval.estimate)
+    if interval.defined:
+        text += f" [{_fmt_metric(interval.low)}, {_fmt_metric(interval.high)}]"
+    return text
+
+
 def _print_train_results(results: list[Any], as_json: bool) -> None:
     if as_json:
         print_json([r.to_dict() for r in results])

@@ -71,6 +71,7 @@ OWNER_TAG = "shopml.owner"
 STALE_AFTER_S = 12 * 3600
 MODEL = "model"
 CHAMPION = "champion"
+MIN_DRAWS = 50
 BASELINE_PREFIX = "baseline."
 
 
@@ -86,8 +87,11 @@ class TrainConfig:
     # Train as if today were ``as_of``: the split ends there and nothing at or after it is
     # used (a replay of the past, or a retrain judged on the window that just closed).
     as_of: datetime | None = None
-    # Bootstrap resamples behind every interval the gate judges.
+    # Bootstrap resamples behind every interval the gate judges, and the seconds they may
+    # take: a use case whose metrics are slow to compute (ranking, silhouette) gets fewer
+    # resamples, never fewer than MIN_DRAWS.
     draws: int = DRAWS
+    bootstrap_budget_s: float = 10.0
 
 
 @dataclass
@@ -304,6 +308,8 @@ class Evaluation:
     champion_version: str | None = None
     oracle: dict[str, float] | None = None
     valid_metrics: dict[str, float] = field(default_factory=dict)
+    # Seconds scoring every contender once on the test rows took: one resample's cost.
+    score_seconds: float = 0.0
 
     @property
     def main_baseline(self) -> dict[str, float]:
@@ -317,6 +323,12 @@ class Evaluation:
             out[CHAMPION] = self.champion
         out.update({BASELINE_PREFIX + k: v for k, v in self.baselines.items()})
         return out
+
+    def draws_within(self, draws: int, budget_s: float) -> int:
+        """How many resamples fit in ``budget_s`` (at most ``draws``, at least MIN_DRAWS)."""
+        if self.score_seconds <= 0 or self.score_seconds * draws <= budget_s:
+            return draws
+        return max(min(MIN_DRAWS, draws), int(budget_s / self.score_seconds))
 
     def bootstrap(self, uc: UseCase, draws: int = DRAWS, seed: int = 0) -> Bootstrap:
         """Paired resamples of every contender's metrics on the test rows."""
@@ -338,13 +350,23 @@ def evaluate(
     """
     target = uc.with_horizon(splits.plan.horizon_days)
     test = splits.test
+    scoring = 0.0
+
+    def score(answers: Predictions) -> dict[str, float]:
+        nonlocal scoring
+        started = time.perf_counter()
+        try:
+            return target.score(test, answers)
+        finally:
+            scoring += time.perf_counter() - started
+
     answers = target.predict(scorer, test)
-    result = Evaluation(test, answers, target.score(test, answers))
+    result = Evaluation(test, answers, score(answers))
     result.unavailable = dict(baselines.unavailable)
     for name, base in baselines.scorers.items():
         try:
             got = target.predict(base, test)
-            result.baseline_metrics[name] = target.score(test, got)
+            result.baseline_metrics[name] = score(got)
             result.baselines[name] = got
         except Exception as exc:
             result.unavailable[name] = f"failed to answer: {_one_line(exc)}"
@@ -354,10 +376,11 @@ def evaluate(
         if champion.scorer is not None:
             try:
                 got = target.predict(champion.scorer, test)
-                result.champion_metrics = target.score(test, got)
+                result.champion_metrics = score(got)
                 result.champion = got
             except Exception:  # an old champion that cannot score this window: no bar
                 pass
+    result.score_seconds = scoring
     result.oracle = target.oracle_metrics(wh, test)
     if not splits.plan.extrapolated:
         # Validation rows are labelled over the training horizon: comparable only when the
@@ -464,6 +487,31 @@ def _alive(owner: str | None, started_ms: int | None) -> bool:
     return not start or _process_start(pid) == start
 
 
+def _running(client: MlflowClient, experiment_id: str, marker: str) -> tuple[set[str], set[str]]:
+    """Ids of the RUNNING runs tagged ``marker`` whose process is gone, and of those alive."""
+    dead: set[str] = set()
+    live: set[str] = set()
+    for run in client.search_runs(
+        [experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+    ):
+        if marker not in run.data.tags:
+            continue  # not shopml's (someone's own run in the experiment)
+        if _alive(run.data.tags.get(OWNER_TAG), run.info.start_time):
+            live.add(run.info.run_id)
+        else:
+            dead.add(run.info.run_id)
+    return dead, live
+
+
+def fail_dead_runs(client: MlflowClient, experiment_id: str, marker: str) -> list[str]:
+    """Mark FAILED the RUNNING runs tagged ``marker`` whose process died; returns what was
+    done, in words."""
+    dead, _ = _running(client, experiment_id, marker)
+    for run_id in sorted(dead):
+        client.set_terminated(run_id, status="FAILED")
+    return [f"marked run {run_id} FAILED (its process was interrupted)" for run_id in sorted(dead)]
+
+
 def clean_up_unfinished(client: MlflowClient, uc: UseCase, experiment_id: str) -> list[str]:
     """Finish what a killed training left behind; returns what was done, in words.
 
@@ -475,17 +523,7 @@ def clean_up_unfinished(client: MlflowClient, uc: UseCase, experiment_id: str) -
     from mlflow.exceptions import MlflowException
 
     done: list[str] = []
-    dead: set[str] = set()
-    live: set[str] = set()
-    for run in client.search_runs(
-        [experiment_id], "attributes.status = 'RUNNING'", max_results=1000
-    ):
-        if TRAIN_KEY_TAG not in run.data.tags:
-            continue  # not a shopml training (someone's own run in the experiment)
-        if _alive(run.data.tags.get(OWNER_TAG), run.info.start_time):
-            live.add(run.info.run_id)
-        else:
-            dead.add(run.info.run_id)
+    dead, live = _running(client, experiment_id, TRAIN_KEY_TAG)
     name = model_name(uc.name)
     try:
         versions = list(client.search_model_versions(f"name = '{name}'"))
@@ -624,7 +662,7 @@ def log_evaluation(
             "tuning.trials": config.trials,
             "tuning.timeout_s": config.timeout_s,
             "seed": config.seed,
-            "bootstrap.draws": config.draws,
+            "bootstrap.draws": len(next(iter(boot.replicates.values()), [])),
         }
     )
     metrics = {
@@ -867,8 +905,9 @@ def _train(
     )
     evaluation = evaluate(uc, wh, scorer, splits, baselines, champion)
     sanity = sanity_checks(scorer, splits.test, uc.gate)
-    say(f"{uc.name}: judging ({config.draws} bootstrap resamples)")
-    boot = evaluation.bootstrap(uc.with_horizon(plan.horizon_days), config.draws, config.seed)
+    draws = evaluation.draws_within(config.draws, config.bootstrap_budget_s)
+    say(f"{uc.name}: judging ({draws} bootstrap resamples)")
+    boot = evaluation.bootstrap(uc.with_horizon(plan.horizon_days), draws, config.seed)
     decision = judge(
         uc,
         evaluation,
@@ -876,6 +915,7 @@ def _train(
         boot,
         held_back=held_back_reason(uc, plan.data_end, champion, config.as_of),
     )
+    decision.extra["draws"] = draws
     result = TrainResult(
         uc.name,
         "challenger",

@@ -342,8 +342,8 @@ class UseCase(ABC):
         if cutoff + timedelta(days=horizon) > end:
             raise NotEnoughData(
                 f"{self.name}: labels over {horizon} days after the cutoff {cutoff:%Y-%m-%d} "
-                f"need data until {cutoff + timedelta(days=horizon):%Y-%m-%d}; the data ends "
-                f"{end - timedelta(days=1):%Y-%m-%d}"
+                f"need data through {cutoff + timedelta(days=horizon - 1):%Y-%m-%d}; the data "
+                f"ends {end - timedelta(days=1):%Y-%m-%d}"
             )
         train_h = horizon
         if start is not None:

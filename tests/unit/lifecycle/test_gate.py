@@ -150,9 +150,7 @@ def _answers(p50: np.ndarray, p90: np.ndarray) -> Predictions:
     return Predictions(pd.DataFrame({"p50": p50, "p90": p90}))
 
 
-def _judge(
-    data: LabelledData, model: Predictions, champion: Predictions | None = None
-) -> Any:
+def _judge(data: LabelledData, model: Predictions, champion: Predictions | None = None) -> Any:
     answers = {"model": model} | ({"champion": champion} if champion is not None else {})
     boot = bootstrap(Days(), data, answers, draws=400, seed=0)
     evidence = Evidence.from_bootstrap(

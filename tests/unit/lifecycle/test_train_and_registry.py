@@ -4,6 +4,7 @@ manual promotion and rollback."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -13,7 +14,9 @@ from shopml.lifecycle import registry
 from shopml.lifecycle.tracking import configure, model_name
 from shopml.lifecycle.train import TrainConfig, train_usecase
 from shopml.runtime.pyfunc import load_scorer
+from shopml.runtime.scorers import ConstantScorer
 from shopml.settings import get_settings
+from shopml.usecases.base import BaselineUnavailable
 from tests.support.toy import ToyUseCase, toy_warehouse
 
 CONFIG = TrainConfig(trials=0, timeout_s=5)
@@ -137,3 +140,97 @@ def test_an_interrupted_training_is_cleaned_up(wh, monkeypatch: pytest.MonkeyPat
     client = configure(settings)
     versions = client.search_model_versions(f"name = '{model_name('toy')}'")
     assert [str(v.version) for v in versions] == [result.version]
+
+
+# -- a baseline that fails never costs the model -----------------------------------------------
+class BrokenBaseline(ToyUseCase):
+    """The classical baseline crashes on this data, as BG/NBD did on real histories."""
+
+    def baseline(self, wh, train, cutoff):
+        raise ZeroDivisionError("float division by zero")
+
+
+class UnavailableBaseline(ToyUseCase):
+    def baseline(self, wh, train, cutoff):
+        raise BaselineUnavailable("no repeat purchases of positive value: Gamma-Gamma has no data")
+
+
+@pytest.mark.parametrize(
+    ("uc", "said"),
+    [
+        (BrokenBaseline(), "failed: ZeroDivisionError: float division by zero"),
+        (UnavailableBaseline(), "no repeat purchases of positive value"),
+    ],
+)
+def test_a_failing_baseline_is_recorded_and_the_model_kept(wh, uc, said: str) -> None:
+    settings = get_settings()
+    result = train_usecase(uc, wh, settings, CONFIG)
+    assert result.status == "promoted" and result.version == "1", result.reason
+    assert said in result.unavailable["baseline"] and result.baseline == {}
+    assert "baseline baseline unavailable" in result.reason
+    assert "judged on what is available" in result.reason
+    client = configure(settings)
+    tags = client.get_model_version(model_name("toy"), "1").tags
+    assert said in json.loads(tags["shopml.baselines_unavailable"])["baseline"]
+    run = mlflow.get_run(result.run_id)
+    assert said in run.data.tags["shopml.baseline_unavailable.baseline"]
+    assert "test_auc" in run.data.metrics and "baseline_auc" not in run.data.metrics
+
+
+def test_a_baseline_that_fails_to_answer_is_recorded_too(wh) -> None:
+    class Refusing(ConstantScorer):
+        def predict_matrix(self, x):
+            raise ValueError("no history for these customers")
+
+    class Unanswering(ToyUseCase):
+        def baseline(self, wh, train, cutoff):
+            return Refusing(features=[], outputs=["p"], values=[0.5])
+
+    result = train_usecase(Unanswering(), wh, get_settings(), CONFIG)
+    assert result.status == "promoted"
+    assert result.unavailable["baseline"].startswith("failed to answer:")
+
+
+# -- trainings as of a past date ----------------------------------------------------------------
+def test_an_as_of_training_never_displaces_models_trained_on_later_data(wh) -> None:
+    settings = get_settings()
+    client = configure(settings)
+    name = model_name("toy")
+    latest = train_usecase(ToyUseCase(strength=0.3), wh, settings, CONFIG)
+    assert latest.status == "promoted"
+    past = TrainConfig(trials=0, timeout_s=5, as_of=datetime(2024, 11, 1))
+    # Far better on its own window, but trained on older data: held back, with the reason.
+    older = train_usecase(ToyUseCase(strength=1.0), wh, settings, past)
+    assert older.verdict == "held back" and older.status == "challenger", older.reason
+    assert "before the data champion v1 was trained on (to 2024-12-31)" in older.reason
+    assert "shopml promote toy VERSION" in older.reason
+    assert str(client.get_model_version_by_alias(name, "champion").version) == latest.version
+    # A newer full-data challenger is not replaced by another as-of training either.
+    newer = train_usecase(ToyUseCase(strength=0.0), wh, settings, CONFIG)
+    assert newer.status == "challenger" and newer.verdict == "rejected"
+    again = train_usecase(
+        ToyUseCase(strength=1.0),
+        wh,
+        settings,
+        TrainConfig(trials=0, as_of=datetime(2024, 11, 1), force=True),
+    )
+    assert again.status == "registered" and again.verdict == "held back"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == newer.version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == latest.version
+    # An explicit promotion still works.
+    registry.promote(client, "toy", older.version, "replaying the past on purpose")
+    assert str(client.get_model_version_by_alias(name, "champion").version) == older.version
+
+
+def test_models_show_the_verdict_n_and_interval(wh) -> None:
+    settings = get_settings()
+    train_usecase(ToyUseCase(strength=0.6), wh, settings, CONFIG)
+    summary = registry.describe(configure(settings), "toy")
+    champion = summary.champion
+    assert champion is not None and champion.verdict == "promoted"
+    assert champion.n == 400 and champion.unit == "rows"
+    assert champion.interval is not None
+    assert champion.interval["low"] < champion.interval["estimate"] < champion.interval["high"]
+    run = mlflow.get_run(champion.run_id)
+    assert run.data.tags["shopml.gate.verdict"] == "promoted" and run.data.metrics["gate_n"] == 400
+    assert "test_auc_low" in run.data.metrics
