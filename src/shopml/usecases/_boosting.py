@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from shopml.runtime.scorers import BoosterScorer
+from shopml.usecases.base import NotEnoughData
 
 if TYPE_CHECKING:
     import optuna
@@ -103,6 +104,7 @@ def fit_booster_scorer(
     scorer = BoosterScorer(features=list(train.features), outputs=outputs, kind=kind, clip=clip)
     x = scorer.to_matrix(train.frame)
     y = train.frame[label].to_numpy(dtype="float64")
+    check_learnable(y, label)
     xv = scorer.to_matrix(valid.frame) if valid is not None else None
     yv = valid.frame[label].to_numpy(dtype="float64") if valid is not None else None
     for objective, extra in objectives:
@@ -110,6 +112,18 @@ def fit_booster_scorer(
         scorer.models.append(booster.model_to_string(num_iteration=booster.best_iteration or -1))
     scorer.meta["feature_importance"] = feature_importance(scorer)
     return scorer
+
+
+def check_learnable(y: np.ndarray, label: str) -> None:
+    """Raise :class:`NotEnoughData` when labels ``y`` cannot teach a model anything: fewer than
+    two rows, or one value only (no large order in any training window, nobody who spent)."""
+    y = y[np.isfinite(y)]
+    if len(y) < 2:
+        raise NotEnoughData(f"{len(y)} training row(s) with a {label}: nothing to learn from")
+    if np.all(y == y[0]):
+        raise NotEnoughData(
+            f"{label} is {y[0]:g} on every one of the {len(y)} training rows: nothing to learn"
+        )
 
 
 def feature_importance(scorer: BoosterScorer) -> dict[str, float]:

@@ -15,8 +15,10 @@ minimised by the conditional median, which is 0 for most customers, while ``twee
 BG/NBD model estimate the mean and pay for it in MAE (about 1.2x). A median badly underestimates
 totals, so the second booster (``tweedie``) gives ``expected_spend_90d``, the conditional mean,
 for budgets, sums and ranking by value. The baseline is the textbook CLV model: a BG/NBD
-purchase model and a Gamma-Gamma spend model from pymc-marketing, fitted by MAP on the RFM
-summary of the history before the validation cutoff, predicting expected spend over the horizon.
+purchase model and a Gamma-Gamma spend model fitted by maximum likelihood on the RFM summary of
+the history before the test cutoff, predicting expected spend over the horizon
+(:mod:`shopml.usecases._bgnbd`: boundary fits evaluated as limits, simpler models where a piece
+cannot be fitted, and ``meta["steps"]`` saying which and why).
 Metrics: MAE of the point prediction (decides); RMSE, normalised Gini, the share of actual spend
 in the top predicted decile and total predicted over total actual, of the expected value.
 """
@@ -24,7 +26,6 @@ in the top predicted decile and total predicted over total actual, of the expect
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,8 +34,16 @@ import numpy as np
 import pandas as pd
 
 from shopml.runtime.scorers import Scorer
-from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
+from shopml.usecases import _bgnbd, _boosting, _metrics, _plots
+from shopml.usecases._bgnbd import BgNbdSpendScorer
+from shopml.usecases.base import (
+    BaselineUnavailable,
+    GatePolicy,
+    LabelledData,
+    MonitorSpec,
+    Predictions,
+    UseCase,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -113,9 +122,11 @@ class CustomerLifetimeValue(UseCase):
             "customer_id_right"
         )
         df = t.order_by("customer_id").to_pandas()
-        df[LABEL] = df[LABEL].fillna(0.0).astype("float64")
+        df[LABEL] = pd.to_numeric(df[LABEL], errors="coerce").fillna(0.0).astype("float64")
         for c in WEB_COLUMNS[:3]:
-            df[c] = df[c].fillna(0).astype("int64")
+            # All null (no web events) comes back as object: convert before filling, which
+            # pandas no longer downcasts silently.
+            df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0).astype("int64")
         add_derived(df, cutoff)
         oracle: list[str] = []
         truth = oracle_spend(wh, cutoff, self.horizon_days)
@@ -308,132 +319,33 @@ def spend_metrics(
 # -- the baseline: BG/NBD + Gamma-Gamma ------------------------------------------------------
 
 
-@dataclass
-class BgNbdSpendScorer(Scorer):
-    """Expected spend over ``horizon_days`` from fitted BG/NBD and Gamma-Gamma parameters.
-
-    Evaluated in numpy from the summary features (``bg_frequency``, ``bg_recency``, ``bg_T``,
-    ``bg_monetary``). The BG/NBD conditional expectation of purchases in the next ``t`` days is
-    ``P(alive) * E[(1 - (1 + p t / (alpha + T)) ** -(r + x)) / p]`` with ``p`` drawn from its
-    posterior ``Beta(a, b + x)``: the integral form of the usual Gaussian hypergeometric
-    expression, computed by Gauss-Legendre quadrature after the substitution ``p = u ** (1/a)``
-    (which removes the density's singularity at 0) and ``u = v ** 3``, so no special functions
-    are needed.
-    """
-
-    r: float = 1.0
-    alpha: float = 1.0
-    a: float = 1.0
-    b: float = 1.0
-    gg_p: float = 1.0
-    gg_q: float = 2.0
-    gg_v: float = 1.0
-    horizon_days: float = 90.0
-    nodes: int = 64
-
-    def expected_purchases(self, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
-        """BG/NBD expected purchases in the next ``horizon_days`` given (x, t_x, T)."""
-        r, alpha, a, b, t = self.r, self.alpha, self.a, self.b, self.horizon_days
-        x = np.maximum(np.nan_to_num(x, nan=0.0), 0.0)
-        big_t = np.maximum(np.nan_to_num(big_t, nan=0.0), 0.0)
-        t_x = np.clip(np.nan_to_num(t_x, nan=0.0), 0.0, big_t)
-        # P(alive): 1 / (1 + [x > 0] * a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x)),
-        # in logs so long histories do not overflow.
-        log_odds = (
-            np.log(a)
-            - np.log(np.maximum(b + x - 1, 1e-12))
-            + (r + x) * (np.log(alpha + big_t) - np.log(alpha + t_x))
-        )
-        p_alive = np.where(x > 0, 1.0 / (1.0 + np.exp(np.minimum(log_odds, 700.0))), 1.0)
-        v, w = np.polynomial.legendre.leggauss(self.nodes)
-        v = (v + 1) / 2  # nodes on (0, 1)
-        # u = v ** 3 crowds the nodes near p = 0, where Beta(a, b + x) with many repeats puts
-        # its mass (relative error ~1e-12 at 64 nodes against the 2F1 form).
-        u, w = v**3, w * 3 * v**2
-        p = u ** (1.0 / a)  # p ** (a - 1) dp = du / a
-        dens = (1 - p)[None, :] ** (b + x[:, None] - 1)  # the rest of Beta(a, b + x)
-        c = t / (alpha + big_t)
-        # (1 - (1 + p c) ** -(r + x)) / p, whose limit at p -> 0 is (r + x) c: a small fitted
-        # ``a`` (real data gives a ~ 0.01) makes u ** (1 / a) underflow to exactly 0.
-        pp = p[None, :]
-        tiny = pp < 1e-300
-        safe = np.where(tiny, 1.0, pp)
-        g = np.where(
-            tiny,
-            (r + x)[:, None] * c[:, None],
-            -np.expm1(-(r + x)[:, None] * np.log1p(safe * c[:, None])) / safe,
-        )
-        ratio = (dens * g) @ w / (dens @ w)
-        return p_alive * ratio
-
-    def expected_value(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """Gamma-Gamma conditional mean spend per purchase given x repeats of mean m."""
-        x = np.maximum(np.nan_to_num(x, nan=0.0), 0.0)
-        m = np.nan_to_num(m, nan=0.0)
-        p, q, v = self.gg_p, self.gg_q, self.gg_v
-        prior = p * v / (q - 1)
-        w = p * x / (p * x + q - 1)
-        return (1 - w) * prior + w * m
-
-    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
-        freq, rec, big_t, mon = (x[:, i] for i in range(4))
-        return self.expected_purchases(freq, rec, big_t) * self.expected_value(freq, mon)
-
-
-def fit_bgnbd_gamma_gamma(wh: Warehouse, cutoff: datetime, horizon_days: int) -> BgNbdSpendScorer:
-    """Fit BG/NBD and Gamma-Gamma (pymc-marketing, MAP) on the RFM summary of every order
-    before ``cutoff``; return a numpy scorer of the expected spend over ``horizon_days``."""
-    import logging
-    import warnings
-
-    from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
-    from pymc_marketing.clv.utils import rfm_summary
-
+def transactions(wh: Warehouse, cutoff: datetime) -> pd.DataFrame:
+    """Every order before ``cutoff`` as (``customer_id``, ``at``, ``value``): its goods value,
+    zero for a free order."""
     from shopml.features._snapshot import as_cutoff
 
-    cutoff = as_cutoff(cutoff)
-    tx = wh.sql(
+    return wh.sql(
         """
-        SELECT o.customer_id, o.purchased_at, sum(i.unit_price * i.quantity) AS value
+        SELECT o.customer_id, o.purchased_at AS at, sum(i.unit_price * i.quantity) AS value
         FROM orders o JOIN order_items i USING (order_id)
         WHERE o.purchased_at < ?
         GROUP BY ALL
         """,
-        [cutoff],
+        [as_cutoff(cutoff)],
     )
-    rfm = rfm_summary(
-        tx,
-        "customer_id",
-        "purchased_at",
-        "value",
-        observation_period_end=observation_end(cutoff),
-        time_unit="D",
-    )
-    logging.getLogger("pymc").setLevel(logging.ERROR)
-    logging.getLogger("pymc_marketing").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bg = BetaGeoModel(data=rfm[["customer_id", "frequency", "recency", "T"]])
-        bg.fit(method="map", progressbar=False)
-        bgp = bg.fit_summary()
-        repeat = rfm[rfm["frequency"] > 0]
-        gg = GammaGammaModel(data=repeat[["customer_id", "frequency", "monetary_value"]])
-        gg.fit(method="map", progressbar=False)
-        ggp = gg.fit_summary()
-    return BgNbdSpendScorer(
-        features=list(BG_COLUMNS),
-        outputs=["expected_spend_90d"],
-        r=float(bgp["r"]),
-        alpha=float(bgp["alpha"]),
-        a=float(bgp["a"]),
-        b=float(bgp["b"]),
-        gg_p=float(ggp["p"]),
-        gg_q=float(ggp["q"]),
-        gg_v=float(ggp["v"]),
-        horizon_days=float(horizon_days),
-        meta={
-            "name": "BG/NBD + Gamma-Gamma (pymc-marketing, MAP)",
-            "fitted_on": cutoff.isoformat(),
-            "customers": len(rfm),
-        },
-    )
+
+
+def fit_bgnbd_gamma_gamma(wh: Warehouse, cutoff: datetime, horizon_days: int) -> BgNbdSpendScorer:
+    """BG/NBD and Gamma-Gamma by maximum likelihood on the RFM summary of every order before
+    ``cutoff``, as a scorer of the expected spend over ``horizon_days``; simpler models answer
+    where a piece cannot be fitted (``meta["model"]``, ``meta["steps"]``). Raises
+    :class:`BaselineUnavailable` when there is no order before the cutoff."""
+    from shopml.features._snapshot import as_cutoff
+
+    cutoff = as_cutoff(cutoff)
+    try:
+        return _bgnbd.fit_spend_baseline(
+            transactions(wh, cutoff), observation_end(cutoff), horizon_days, output=OUTPUTS[1]
+        )
+    except _bgnbd.FitFailed as exc:
+        raise BaselineUnavailable(f"BG/NBD + Gamma-Gamma: {exc}") from exc

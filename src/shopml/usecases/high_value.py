@@ -24,14 +24,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from shopml.runtime.scorers import LinearScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
+from shopml.usecases.base import (
+    BaselineUnavailable,
+    GatePolicy,
+    LabelledData,
+    MonitorSpec,
+    Predictions,
+    UseCase,
+)
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
-    import pandas as pd
 
     from shopml.data.warehouse import Warehouse
 
@@ -228,7 +235,7 @@ class HighValue(_boosting.BoostedParams, UseCase):
         )
         t = attach(feats, [large], "customer_id")
         df = t.order_by("customer_id").to_pandas()
-        df[LABEL] = df[LABEL].fillna(0).astype("int64")
+        df[LABEL] = pd.to_numeric(df[LABEL], errors="coerce").fillna(0).astype("int64")
         # The oracle's truth costs seconds per cutoff, so it is computed only for the window
         # that is scored against it (in :meth:`oracle_metrics`), not for every training cutoff.
         features = [*FEATURE_SETS["customers"].feature_columns, *HISTORY_COLUMNS, *BROWSING_COLUMNS]
@@ -275,6 +282,13 @@ class HighValue(_boosting.BoostedParams, UseCase):
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
         from sklearn.linear_model import LogisticRegression
 
+        classes = set(np.unique(train.y.to_numpy()))
+        if len(classes) < 2:
+            seen = "no large order" if classes <= {0} else "only large orders"
+            raise BaselineUnavailable(
+                f"logistic RFM: the {len(train)} training rows have {seen}: a logistic "
+                "regression needs both outcomes"
+            )
         scorer = LinearScorer(
             features=list(BASELINE_FEATURES),
             outputs=[OUTPUT],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from shopml.runtime.scorers import ColumnScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
@@ -145,7 +146,7 @@ class Returns(_boosting.BoostedParams, UseCase):
             )
             oracle = ["p_return"]
         df = t.order_by("order_item_id").to_pandas()
-        df["returned"] = df["returned"].fillna(0).astype("int64")
+        df["returned"] = pd.to_numeric(df["returned"], errors="coerce").fillna(0).astype("int64")
         features = [c for c in FEATURE_SETS["order_items"].columns if c not in NON_FEATURES]
         features += list(DELIVERY_FEATURES)
         return LabelledData(df, KEYS, features, ["returned"], oracle, [cutoff])

@@ -41,7 +41,14 @@ import pandas as pd
 
 from shopml.runtime.scorers import Scorer, SegmentScorer
 from shopml.usecases import _metrics, _plots
-from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
+from shopml.usecases.base import (
+    GatePolicy,
+    LabelledData,
+    MonitorSpec,
+    NotEnoughData,
+    Predictions,
+    UseCase,
+)
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -195,10 +202,18 @@ class Segments(UseCase):
         z, tf = standardise(raw, _log_mask())
         sample = np.sort(rng.choice(len(z), min(SAMPLE, len(z)), replace=False))
         prev = previous if isinstance(previous, SegmentScorer) else None
+        # k-means cannot find more clusters than distinct points (a shop where everyone bought
+        # once, on the same day, for the same amount has one profile).
+        distinct = len(np.unique(np.round(z, 9), axis=0))
+        if distinct < 2:
+            raise NotEnoughData(
+                f"the {len(z)} customer snapshots have {distinct} distinct behaviour profile(s): "
+                "no segments to find"
+            )
         scores: dict[int, float] = {}
         fits: dict[int, Any] = {}
         for k in K_RANGE:
-            if k >= len(z):
+            if k >= len(z) or k > distinct:
                 break
             km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(z)
             shares = np.bincount(km.labels_, minlength=k) / len(z)
@@ -207,7 +222,7 @@ class Segments(UseCase):
             fits[k] = km
             scores[k] = _metrics.silhouette(z[sample], km.labels_[sample])
         if not fits:  # tiny or degenerate data: the smallest k, whatever its sizes
-            k0 = min(K_RANGE.start, max(len(z) - 1, 1))
+            k0 = min(K_RANGE.start, distinct)
             fits[k0] = KMeans(n_clusters=k0, n_init=4, random_state=seed).fit(z)
             scores[k0] = _metrics.silhouette(z[sample], fits[k0].labels_[sample])
         best = max(scores, key=lambda k: (scores[k], -k))

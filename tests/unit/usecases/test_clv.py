@@ -120,3 +120,17 @@ def test_bgnbd_scorer_is_finite_for_a_tiny_fitted_a() -> None:
     )
     assert np.isfinite(out).all() and (out > 0).all()
     assert np.all(np.diff(out) > 0), "more repeat purchases, recently, mean more expected"
+
+
+@pytest.mark.slow
+def test_trains_on_a_history_with_free_repeat_orders_and_refunds(tmp_path: Path) -> None:
+    """The issue's first crash: a repeat customer whose repeat orders were free has mean repeat
+    spend 0, which made the Gamma-Gamma fit (and so the whole training) fail."""
+    import numpy as np
+    from tests.unit.usecases.nasty import free_and_refunded
+
+    with Warehouse(tmp_path / "free.duckdb") as wh:
+        wh.write_tables(free_and_refunded(np.random.default_rng(0)), source="test", mode="dataset")
+        result = train("clv", wh)
+    assert result.status in {"promoted", "challenger"}, result.reason
+    assert np.isfinite(result.baseline["rmse"])
