@@ -20,23 +20,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
-# promtool checks deploy/prometheus (config, alert rule tests, dashboard queries). Where it is not
-# on PATH it is taken from Debian's prometheus package into .venv/bin, without installing the
-# package; without apt (not Debian) the deploy tests that need it skip and say why.
-$(BIN)/promtool: | $(STAMP)
-	@if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; \
+# promtool checks deploy/prometheus (config, alert rule tests, dashboard queries) and the
+# prometheus server scrapes the production integration test's processes. Where they are not on
+# PATH they are taken from Debian's prometheus package into .venv/bin, without installing the
+# package; without apt (not Debian) the tests that need them skip and say why.
+PROM_TOOLS := $(BIN)/promtool $(BIN)/prometheus
+$(PROM_TOOLS): | $(STAMP)
+	@name=$(notdir $@); if command -v $$name >/dev/null; then ln -sf "$$(command -v $$name)" $@; \
 	elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then \
 	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -q prometheus >/dev/null 2>&1) && \
-	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && cp $$tmp/x/usr/bin/promtool $@; \
-	  rm -rf $$tmp; test -x $@ || echo "promtool not fetched: the promtool tests will skip"; \
-	else echo "no promtool and no apt-get: the promtool tests will skip"; fi
+	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && cp $$tmp/x/usr/bin/$$name $@; \
+	  rm -rf $$tmp; test -x $@ || echo "$$name not fetched: the tests that need it will skip"; \
+	else echo "no $$name and no apt-get: the tests that need it will skip"; fi
+
+# checkov scans deploy/ (Dockerfiles, compose, Kubernetes) and .github/workflows. Its own pins
+# (an old boto3, packaging, networkx) would downgrade shopml's, so it lives in a venv of its own.
+TOOLS := .venv-tools
+$(TOOLS)/bin/checkov: | $(STAMP)
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv
+	$(BIN)/uv pip install -q --python $(TOOLS)/bin/python 'checkov>=3.2,<4'
 
 install: $(STAMP) ## Create .venv and install shopml with every extra (re-runs when pyproject.toml changes)
 
 run: $(STAMP) ## Run the main job on the embedded default (simulated shop, local stores)
 	$(BIN)/shopml run
 
-test: $(STAMP) $(BIN)/promtool ## Run the whole test suite (slow and integration tests included)
+test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov ## Run the whole test suite (slow and integration tests included)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## Run the tests not marked slow
