@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shopml.lifeline import guard_prefect_server
 from shopml.settings import reset_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,11 @@ if "PREFECT_HOME" not in os.environ:
 
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="shopml-tests-prefect-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+
+
+# Prefect's ephemeral server (started by flow tests in this process) stops with the test run,
+# even one killed with -9 (a CI timeout): shopml.lifeline guards it as it does for `shopml run`.
+guard_prefect_server()
 
 
 def shared_data_dir() -> Path:

@@ -1150,6 +1150,9 @@ def worker(
 
 
 # -- serving (issue 5: `serve` and `score`; owned by the serving work) -------------------------
+METRICS_PREFIX = "prometheus-"
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -1165,10 +1168,10 @@ def serve(
     """Serve every use case's champion over HTTP (FastAPI; docs at /docs)."""
     import os
     import shutil
-    import tempfile
 
     import uvicorn
 
+    from shopml.lifeline import SUPERVISOR_ENV, owned_dir, remove_stale_dirs
     from shopml.serving import ServingConfigError, create_app
 
     settings = _settings()
@@ -1176,17 +1179,20 @@ def serve(
         create_app(settings)
     except ServingConfigError as exc:
         raise UserError(str(exc)) from None
+    # Metrics folders are named after the service that owns them: a killed one's goes here.
+    remove_stale_dirs(settings.home, METRICS_PREFIX)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples to shared files so /metrics adds them all up.
-        settings.ensure_home()
-        metrics_dir = tempfile.mkdtemp(prefix="prometheus-", dir=settings.home)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(owned_dir(settings.home, METRICS_PREFIX))
+    if workers > 1:
+        # Workers shut down if this process is killed (they would keep serving, orphaned).
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
     console.print(
         f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs", highlight=False
     )
     try:
         uvicorn.run(
-            "shopml.serving:create_app",
+            "shopml.lifeline:serve_app" if workers > 1 else "shopml.serving:create_app",
             factory=True,
             host=host,
             port=port,
@@ -1473,6 +1479,10 @@ def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line and exit 2."""
     from typer._click.exceptions import ClickException  # typer >= 0.20 vendors click
 
+    from shopml.lifeline import guard_prefect_server
+
+    # A command killed with -9 must not leave Prefect's ephemeral server running.
+    guard_prefect_server()
     errors = _user_errors()
     try:
         # Without standalone mode, click returns a command's `typer.Exit(code)` instead of
