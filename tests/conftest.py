@@ -59,12 +59,17 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def shopml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Isolate every test: its own home folder, no config file, fresh settings."""
+    """Isolate every test: its own home folder, no config file, no keys, development mode
+    (explicitly), fresh settings."""
     home = tmp_path / "shopml-home"
     monkeypatch.setenv("SHOPML_HOME", str(home))
     monkeypatch.setenv("SHOPML_CONFIG", str(tmp_path / "no-shopml.toml"))
-    for var in ("SHOPML_ENV", "SHOPML_API_KEYS", "SHOPML_ADMIN_KEYS", "SHOPML_WAREHOUSE_PATH"):
+    for var in ("SHOPML_API_KEYS", "SHOPML_ADMIN_KEYS", "SHOPML_WAREHOUSE_PATH"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("SHOPML_INSECURE_DEV", raising=False)
+    # The explicit development opt-in (a service without keys runs open, on loopback): tests
+    # of the secure default remove it.
+    monkeypatch.setenv("SHOPML_ENV", "development")
     reset_settings()
     yield home
     reset_settings()

@@ -1153,6 +1153,24 @@ def worker(
 METRICS_PREFIX = "prometheus-"
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback one (127.0.0.0/8, ::1)."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -1164,8 +1182,19 @@ def serve(
             help="Log every request line (keys are never logged; metrics count requests anyway)."
         ),
     ] = False,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-dev",
+            help="Serve without API keys (open mode; loopback only). For your own machine.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve every use case's champion over HTTP (FastAPI; docs at /docs)."""
+    """Serve every use case's champion over HTTP (FastAPI; docs at /docs).
+
+    Needs an API key (SHOPML_API_KEYS) unless --insecure-dev (or SHOPML_ENV=development) opts
+    into open mode, which binds to loopback only.
+    """
     import os
     import shutil
 
@@ -1173,12 +1202,21 @@ def serve(
 
     from shopml.lifeline import SUPERVISOR_ENV, owned_dir, remove_stale_dirs
     from shopml.serving import ServingConfigError, create_app
+    from shopml.settings import reset_settings
 
+    if insecure_dev:
+        os.environ["SHOPML_INSECURE_DEV"] = "1"  # the workers read their settings again
+        reset_settings()
     settings = _settings()
     try:  # fail here, with one line, rather than in every worker
         create_app(settings)
     except ServingConfigError as exc:
         raise UserError(str(exc)) from None
+    if not settings.api_keys and not settings.admin_keys and not _is_loopback(host):
+        raise UserError(
+            f"open mode (no API key) serves on loopback only, not --host {host}: use --host "
+            "127.0.0.1, or set SHOPML_API_KEYS=<key> to serve on other interfaces"
+        )
     # Metrics folders are named after the service that owns them: a killed one's goes here.
     remove_stale_dirs(settings.home, METRICS_PREFIX)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

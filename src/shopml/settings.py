@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     )
 
     env: Literal["development", "production"] = "development"
+    insecure_dev: bool = Field(
+        default=False,
+        description="Serve without API keys (open mode, loopback only); `shopml serve "
+        "--insecure-dev` sets it. Refused with SHOPML_ENV=production.",
+    )
     home: Path = Field(default=Path(".shopml"), description="Folder that holds all local state.")
 
     # Data layer.
@@ -164,6 +169,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
         return (init_settings, env_settings, dotenv_settings, toml, file_secret_settings)
+
+    @property
+    def open_mode_allowed(self) -> bool:
+        """Whether the service may run without API keys: only when the caller opted in, with
+        SHOPML_INSECURE_DEV / ``--insecure-dev`` or by setting SHOPML_ENV=development
+        explicitly (the default ``development`` does not count), and never in production."""
+        if self.env != "development":
+            return False
+        return self.insecure_dev or "env" in self.model_fields_set
 
     # Derived locations. Properties, so that changing ``home`` moves everything with it.
     @property

@@ -126,7 +126,7 @@ def next_steps() -> dict[str, str]:
         "models": "shopml models",
         "reports": str(s.reports_dir),
         "scores": str(s.home / "scores"),
-        "api": "shopml serve  (then http://127.0.0.1:8000/docs)",
+        "api": "shopml serve --insecure-dev  (no key, 127.0.0.1 only; or set SHOPML_API_KEYS)",
     }
 
 

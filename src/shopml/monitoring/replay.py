@@ -120,7 +120,9 @@ class _Traffic:
 
             from shopml.serving.app import create_app
 
-            self.app = create_app(self.settings, clock=lambda: self.now, usecases=self.names)
+            self.app = create_app(
+                self.settings, clock=lambda: self.now, usecases=self.names, in_process=True
+            )
             keys = [*self.settings.admin_keys, *self.settings.api_keys]
             if keys:
                 self.headers = {"Authorization": f"Bearer {keys[0].get_secret_value()}"}

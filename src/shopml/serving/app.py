@@ -641,6 +641,21 @@ def _add_suggest_route(
 
 
 # -- the app -----------------------------------------------------------------------------------
+def no_key_message(settings: "Settings") -> str:
+    """Why the service will not start without a key, and exactly what to set."""
+    if settings.env == "production":
+        return (
+            "no API key configured and SHOPML_ENV=production: set SHOPML_API_KEYS=<key>[,<key>] "
+            "(and SHOPML_ADMIN_KEYS=<key> for /v1/admin/*); refusing to serve without auth"
+        )
+    return (
+        "no API key configured: set SHOPML_API_KEYS=<key>[,<key>] (and SHOPML_ADMIN_KEYS=<key> "
+        "for /v1/admin/*), or, on your own machine, opt into open mode with `shopml serve "
+        "--insecure-dev` (or SHOPML_ENV=development), which binds to 127.0.0.1 only; "
+        "refusing to serve without auth"
+    )
+
+
 def create_app(
     settings: "Settings | None" = None,
     *,
@@ -648,8 +663,11 @@ def create_app(
     online_store_factory: "Callable[[], OnlineStore] | None" = None,
     usecases: list[str] | None = None,
     clock: Clock | None = None,
+    in_process: bool = False,
 ) -> FastAPI:
-    """The service. Refuses (``ServingConfigError``) to run open outside development mode.
+    """The service. Refuses (``ServingConfigError``) to run without an API key unless the
+    caller opted into open mode (:attr:`Settings.open_mode_allowed`), or the app is only driven
+    in this process (``in_process``: a replay's test client, never bound to a socket).
 
     ``clock`` (default ``time.time``) gives the POSIX time that stamps every prediction-log
     row and that feature ages are measured against: a replay can drive the service through
@@ -661,13 +679,13 @@ def create_app(
     settings = settings or get_settings()
     api_keys = [k.get_secret_value() for k in settings.api_keys]
     admin_keys = [k.get_secret_value() for k in settings.admin_keys]
-    if settings.env != "development" and not api_keys:
-        raise ServingConfigError(
-            "no API key configured: set SHOPML_API_KEYS (and SHOPML_ADMIN_KEYS for admin "
-            "routes), or run with SHOPML_ENV=development; refusing to serve without auth"
-        )
+    if not in_process and (
+        (settings.env == "production" and not api_keys)
+        or not (api_keys or admin_keys or settings.open_mode_allowed)
+    ):
+        raise ServingConfigError(no_key_message(settings))
     if not api_keys and not admin_keys:
-        log.warning("no API keys configured: serving without authentication (development)")
+        log.warning("no API keys configured: serving without authentication (open mode)")
     auth = Auth(api_keys, admin_keys, open_=not api_keys and not admin_keys)
     scoring, admin = auth.scoring_dep(), auth.admin_dep()
 
