@@ -1,36 +1,47 @@
 """recommender: which products should this customer see next?
 
-Rows are the customers who buy something in the 30 days after the cutoff; the label is the set
-of products they buy then (non-canceled orders), kept as a comma-separated string. The model is
-implicit-feedback ALS (``implicit``, CPU, one thread) on the customer x product interactions
-strictly before the cutoff: purchases count fully, add-to-carts and views less (the view
-weight is tuned), and the confidence is ``1 + alpha * log1p(strength / 0.1)`` so that a heavy
-browser does not drown a buyer. The ranking score is the factor dot product plus a tuned
-multiple of the product's log popularity, folded into the factors as one extra dimension (ALS
-treats every unobserved pair alike, so it under-weights how much more often best-sellers are
-bought by everyone); customers the model has never seen get popularity.
+Rows are the customers who buy something in the 30 days after the cutoff (the horizon); the
+label is the set of products they buy then (non-canceled orders), kept as a comma-separated
+string, and ``new_products`` the part of it the customer had never bought before the cutoff.
 
-Already-bought products are not removed by default: repeat purchases are common in commerce
-(and in the simulator, where each purchase is drawn from the customer's stable taste). ``fit``
-measures both on the validation window and keeps the better one (``meta["exclude_seen"]``).
+The model ranks by three signals learned from the interactions strictly before the cutoff:
 
-The baseline is popularity: the products most bought in the last N days before the cutoff,
-with N in (30, 90, 365) picked on the training rows (the strongest of the three). Metrics are
-precision@10, recall@10 and NDCG@10 (the gate's metric) over the rows, and catalogue coverage
-(share of products shown to anyone). On simulated data the oracle ranks by the simulator's
-true next-purchase distribution (:func:`shopml.data.oracle.purchase_scores`).
+- implicit-feedback ALS (``implicit``, CPU, one thread): purchases count fully, add-to-carts and
+  views less (the view weight is tuned), with confidence ``1 + alpha * log1p(strength / 0.1)``
+  so a heavy browser does not drown a buyer;
+- a tuned multiple of the product's log popularity, folded into the factors as one extra
+  dimension (ALS treats every unobserved pair alike, so it under-weights how much more often
+  best-sellers are bought by everyone);
+- the customer's own purchases: ``repeat_weight * log1p(times bought) * 2 ** (-age /
+  half-life)``, because in most shops the best single predictor of next month's basket is last
+  month's (replenishment, favourites, a wholesaler's stock lines).
 
-The fitted model is a :class:`~shopml.runtime.scorers.RecommenderScorer`: numpy factors and a
-popularity vector, no ``implicit`` at prediction time.
+Customers the model has never seen get popularity. Whether already-bought products are shown
+is a request parameter (``exclude_seen``, see :attr:`Recommender.parameters`); its default is
+the model's, chosen on the validation window by a model trained only on what precedes that
+window (the served model is then refitted on everything before the test cutoff).
+
+Baselines, each a plain :class:`~shopml.runtime.scorers.RecommenderScorer`: ``popularity`` (the
+products most bought in the last N days, N in 30/90/365 picked on the training rows, repeats
+allowed) and ``buy-again`` (the customer's own most bought, most recent products, then
+popularity). Metrics: precision@10, recall@10 and NDCG@10 (the gate's metric) over all the
+products bought, the same with ``_new`` over the products new to the customer, ranked with
+already-bought products left out (discovery: what a shop wants shown beside "buy again"), and
+catalogue coverage. On simulated data the oracle ranks by the simulator's true next-purchase
+distribution (:func:`shopml.data.oracle.purchase_scores`).
+
+Scorers are numpy factors, a popularity vector and the purchase history: no ``implicit`` at
+prediction time.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,12 +57,62 @@ if TYPE_CHECKING:
 
 K = 10
 LABEL = "purchased_products"
+NEW_LABEL = "new_products"
 ORACLE = "oracle_top10"
 FEATURES = ["history_products", "history_purchases"]
 # A purchase is the strongest signal; add-to-carts and views are weaker (views are tuned).
 CART_WEIGHT = 0.3
 LOG_SCALE = 0.1  # confidence grows with log1p(strength / LOG_SCALE)
 POPULARITY_WINDOWS = (30, 90, 365)
+# The buy-again baseline's recency half-life: long, so it ranks mostly by how often.
+BUY_AGAIN_HALF_LIFE_DAYS = 365.0
+
+
+@dataclass
+class RepeatAwareScorer(RecommenderScorer):
+    """A :class:`RecommenderScorer` whose score for a customer's past products also counts how
+    often and how recently they bought them: ``repeat_weight * strength`` on top of the factor
+    (or popularity) score, with ``strength = log1p(times bought) * 2 ** (-age / half-life)`` as
+    of the training cutoff. With no factors and a tiny popularity it is "buy again, then the
+    best-sellers"."""
+
+    # customer -> (product positions, strengths)
+    history: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    repeat_weight: float = 1.0
+
+    def scores(self, customer_id: str) -> np.ndarray:
+        out = super().scores(customer_id)
+        past = self.history.get(customer_id)
+        if past is None or not self.repeat_weight:
+            return out
+        out = np.array(out, dtype="float64", copy=True)
+        out[np.asarray(past[0], dtype=int)] += self.repeat_weight * np.asarray(past[1])
+        return out
+
+
+def purchase_history(
+    inter: pd.DataFrame, cutoff: datetime, pindex: Mapping[str, int], half_life_days: float
+) -> dict[str, tuple[list[int], list[float]]]:
+    """Per customer, the products they bought before ``cutoff`` with their repeat strength:
+    ``log1p(times bought) * 2 ** (-days since the last purchase / half_life_days)``."""
+    bought = inter[inter["n_purchases"] > 0]
+    if bought.empty:
+        return {}
+    age = (pd.Timestamp(cutoff) - pd.to_datetime(bought["last_at"])).dt.total_seconds() / 86400
+    strength = np.log1p(bought["n_purchases"].to_numpy(dtype="float64")) * np.exp2(
+        -np.clip(age.to_numpy(dtype="float64"), 0.0, None) / max(half_life_days, 1e-9)
+    )
+    frame = pd.DataFrame(
+        {
+            "customer_id": bought["customer_id"].to_numpy(),
+            "j": bought["product_id"].map(pindex).to_numpy(),
+            "s": strength,
+        }
+    ).dropna(subset=["j"])
+    return {
+        str(c): (g["j"].astype(int).tolist(), g["s"].astype(float).tolist())
+        for c, g in frame.groupby("customer_id", sort=True)
+    }
 
 
 def _split(text: Any) -> list[str]:
@@ -69,7 +130,16 @@ class Recommender(UseCase):
     key = "customer_id"
     kind = "ranking"
     required_tables = ("customers", "products", "orders", "order_items")
-    metrics = ("ndcg_at_10", "precision_at_10", "recall_at_10", "catalogue_coverage", "known_share")
+    metrics = (
+        "ndcg_at_10",
+        "precision_at_10",
+        "recall_at_10",
+        "ndcg_at_10_new",
+        "precision_at_10_new",
+        "recall_at_10_new",
+        "catalogue_coverage",
+        "known_share",
+    )
     # Output of the matrix path: top-10 product positions, so >= 0; NaN means a short list.
     gate = GatePolicy(
         "ndcg_at_10",
@@ -90,6 +160,16 @@ class Recommender(UseCase):
     # ALS learns from the interactions before the latest cutoff it is given, not from the
     # training rows' labels: one training cutoff is enough (it picks the baseline's window).
     train_cutoffs = 1
+    # What a recommend request may set beyond the customer, with its default: "model" means the
+    # fitted model's own choice (``scorer.meta``, chosen on validation). The service builds the
+    # request schema from this; :meth:`parameter_defaults` resolves the defaults for a model.
+    parameters: ClassVar[dict[str, dict[str, Any]]] = {
+        "k": {"type": "int", "default": K, "minimum": 1, "maximum": 100,
+              "description": "How many products."},
+        "exclude_seen": {"type": "bool", "default": "model",
+                         "description": "Leave out products the customer bought before (default: "
+                                        "the model's, chosen on validation)."},
+    }  # fmt: skip
 
     def __init__(self) -> None:
         self._interactions: dict[tuple[str, datetime], pd.DataFrame] = {}
@@ -150,12 +230,19 @@ class Recommender(UseCase):
         )
         frame = frame.join(hist, on="customer_id")
         frame[FEATURES] = frame[FEATURES].fillna(0).astype("int64")
+        before = inter[inter["n_purchases"] > 0].groupby("customer_id")["product_id"].agg(set)
+        frame[NEW_LABEL] = [
+            ",".join(p for p in _split(text) if p not in before.get(c, ()))
+            for c, text in zip(frame["customer_id"], frame[LABEL], strict=True)
+        ]
         oracle: list[str] = []
         truth = self._oracle_top(wh, cutoff, frame["customer_id"].tolist())
         if truth is not None:
             frame[ORACLE] = frame["customer_id"].map(truth).fillna("")
             oracle = [ORACLE]
-        return LabelledData(frame, ["customer_id"], list(FEATURES), [LABEL], oracle, [cutoff])
+        return LabelledData(
+            frame, ["customer_id"], list(FEATURES), [LABEL, NEW_LABEL], oracle, [cutoff]
+        )
 
     @staticmethod
     def _oracle_top(wh: Warehouse, cutoff: datetime, customers: list[str]) -> pd.Series | None:
@@ -185,6 +272,8 @@ class Recommender(UseCase):
             "pop_weight": 0.15,
             "view_weight": 0.1,
             "popularity_days": 90,
+            "repeat_weight": 1.0,
+            "repeat_half_life_days": 90.0,
         }
 
     def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -195,6 +284,12 @@ class Recommender(UseCase):
             "iterations": trial.suggest_int("iterations", 8, 30),
             "pop_weight": trial.suggest_float("pop_weight", 0.0, 0.5),
             "view_weight": trial.suggest_float("view_weight", 0.02, 0.5, log=True),
+            # Recent best-sellers (a season's, a trend's) or the long-run ones.
+            "popularity_days": trial.suggest_categorical("popularity_days", POPULARITY_WINDOWS),
+            "repeat_weight": trial.suggest_float("repeat_weight", 0.05, 20.0, log=True),
+            "repeat_half_life_days": trial.suggest_float(
+                "repeat_half_life_days", 14.0, 730.0, log=True
+            ),
         }
 
     def popularity(self, wh: Warehouse, cutoff: datetime, days: int) -> pd.Series:
@@ -213,15 +308,30 @@ class Recommender(UseCase):
     def _catalogue(self, wh: Warehouse) -> list[str]:
         return sorted(wh.read("products", ["product_id"])["product_id"].astype(str).tolist())
 
-    def _popularity_scorer(self, products: list[str], pop: pd.Series, days: int) -> Scorer:
+    def _popularity_scorer(
+        self,
+        products: list[str],
+        pop: pd.Series,
+        days: int,
+        seen: dict[str, list[int]] | None = None,
+    ) -> RecommenderScorer:
         counts = pop.reindex(products).fillna(0.0).to_numpy()
         return RecommenderScorer(
             features=["customer_id"],
             outputs=["recommendations"],
             product_ids=products,
             popularity=counts,
-            meta={"name": f"popularity ({days} days)", "k": K},
+            seen=seen or {},
+            meta={"name": f"popularity ({days} days)", "k": K, "exclude_seen": False},
         )
+
+    @staticmethod
+    def _seen(inter: pd.DataFrame, pindex: Mapping[str, int]) -> dict[str, list[int]]:
+        bought = inter[inter["n_purchases"] > 0]
+        return {
+            str(c): [pindex[q] for q in g if q in pindex]
+            for c, g in bought.groupby("customer_id")["product_id"]
+        }
 
     def fit(
         self,
@@ -266,6 +376,7 @@ class Recommender(UseCase):
         model.fit(matrix, show_progress=False)
         days = int(p["popularity_days"])
         pop = self.popularity(wh, cutoff, days).reindex(products).fillna(0.0).to_numpy()
+        half_life = float(p["repeat_half_life_days"])
         # log popularity relative to the best-seller, as one more factor dimension: the score
         # is u . v + pop_weight * log((1 + n) / (1 + n_max)).
         log_pop = np.log1p(pop) - np.log1p(pop.max())
@@ -273,9 +384,7 @@ class Recommender(UseCase):
         item = np.asarray(model.item_factors, dtype="float32")
         user = np.hstack([user, np.full((len(customers), 1), p["pop_weight"], "float32")])
         item = np.hstack([item, log_pop.astype("float32")[:, None]])
-        bought = inter[inter["n_purchases"] > 0]
-        seen = {c: [pindex[q] for q in g] for c, g in bought.groupby("customer_id")["product_id"]}
-        scorer = RecommenderScorer(
+        scorer = RepeatAwareScorer(
             features=["customer_id"],
             outputs=["recommendations"],
             customer_ids=customers,
@@ -283,24 +392,32 @@ class Recommender(UseCase):
             customer_factors=user,
             product_factors=item,
             popularity=pop,
-            seen=seen,
+            seen=self._seen(inter, pindex),
+            history=purchase_history(inter, cutoff, pindex, half_life),
+            repeat_weight=float(p["repeat_weight"]),
             meta={
-                "name": "implicit ALS + popularity",
+                "name": "implicit ALS + popularity + repeat purchases",
                 "k": K,
                 "exclude_seen": False,
                 "cutoff": cutoff.isoformat(),
                 "params": dict(p),
             },
         )
-        if valid is not None and len(valid):
+        if valid is not None and len(valid) and as_of is None:
             # Measured, not assumed: keep already-bought products unless hiding them helps.
-            keep = self.evaluate(scorer, valid)["ndcg_at_10"]
-            scorer.meta["exclude_seen"] = True
-            hide = self.evaluate(scorer, valid)["ndcg_at_10"]
-            scorer.meta["exclude_seen"] = bool(hide > keep)
-            scorer.meta["valid_ndcg_keep_seen"] = keep
-            scorer.meta["valid_ndcg_exclude_seen"] = hide
+            # Only a model trained before the validation window may be judged on it (here the
+            # cutoff is the validation cutoff: ``as_of`` is not given).
+            self._choose_exclude_seen(scorer, valid)
         return scorer
+
+    def _choose_exclude_seen(self, scorer: Scorer, valid: LabelledData) -> None:
+        keep = self.evaluate(scorer, valid)["ndcg_at_10"]
+        scorer.meta["exclude_seen"] = True
+        hide = self.evaluate(scorer, valid)["ndcg_at_10"]
+        scorer.meta["exclude_seen"] = bool(hide > keep)
+        scorer.meta["valid_ndcg_keep_seen"] = keep
+        scorer.meta["valid_ndcg_exclude_seen"] = hide
+        scorer.meta["exclude_seen_chosen_at"] = max(valid.cutoffs).isoformat()
 
     def final_fit(
         self,
@@ -313,14 +430,32 @@ class Recommender(UseCase):
         as_of: datetime,
         **kwargs: Any,
     ) -> Scorer:
-        # ALS learns from interactions alone: the served model uses every interaction known
-        # when the rows are scored (before the test cutoff), as a nightly retrain would.
-        return self.fit(wh, train, valid, params, seed, as_of=as_of)
+        # The default for exclude_seen is chosen by a model that knows nothing of the
+        # validation window (interactions before its cutoff only); the served model then
+        # learns from every interaction known when the rows are scored (before the test
+        # cutoff), as a nightly retrain would, and keeps that choice.
+        final = self.fit(wh, train, None, params, seed, as_of=as_of)
+        if valid is not None and len(valid):
+            judged = self.fit(wh, train, valid, params, seed)
+            for key in ("exclude_seen", "valid_ndcg_keep_seen", "valid_ndcg_exclude_seen",
+                        "exclude_seen_chosen_at"):  # fmt: skip
+                final.meta[key] = judged.meta[key]
+        return final
 
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
+        scorer: Scorer = self.baselines(wh, train, cutoff)["popularity"]
+        return scorer
+
+    def baselines(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> dict[str, Any]:
+        """``popularity`` (the best of three windows on the training rows, repeats allowed)
+        and ``buy-again`` (the customer's most bought, most recent products, then popularity),
+        both from what is known before ``cutoff``."""
         # The window is chosen on the training rows (popularity at their cutoff), so the
         # baseline is the best of the three simple windows rather than an arbitrary one.
         products = self._catalogue(wh)
+        inter = self.interactions_at(wh, cutoff)
+        products = sorted(set(products) | set(inter["product_id"]))
+        pindex = {q: j for j, q in enumerate(products)}
         at = max(train.cutoffs)
         best_days, best = POPULARITY_WINDOWS[0], -np.inf
         for days in POPULARITY_WINDOWS:
@@ -328,20 +463,55 @@ class Recommender(UseCase):
             ndcg = self.evaluate(trial, train)["ndcg_at_10"]
             if ndcg > best:
                 best_days, best = days, ndcg
-        return self._popularity_scorer(products, self.popularity(wh, cutoff, best_days), best_days)
+        seen = self._seen(inter, pindex)
+        pop = self.popularity(wh, cutoff, best_days)
+        popularity = self._popularity_scorer(products, pop, best_days, seen)
+        counts = pop.reindex(products).fillna(0.0).to_numpy()
+        # Popularity squeezed below any purchase strength: it only fills a short history.
+        filler = np.log1p(counts) / (np.log1p(counts.max()) + 1.0) * 1e-3 if len(counts) else counts
+        buy_again = RepeatAwareScorer(
+            features=["customer_id"],
+            outputs=["recommendations"],
+            product_ids=products,
+            popularity=filler,
+            seen=seen,
+            history=purchase_history(inter, cutoff, pindex, BUY_AGAIN_HALF_LIFE_DAYS),
+            repeat_weight=1.0,
+            meta={
+                "name": f"buy again, then popularity ({best_days} days)",
+                "k": K,
+                "exclude_seen": False,
+            },
+        )
+        return {"popularity": popularity, "buy-again": buy_again}
 
     # -- evaluation --------------------------------------------------------------------------
-    def recommend_all(self, scorer: Scorer, data: LabelledData) -> list[list[str]]:
-        """Top-10 product ids per row, as the scorer serves them."""
+    def parameter_defaults(self, scorer: Scorer) -> dict[str, Any]:
+        """The request parameters' defaults for this model (``"model"`` resolved)."""
+        return {
+            "k": K,
+            "exclude_seen": bool(scorer.meta.get("exclude_seen", False)),
+        }
+
+    def recommend_all(
+        self, scorer: Scorer, data: LabelledData, exclude_seen: bool | None = None
+    ) -> list[list[str]]:
+        """Top-10 product ids per row, as the scorer serves them (``exclude_seen`` None: the
+        model's default)."""
         assert isinstance(scorer, RecommenderScorer)
-        exclude = bool(scorer.meta.get("exclude_seen", False))
+        exclude = (
+            self.parameter_defaults(scorer)["exclude_seen"]
+            if exclude_seen is None
+            else exclude_seen
+        )
         return [
             [q for q, _ in scorer.recommend(str(c), K, exclude_seen=exclude)]
             for c in data.frame["customer_id"]
         ]
 
     def predict(self, scorer: Scorer, data: LabelledData) -> Predictions:
-        """The top-10 list served to each row's customer, and whether the model knew them."""
+        """The top-10 list served to each row's customer with the model's default, the list
+        with already-bought products left out, and whether the model knew the customer."""
         assert isinstance(scorer, RecommenderScorer)
         known = [
             scorer.knows(str(c)) and scorer.customer_factors is not None
@@ -349,6 +519,7 @@ class Recommender(UseCase):
         ]
         values = pd.DataFrame(
             {"recommended": pd.Series(self.recommend_all(scorer, data), dtype=object),
+             "recommended_new": pd.Series(self.recommend_all(scorer, data, True), dtype=object),
              "known": pd.Series(known, dtype=bool)}
         )  # fmt: skip
         return Predictions(values, {"catalogue_size": len(scorer.product_ids)})
@@ -357,6 +528,14 @@ class Recommender(UseCase):
         recs = list(predictions.values["recommended"])
         actual = [set(_split(t)) for t in data.frame[LABEL]]
         out = _metrics.ranking_metrics(recs, actual, K)
+        if NEW_LABEL in data.frame.columns and "recommended_new" in predictions.values:
+            # Discovery: products new to the customer, ranked without the ones they bought.
+            new = _metrics.ranking_metrics(
+                list(predictions.values["recommended_new"]),
+                [set(_split(t)) for t in data.frame[NEW_LABEL]],
+                K,
+            )
+            out.update({f"{k}_new": v for k, v in new.items()})
         out["catalogue_coverage"] = _metrics.catalogue_coverage(
             recs, int(predictions.context["catalogue_size"]), K
         )

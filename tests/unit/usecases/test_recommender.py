@@ -122,3 +122,92 @@ def test_trains_registers_and_beats_popularity(shop_copy: Warehouse) -> None:
     assert result.metrics["ndcg_at_10"] > result.baseline["ndcg_at_10"]
     assert result.oracle is not None and result.oracle["ndcg_at_10"] > 0
     assert result.decision is not None and result.decision["sanity"]["missing"] == 0
+
+
+def test_exclude_seen_is_chosen_by_a_model_that_never_saw_the_validation_window(
+    small_sim_wh: Warehouse, rec_data: tuple[LabelledData, LabelledData]
+) -> None:
+    """The issue's leak: the final model (trained up to the test cutoff) was judged on the
+    validation window it had learned from, where hiding bought products scored exactly 0."""
+    uc = get_usecase("recommender")
+    valid, test = rec_data
+    final = uc.final_fit(small_sim_wh, valid, valid, uc.default_params(), as_of=test.cutoffs[0])
+    assert final.meta["cutoff"] == test.cutoffs[0].isoformat()
+    assert final.meta["exclude_seen_chosen_at"] == valid.cutoffs[0].isoformat()
+    # Judged by a model that had not seen the window: hiding bought products still finds some.
+    assert final.meta["valid_ndcg_exclude_seen"] > 0.01
+    assert isinstance(final.meta["exclude_seen"], bool)
+    assert uc.parameter_defaults(final)["exclude_seen"] == final.meta["exclude_seen"]
+    assert uc.parameters["exclude_seen"]["default"] == "model"
+
+
+def test_buy_again_ranks_a_customers_own_products_then_the_best_sellers() -> None:
+    import pandas as pd
+
+    from shopml.usecases.recommender import RepeatAwareScorer, purchase_history
+
+    cutoff = datetime(2024, 3, 1)
+    inter = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b"],
+            "product_id": ["p1", "p2", "p3", "p2"],
+            "n_purchases": [1, 4, 4, 1],
+            "last_at": pd.to_datetime(["2024-02-28", "2024-02-20", "2023-03-01", "2024-02-01"]),
+        }
+    )
+    products = ["p0", "p1", "p2", "p3", "p4"]
+    pindex = {p: j for j, p in enumerate(products)}
+    history = purchase_history(inter, cutoff, pindex, half_life_days=30.0)
+    scorer = RepeatAwareScorer(
+        features=["customer_id"],
+        outputs=["recommendations"],
+        product_ids=products,
+        popularity=np.array([5.0, 1.0, 0.0, 0.0, 9.0]) * 1e-6,
+        seen={c: h[0] for c, h in history.items()},
+        history=history,
+    )
+    # Bought 4 times lately beats once yesterday beats 4 times a year ago; then popularity.
+    assert [p for p, _ in scorer.recommend("a", 5)] == ["p2", "p1", "p3", "p4", "p0"]
+    assert [p for p, _ in scorer.recommend("a", 2, exclude_seen=True)] == ["p4", "p0"]
+    assert [p for p, _ in scorer.recommend("nobody", 2)] == ["p4", "p0"]
+    again = pickle.loads(pickle.dumps(scorer))
+    assert again.recommend("a", 5) == scorer.recommend("a", 5)
+
+
+def test_discovery_metrics_count_only_products_new_to_the_customer(
+    small_sim_wh: Warehouse, rec_data: tuple[LabelledData, LabelledData]
+) -> None:
+    uc = get_usecase("recommender")
+    _, test = rec_data
+    # The model as served on the test window: it knows every purchase before its cutoff.
+    model = uc.fit(small_sim_wh, test, None, uc.default_params(), as_of=CUTOFF)
+    bought_before = small_sim_wh.sql(
+        """SELECT DISTINCT o.customer_id, i.product_id FROM orders o
+           JOIN order_items i USING (order_id) WHERE o.purchased_at < ?""",
+        [CUTOFF],
+    )
+    before = bought_before.groupby("customer_id")["product_id"].agg(set)
+    frame = test.frame.set_index("customer_id")
+    for c in frame.index[:200]:
+        label = set(frame.loc[c, LABEL].split(","))
+        new = {p for p in frame.loc[c, "new_products"].split(",") if p}
+        assert new == label - before.get(c, set())
+    answers = uc.predict(model, test)
+    pairs = zip(test.frame["customer_id"], answers.values["recommended_new"], strict=True)
+    for c, recs in list(pairs)[:200]:
+        assert not set(recs) & before.get(c, set())
+    metrics = uc.score(test, answers)
+    assert 0 < metrics["ndcg_at_10_new"] < metrics["ndcg_at_10"]
+
+
+def test_baselines_are_popularity_and_buy_again(
+    small_sim_wh: Warehouse, rec_data: tuple[LabelledData, LabelledData]
+) -> None:
+    uc = get_usecase("recommender")
+    valid, test = rec_data
+    made = uc.baselines(small_sim_wh, valid, test.cutoffs[0])
+    assert list(made) == ["popularity", "buy-again"]
+    pop, again = uc.evaluate(made["popularity"], test), uc.evaluate(made["buy-again"], test)
+    # Without a history buy-again is popularity; with new products only, it is popularity.
+    assert again["ndcg_at_10_new"] == pytest.approx(pop["ndcg_at_10_new"])
+    assert again["ndcg_at_10"] != pop["ndcg_at_10"]
