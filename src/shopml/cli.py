@@ -590,6 +590,54 @@ def config(as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
+@app.command()
+def doctor(
+    timeout: Annotated[
+        float, typer.Option(min=0.5, max=60, help="Seconds each server has to answer.")
+    ] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the active configuration: every store reachable, credentials accepted, versions
+    compatible. One line per component; exit 1 when one fails."""
+    import time
+
+    from shopml.doctor import Check, diagnose, healthy
+    from shopml.settings import SettingsError, get_settings
+
+    started = time.perf_counter()
+    try:
+        checks = diagnose(get_settings(), timeout=timeout)
+    except SettingsError as exc:
+        checks = [Check("settings", "fail", "SHOPML_* / shopml.toml", str(exc))]
+    if as_json:
+        print_json(
+            {
+                "healthy": healthy(checks),
+                "seconds": round(time.perf_counter() - started, 2),
+                "checks": [c.to_dict() for c in checks],
+            }
+        )
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+        width = max(len(c.component) for c in checks)
+        for c in checks:
+            console.print(
+                f"[{colour[c.status]}]{c.status:<4}[/{colour[c.status]}]  "
+                f"{c.component:<{width}}  {c.target}  {c.detail}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        failed = [c.component for c in checks if c.status == "fail"]
+        console.print(
+            f"{len(checks) - len(failed)} of {len(checks)} components usable"
+            + (f"; failing: {', '.join(failed)}" if failed else "")
+            + f" ({time.perf_counter() - started:.1f} s)",
+            highlight=False,
+        )
+    if not healthy(checks):
+        raise typer.Exit(1)
+
+
 # -- models ----------------------------------------------------------------------------------
 def _usecase_names(names: list[str] | None, all_: bool) -> list[str]:
     from shopml.usecases import get_usecases

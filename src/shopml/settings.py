@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         default=None, description="s3://bucket/prefix/ watched instead of the landing folder."
     )
     landing_poll_seconds: float = 5.0
+    scores_uri: str | None = Field(
+        default=None,
+        description="Where the pipeline's batch scores go: a folder, or s3://bucket/prefix/ "
+        "(also kept under <home>/scores); default <home>/scores.",
+    )
     retrain_cron: str = Field(default="0 3 * * *", description="Daily retrain of every use case.")
     monitor_cron: str = Field(default="0 * * * *", description="Hourly monitoring report.")
     schedule_timezone: str = "UTC"
@@ -187,6 +192,11 @@ class Settings(BaseSettings):
     @property
     def landing(self) -> Path:
         return self.landing_dir or self.home / "landing"
+
+    @property
+    def scores_location(self) -> str:
+        """The batch scores' folder or ``s3://`` prefix (see ``scores_uri``)."""
+        return self.scores_uri or str(self.home / "scores")
 
     @property
     def reports_dir(self) -> Path:

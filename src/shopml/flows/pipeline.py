@@ -125,7 +125,7 @@ def next_steps() -> dict[str, str]:
         "mlflow_ui": f"mlflow ui --backend-store-uri {s.tracking_uri}",
         "models": "shopml models",
         "reports": str(s.reports_dir),
-        "scores": str(s.home / "scores"),
+        "scores": s.scores_location,
         "api": "shopml serve --insecure-dev  (no key, 127.0.0.1 only; or set SHOPML_API_KEYS)",
     }
 

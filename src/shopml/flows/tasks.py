@@ -81,6 +81,7 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         str(s.warehouse.resolve()),
         s.tracking_uri,
         s.online_store_uri or str((s.home / "online.sqlite").resolve()),
+        s.scores_location,
     )
 
 
@@ -471,7 +472,24 @@ def champion_of(usecase: str) -> dict[str, Any] | None:
 
 
 def scores_path(usecase: str) -> Path:
-    return settings().home / "scores" / f"{usecase}.parquet"
+    """The local batch-score file (``scores_uri`` when it is a folder, else under the home)."""
+    uri = settings().scores_uri
+    folder = Path(uri) if uri and not uri.startswith("s3://") else settings().home / "scores"
+    return folder / f"{usecase}.parquet"
+
+
+def publish_scores(path: Path, usecase: str) -> str:
+    """Upload a batch-score file to ``scores_uri`` when it is an ``s3://`` prefix (one PUT:
+    readers see the old object or the new one); returns where the scores are."""
+    uri = settings().scores_uri
+    if not uri or not uri.startswith("s3://"):
+        return str(path)
+    from shopml.flows.landing import s3_client, split_s3
+
+    bucket, prefix = split_s3(uri)
+    key = f"{prefix.rstrip('/')}/{usecase}.parquet".lstrip("/")
+    s3_client().upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}"
 
 
 def scoring_frame(
@@ -528,7 +546,7 @@ def batch_score(
         "usecase": usecase,
         "version": version,
         "rows": len(out),
-        "path": str(path),
+        "path": publish_scores(path, usecase),
         "as_of": cutoff.isoformat(),
         "outputs": list(predictions.columns),
         "seconds": round(time.perf_counter() - started, 2),
