@@ -1276,6 +1276,8 @@ def serve(
     console.print(
         f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs", highlight=False
     )
+    from shopml.serving.http import MAX_HEAD_BYTES, SlowClientH11, log_config
+
     try:
         uvicorn.run(
             "shopml.lifeline:serve_app" if workers > 1 else "shopml.serving:create_app",
@@ -1285,7 +1287,14 @@ def serve(
             workers=workers,
             access_log=access_log,
             log_level="info",
+            log_config=log_config(),  # query strings redacted on the access log
             timeout_graceful_shutdown=30,
+            # Slow and greedy clients: deadlines for a request's head and body, a head size,
+            # idle keep-alive and connections per worker (README "Hardening").
+            http=SlowClientH11,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            timeout_keep_alive=settings.serve_keepalive_seconds,
+            limit_concurrency=settings.serve_max_connections,
         )
     finally:
         if workers > 1 and os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").startswith(

@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     serve_max_batch: int = Field(
         default=100, ge=1, le=10_000, description="Most instances in one predict request."
     )
+    serve_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest a client may take to send a request's head."
+    )
+    serve_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest a client may take to send a request's body."
+    )
+    serve_keepalive_seconds: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections are closed after this."
+    )
+    serve_max_connections: int = Field(
+        default=1000, ge=1, description="Open connections per worker; beyond, 503."
+    )
     registry_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the service checks the champion aliases."
     )

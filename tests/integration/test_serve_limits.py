@@ -1,0 +1,139 @@
+"""``shopml serve`` against slow and careless clients on a real socket: a connection that sends
+nothing, a request head dripped and never finished, a body announced and never sent are closed
+after their deadline; well-behaved keep-alive requests are unaffected; the access log never
+holds a query string's values (a key put in the URL)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import services
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# The deadlines under test are 1 s; a loaded machine may take much longer to notice.
+BOUND_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """``shopml serve --insecure-dev --access-log`` on an empty home (no models: the routes
+    exist, the request handling under test does not need one) with 1-second deadlines."""
+    work = tmp_path_factory.mktemp("limits")
+    port = services.free_port()
+    log_path = work / "serve.log"
+    env = {
+        **os.environ,
+        "SHOPML_HOME": str(work / "home"),
+        "SHOPML_SERVE_HEADER_TIMEOUT_SECONDS": "1",
+        "SHOPML_SERVE_BODY_TIMEOUT_SECONDS": "1",
+    }
+    with log_path.open("w") as log:
+        args = ["serve", "--insecure-dev", "--access-log", "--port", str(port)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shopml.cli", *args],
+            env=env,
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            services.wait_http(f"http://127.0.0.1:{port}/health", timeout=300, proc=proc)
+            yield port, log_path
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def closed_by_server(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection; fails if it never does."""
+    sock.settimeout(BOUND_S)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open for {BOUND_S:.0f} s")
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=BOUND_S)
+
+
+def test_a_silent_connection_is_closed(server: tuple[int, Path]) -> None:
+    with connect(server[0]) as sock:
+        assert closed_by_server(sock) == b""
+
+
+def test_a_head_that_never_ends_is_closed(server: tuple[int, Path]) -> None:
+    with connect(server[0]) as sock:
+        sock.sendall(b"POST /v1/clv/predict HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+        assert closed_by_server(sock) == b""
+
+
+def test_a_body_that_never_comes_is_closed(server: tuple[int, Path]) -> None:
+    with connect(server[0]) as sock:
+        sock.sendall(
+            b"POST /v1/clv/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n"
+            b'{"customer'
+        )
+        assert closed_by_server(sock) == b""
+
+
+def test_keep_alive_requests_still_work(server: tuple[int, Path]) -> None:
+    with connect(server[0]) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b'"ok"' not in answer:
+                chunk = sock.recv(65536)
+                assert chunk, "closed in the middle of a keep-alive exchange"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_oversized_headers_are_refused(server: tuple[int, Path]) -> None:
+    with connect(server[0]) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        assert closed_by_server(sock).startswith(b"HTTP/1.1 431")
+    with connect(server[0]) as sock:  # the same, in small pieces: refused once over the cap
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(30):
+                sock.sendall(b"X-Pad: " + b"b" * 1000 + b"\r\n")
+            sock.sendall(b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it closed before we finished sending
+        assert closed_by_server(sock)[:12] in (b"HTTP/1.1 431", b"HTTP/1.1 400", b"")
+
+
+def test_access_log_redacts_query_strings(server: tuple[int, Path]) -> None:
+    import urllib.request
+
+    port, log_path = server
+    url = f"http://127.0.0.1:{port}/health?api_key=s3cret-4f1a&probe=yes"
+    with urllib.request.urlopen(url, timeout=BOUND_S) as resp:
+        assert resp.status == 200
+    deadline = time.monotonic() + BOUND_S
+    while "/health?api_key=" not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+        time.sleep(0.2)
+    text = log_path.read_text()
+    assert "s3cret-4f1a" not in text and "probe=yes" not in text
+    assert "/health?api_key=<redacted>&probe=<redacted>" in text
