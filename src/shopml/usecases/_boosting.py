@@ -114,6 +114,53 @@ def fit_booster_scorer(
     return scorer
 
 
+def refit_booster_scorer(
+    train: LabelledData,
+    valid: LabelledData | None,
+    params: Mapping[str, Any],
+    objectives: list[tuple[str, dict[str, Any]]],
+    outputs: list[str],
+    label: str | None = None,
+    seed: int = 0,
+    kind: str = "value",
+    clip: tuple[float | None, float | None] = (None, None),
+) -> BoosterScorer:
+    """The final model on every labelled row: each booster's number of rounds is found by
+    early stopping on ``valid`` (as in tuning), then the booster is refitted on ``train`` and
+    ``valid`` together with that many rounds, so the newest labelled window (the one nearest
+    the rows the model will score) is learned from, not only judged on. Without ``valid`` this
+    is :func:`fit_booster_scorer`."""
+    from shopml.usecases.base import LabelledData
+
+    if valid is None or not len(valid):
+        return fit_booster_scorer(
+            train, valid, params, objectives, outputs, label, seed, kind, clip
+        )
+    label = label or train.labels[0]
+    scorer = BoosterScorer(features=list(train.features), outputs=outputs, kind=kind, clip=clip)
+    both = LabelledData.concat([train, valid])
+    x, y = scorer.to_matrix(train.frame), train.frame[label].to_numpy(dtype="float64")
+    xv, yv = scorer.to_matrix(valid.frame), valid.frame[label].to_numpy(dtype="float64")
+    xa, ya = scorer.to_matrix(both.frame), both.frame[label].to_numpy(dtype="float64")
+    check_learnable(y, label)
+    rounds = []
+    for objective, extra in objectives:
+        probe = train_booster(x, y, params, objective, xv, yv, seed=seed, **extra)
+        n = int(probe.best_iteration or probe.current_iteration())
+        rounds.append(n)
+        booster = train_booster(
+            xa, ya, {**params, "num_boost_round": max(n, 1)}, objective, seed=seed, **extra
+        )
+        scorer.models.append(booster.model_to_string())
+    scorer.meta["feature_importance"] = feature_importance(scorer)
+    scorer.meta["refit"] = {
+        "rows": len(both),
+        "rounds": rounds,
+        "through": max(valid.cutoffs).isoformat() if valid.cutoffs else None,
+    }
+    return scorer
+
+
 def check_learnable(y: np.ndarray, label: str) -> None:
     """Raise :class:`NotEnoughData` when labels ``y`` cannot teach a model anything: fewer than
     two rows, or one value only (no large order in any training window, nobody who spent)."""
