@@ -20,16 +20,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
-# promtool checks deploy/prometheus (config, alert rule tests, dashboard queries) and the
-# prometheus server scrapes the production integration test's processes. Where they are not on
-# PATH they are taken from Debian's prometheus package into .venv/bin, without installing the
-# package; without apt (not Debian) the tests that need them skip and say why.
-PROM_TOOLS := $(BIN)/promtool $(BIN)/prometheus
+# promtool checks deploy/prometheus (config, alert rule tests, dashboard queries); prometheus
+# and the node exporter (textfile collector) run in the production integration test as they do
+# in compose. Where they are not on PATH they are taken from Debian's packages into .venv/bin,
+# without installing the packages; without apt (not Debian) the tests that need them skip and
+# say why.
+PROM_TOOLS := $(BIN)/promtool $(BIN)/prometheus $(BIN)/prometheus-node-exporter
 $(PROM_TOOLS): | $(STAMP)
-	@name=$(notdir $@); if command -v $$name >/dev/null; then ln -sf "$$(command -v $$name)" $@; \
+	@name=$(notdir $@); pkg=$$([ $$name = prometheus-node-exporter ] && echo $$name || echo prometheus); \
+	if command -v $$name >/dev/null; then ln -sf "$$(command -v $$name)" $@; \
 	elif command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then \
-	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -q prometheus >/dev/null 2>&1) && \
-	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && cp $$tmp/x/usr/bin/$$name $@; \
+	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -q $$pkg >/dev/null 2>&1) && \
+	  dpkg-deb -x $$tmp/$${pkg}_*.deb $$tmp/x && cp $$tmp/x/usr/bin/$$name $@; \
 	  rm -rf $$tmp; test -x $@ || echo "$$name not fetched: the tests that need it will skip"; \
 	else echo "no $$name and no apt-get: the tests that need it will skip"; fi
 

@@ -1149,15 +1149,20 @@ def _print_pipeline_summary(summary: Any) -> None:
 def deploy(
     trials: Annotated[int, typer.Option(min=0, help="Tuning trials per use case.")] = 8,
     timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per use case.")] = 45.0,
+    usecase: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these use cases in the pipeline, monitor and ingest (repeatable)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create or update the Prefect deployments (pipeline, retrain, monitor, ingest) on the
     server named by PREFECT_API_URL, with their schedules and the landing trigger."""
     from shopml.flows.deploy import NoPrefectServer, deploy_all
 
+    names = _usecase_names(usecase, False) if usecase else None
     settings = _settings()
     try:
-        deployed = deploy_all(settings, trials=trials, timeout_s=timeout)
+        deployed = deploy_all(settings, trials=trials, timeout_s=timeout, usecases=names)
     except NoPrefectServer as exc:
         raise UserError(str(exc)) from None
     if as_json:

@@ -122,7 +122,11 @@ class Settings(BaseSettings):
         "(also kept under <home>/scores); default <home>/scores.",
     )
     retrain_cron: str = Field(default="0 3 * * *", description="Daily retrain of every use case.")
-    monitor_cron: str = Field(default="0 * * * *", description="Hourly monitoring report.")
+    monitor_cron: str = Field(
+        default="0 * * * *",
+        description="Hourly monitoring report; empty: no schedule on the Prefect server "
+        "(another scheduler runs the monitor/shopml deployment).",
+    )
     schedule_timezone: str = "UTC"
     work_pool: str = "shopml"
 

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -652,8 +653,14 @@ def test_the_files_exist() -> None:
         "grafana/dashboards/shopml-models.json",
         "compose.yaml",
         ".env.example",
+        "production.env",
+        "postgres/init-databases.sql",
         "Dockerfile.serve",
         "Dockerfile.serve.dockerignore",
+        "Dockerfile.worker",
+        "Dockerfile.worker.dockerignore",
+        "Dockerfile.mlflow",
+        "Dockerfile.mlflow.dockerignore",
     ):
         assert (DEPLOY / rel).is_file(), rel
 
@@ -785,33 +792,239 @@ def _flag(service: dict[str, Any], name: str) -> str:
     raise AssertionError(f"no --{name} in {service.get('command')}")
 
 
+SERVICES = {
+    "postgres",
+    "minio",
+    "minio-init",
+    "mlflow",
+    "prefect-server",
+    "redis",
+    "worker",
+    "api",
+    "node-exporter",
+    "prometheus",
+    "grafana",
+}
+
+
+def _dockerfile(service: dict[str, Any]) -> Path:
+    build = service["build"]
+    return (DEPLOY / build["context"] / build.get("dockerfile", "Dockerfile")).resolve()
+
+
 def test_compose_services_and_files() -> None:
     compose = _compose()
     services = compose["services"]
-    assert set(services) == {"shopml", "prometheus", "grafana", "node-exporter"}
+    assert set(services) == SERVICES
     for name, svc in services.items():
         for src in _mounts(svc).values():
             if src.startswith("."):
                 assert (DEPLOY / src).exists(), f"{name} mounts {src}, which does not exist"
-            elif not src.startswith("${"):
+            else:
                 assert src in compose.get("volumes", {}), f"{name}: volume {src} not declared"
-    build = services["shopml"]["build"]
-    assert (DEPLOY / build["context"]).resolve() == ROOT
-    assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == (
-        DEPLOY / "Dockerfile.serve"
-    )
+        for env_file in svc.get("env_file", []):
+            assert (DEPLOY / env_file).is_file(), f"{name}: env_file {env_file} missing"
+        if "build" in svc:
+            assert (DEPLOY / svc["build"]["context"]).is_dir(), f"{name}: no build context"
+            assert _dockerfile(svc).is_file(), f"{name}: no Dockerfile"
+        else:
+            image = svc["image"]
+            assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
+    # The slim serving image for the API, the full one for the worker, both from the repo root.
+    assert _dockerfile(services["api"]) == DEPLOY / "Dockerfile.serve"
+    assert _dockerfile(services["worker"]) == DEPLOY / "Dockerfile.worker"
+    for name in ("api", "worker"):
+        assert (DEPLOY / services[name]["build"]["context"]).resolve() == ROOT
+    # Named volumes are all used.
+    used = {src for svc in services.values() for src in _mounts(svc).values()}
+    assert set(compose["volumes"]) <= used
 
 
-def test_the_build_context_keeps_what_the_image_copies() -> None:
-    """Dockerfile.serve.dockerignore allows only what the Dockerfile copies from the context."""
-    ignore = (DEPLOY / "Dockerfile.serve.dockerignore").read_text().splitlines()
+@pytest.mark.parametrize(
+    "dockerfile", ["Dockerfile.serve", "Dockerfile.worker", "Dockerfile.mlflow"]
+)
+def test_the_build_context_keeps_what_the_image_copies(dockerfile: str) -> None:
+    """<Dockerfile>.dockerignore allows only what the Dockerfile copies from the context."""
+    ignore = (DEPLOY / f"{dockerfile}.dockerignore").read_text().splitlines()
     rules = [r.strip() for r in ignore if r.strip() and not r.startswith("#")]
     assert rules[0] == "*", "the ignore file is an allow-list"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    copies = re.findall(r"^COPY (?!--from)(.+)$", (DEPLOY / "Dockerfile.serve").read_text(), re.M)
+    copies = re.findall(r"^COPY (?!--from)(.+)$", (DEPLOY / dockerfile).read_text(), re.M)
     sources = {src.rstrip("/") for line in copies for src in line.split()[:-1]}
-    assert sources and sources <= allowed, sources - allowed
+    assert sources <= allowed, sources - allowed
     assert all((ROOT / a).exists() for a in allowed)
+
+
+def test_images_run_as_a_user_with_a_healthcheck() -> None:
+    for name in ("Dockerfile.serve", "Dockerfile.worker", "Dockerfile.mlflow"):
+        text = (DEPLOY / name).read_text()
+        final = text.rsplit("\nFROM ", 1)[-1]  # the stage that runs
+        user = re.findall(r"^USER (\S+)", final, re.M)
+        assert user and user[-1] not in ("root", "0"), f"{name}: runs as root"
+        assert re.search(r"^HEALTHCHECK ", final, re.M), f"{name}: no HEALTHCHECK"
+        assert re.findall(r"^FROM (\S+)", text, re.M) and all(
+            ":" in image and not image.endswith(":latest")
+            for image in re.findall(r"^FROM (\S+)", text, re.M)
+        ), f"{name}: unpinned base image"
+
+
+def test_the_worker_deploys_once_then_runs_the_worker() -> None:
+    command = _compose()["services"]["worker"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    assert re.fullmatch(r"shopml deploy( [^&;|]*)? && exec shopml worker", command[2])
+
+
+def test_start_up_order_follows_healthchecks() -> None:
+    """Every dependency is waited for by condition: healthy services declare a healthcheck
+    (in compose or in the image they build), one-shot jobs do not restart."""
+    services = _compose()["services"]
+    for name, svc in services.items():
+        deps = svc.get("depends_on", {})
+        assert isinstance(deps, dict), f"{name}: depends_on without conditions"
+        for dep, how in deps.items():
+            assert dep in services, f"{name} depends on {dep}, not a service"
+            condition = how["condition"]
+            if condition == "service_healthy":
+                target = services[dep]
+                has = "healthcheck" in target or (
+                    "build" in target
+                    and re.search(r"^HEALTHCHECK ", _dockerfile(target).read_text(), re.M)
+                )
+                assert has, f"{name} waits for {dep} to be healthy; {dep} has no healthcheck"
+            else:
+                assert condition == "service_completed_successfully", (name, dep, condition)
+                assert services[dep].get("restart") == "no", f"{dep} is a one-shot job"
+    # The long-running services restart; everything shopml talks to is waited for.
+    for name, svc in services.items():
+        if name != "minio-init":
+            assert svc.get("restart") == "unless-stopped", name
+    worker = set(services["worker"]["depends_on"])
+    assert worker == {"postgres", "redis", "minio-init", "mlflow", "prefect-server"}
+    assert set(services["api"]["depends_on"]) == {"postgres", "redis", "mlflow"}
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    for name, svc in _compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert re.fullmatch(r"127\.0\.0\.1:\d+:\d+", str(port)), f"{name}: {port}"
+        assert not svc.get("privileged") and svc.get("network_mode") != "host", name
+
+
+SECRET = re.compile(r"PASSWORD|SECRET|_KEYS?$|TOKEN", re.I)
+
+
+def _environment(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment", {})
+    assert isinstance(env, dict), "environment as a mapping"
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def test_secrets_come_only_from_dotenv() -> None:
+    """Secrets are ${VAR} references (to deploy/.env) in compose, never values; the profile
+    holds none; every variable compose reads is documented in .env.example."""
+    compose_text = (DEPLOY / "compose.yaml").read_text()
+    for name, svc in _compose()["services"].items():
+        for key, value in _environment(svc).items():
+            if SECRET.search(key) or re.search(r"://[^/@:]*:[^/@]+@", value):
+                assert re.search(r"\$\{[A-Z_]+(:[?-][^}]*)?\}", value), f"{name}: {key} literal"
+                if SECRET.search(key) and key != "SHOPML_ADMIN_KEYS":
+                    assert ":?" in value, f"{name}: {key} must be required (${{VAR:?...}})"
+    profile = _env_file(DEPLOY / "production.env")
+    assert not [k for k in profile if SECRET.search(k)], "secrets in the profile"
+    assert not [v for v in profile.values() if re.search(r"://[^/@:]*:[^/@]+@", v)]
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (DEPLOY / ".env.example").read_text(), re.M)
+    )
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
+    assert not used - documented, f"not in deploy/.env.example: {sorted(used - documented)}"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "deploy/.env" in ignored
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep and re.fullmatch(r"[A-Z][A-Z0-9_]*", key), f"{path.name}: {line!r}"
+            out[key] = value
+    return out
+
+
+def _listens(name: str, svc: dict[str, Any]) -> set[str]:
+    """The ports a compose service listens on, from its command (or the image's default)."""
+    command = " ".join(svc.get("command", []) if isinstance(svc.get("command"), list) else [])
+    found = set(re.findall(r"--port[= ](\d+)", command))
+    found |= {m.rsplit(":", 1)[1] for m in re.findall(r"--web\.listen-address=(\S+)", command)}
+    defaults = {"postgres": "5432", "redis": "6379", "minio": "9000", "grafana": "3000"}
+    if name in defaults:
+        found.add(defaults[name])
+    if name == "prometheus":
+        found.add("9090")
+    if "build" in svc:
+        found |= set(re.findall(r"^EXPOSE (\d+)", _dockerfile(svc).read_text(), re.M))
+    return found
+
+
+def test_the_profile_points_at_the_compose_services() -> None:
+    """deploy/production.env: settings shopml has, every URL a compose service on a port it
+    listens on, the databases the init script creates, the bucket minio-init creates."""
+    from shopml.settings import Settings
+
+    services = _compose()["services"]
+    profile = _env_file(DEPLOY / "production.env")
+    fields = {f"SHOPML_{name.upper()}" for name in Settings.model_fields}
+    shopml_keys = {k for k in profile if k.startswith("SHOPML_")}
+    assert shopml_keys <= fields, shopml_keys - fields
+    assert set(profile) - shopml_keys == {"PREFECT_API_URL", "AWS_DEFAULT_REGION"}
+    settings = Settings(
+        **{k.removeprefix("SHOPML_").lower(): v for k, v in profile.items() if k in shopml_keys}
+    )
+    assert settings.env == "production"
+    for key, value in profile.items():
+        for host, port in re.findall(r"://(?:[^@/]*@)?([\w-]+):(\d+)", value):
+            assert host in services, f"{key}: {host} is not a compose service"
+            assert port in _listens(host, services[host]), (
+                f"{key}: {host} does not listen on {port}"
+            )
+    created = set(
+        re.findall(r"CREATE DATABASE (\w+)", (DEPLOY / "postgres/init-databases.sql").read_text())
+    )
+    databases = {
+        m.group(1)
+        for v in [
+            *profile.values(),
+            *(" ".join(map(str, s.get("command", []))) for s in services.values()),
+            *(v for s in services.values() for v in _environment(s).values()),
+        ]
+        for m in re.finditer(r"@postgres:5432/(\w+)", v)
+    }
+    assert databases == created == {"mlflow", "prefect", "shopml_monitoring"}
+    init = " ".join(services["minio-init"]["command"])
+    bucket = re.search(r"mc mb --ignore-existing shopml/([\w.-]+)", init)
+    assert bucket, init
+    buckets = {m for v in profile.values() for m in re.findall(r"s3://([\w.-]+)/", v)}
+    buckets |= set(re.findall(r"s3://([\w.-]+)/", " ".join(services["mlflow"]["command"])))
+    assert buckets == {bucket.group(1)}
+    # Every shopml container reads the profile; the database user is the one postgres creates.
+    for name in ("worker", "api"):
+        assert services[name]["env_file"] == ["production.env"]
+    user = services["postgres"]["environment"]["POSTGRES_USER"]
+    assert f"://{user}@postgres" in profile["SHOPML_MONITORING_STORE_URI"]
+
+
+def test_server_versions_match_shopmls_pins() -> None:
+    """The MLflow server image and the Prefect server image are the versions shopml pins."""
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = {r.name: r.specifier for r in (Requirement(d) for group in deps.values() for d in group)}
+    mlflow = re.search(r'"mlflow==([\d.]+)"', (DEPLOY / "Dockerfile.mlflow").read_text())
+    assert mlflow and mlflow.group(1) in pins["mlflow"], mlflow
+    prefect = re.fullmatch(
+        r"prefecthq/prefect:([\d.]+)-python3\.11", _compose()["services"]["prefect-server"]["image"]
+    )
+    assert prefect and prefect.group(1) in pins["prefect"], prefect
 
 
 def test_prometheus_targets_are_compose_services_on_their_ports() -> None:
@@ -820,7 +1033,7 @@ def test_prometheus_targets_are_compose_services_on_their_ports() -> None:
     serve_port = re.search(r"^EXPOSE (\d+)", dockerfile, re.M)
     assert serve_port and f'"--port", "{serve_port.group(1)}"' in dockerfile
     listens = {
-        "shopml": serve_port.group(1),
+        "api": serve_port.group(1),
         "node-exporter": _flag(services["node-exporter"], "web.listen-address").rsplit(":", 1)[1],
     }
     config = _load_yaml(PROMETHEUS / "prometheus.yml")
@@ -868,29 +1081,15 @@ def test_node_exporter_serves_the_monitors_textfile() -> None:
     services = _compose()["services"]
     node = services["node-exporter"]
     folder = _flag(node, "collector.textfile.directory")
-    source = _mounts(node)[folder]
-    # write_gauges writes <home>/reports/monitoring/metrics.prom (checked in _monitor_page);
-    # the service mounts the same home.
-    assert source == "${SHOPML_HOME}/reports/monitoring"
-    assert "${SHOPML_HOME}" in _mounts(services["shopml"]).values()
+    # write_gauges writes <home>/reports/monitoring/metrics.prom (checked in _monitor_page),
+    # in the worker's home, which the node exporter mounts read-only.
+    home = _env_file(DEPLOY / "production.env")["SHOPML_HOME"]
+    (volume,) = [src for dst, src in _mounts(services["worker"]).items() if dst == home]
+    mounted = {dst: src for dst, src in _mounts(node).items() if src == volume}
+    assert len(mounted) == 1 and node["volumes"][0].endswith(":ro")
+    (at,) = mounted
+    assert folder == f"{at}/reports/monitoring"
     assert "9100" in [str(p) for p in node["expose"]]
-
-
-def test_compose_variables_are_documented_and_settings_exist() -> None:
-    from shopml.settings import Settings
-
-    text = (DEPLOY / "compose.yaml").read_text()
-    example = (DEPLOY / ".env.example").read_text()
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
-    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
-    env = _compose()["services"]["shopml"]["environment"]
-    passed = {k for k, v in env.items() if v is None}  # taken from the environment as is
-    missing = (used | passed) - documented
-    assert not missing, f"not in deploy/.env.example: {sorted(missing)}"
-    fields = {f"SHOPML_{name.upper()}" for name in Settings.model_fields}
-    unknown = {k for k in env if k.startswith("SHOPML_")} - fields
-    assert not unknown, f"the service is given settings shopml does not have: {unknown}"
-    assert {k for k in documented if k.startswith("SHOPML_")} <= fields
 
 
 # -- promtool, when installed ---------------------------------------------------------------------
@@ -944,3 +1143,310 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# -- Kubernetes ----------------------------------------------------------------------------------
+KUBE = DEPLOY / "kubernetes"
+
+
+def _kube() -> dict[str, dict[str, Any]]:
+    """kind/name -> object, for every manifest (one object per file)."""
+    out = {}
+    for path in sorted(KUBE.glob("*.yaml")):
+        obj = _load_yaml(path)
+        out[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+    return out
+
+
+def _kustomization() -> dict[str, Any]:
+    return dict(_load_yaml(DEPLOY / "kustomization.yaml"))
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    if path is None:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return path
+
+
+def _generated_configmap() -> dict[str, Any]:
+    """The ConfigMap kustomize generates from the profile (and its literals)."""
+    gen = _kustomization()["configMapGenerator"][0]
+    data: dict[str, str] = {}
+    for env_file in gen.get("envs", []):
+        data.update(_env_file(DEPLOY / env_file))
+    for literal in gen.get("literals", []):
+        key, _, value = literal.partition("=")
+        data[key] = value
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": gen["name"], "namespace": _kustomization()["namespace"]},
+        "data": data,
+    }
+
+
+def test_kubernetes_manifests_validate_against_the_schemas(tmp_path: Path) -> None:
+    configmap = tmp_path / "configmap.yaml"
+    configmap.write_text(yaml.safe_dump(_generated_configmap()))
+    files = [*sorted(str(p) for p in KUBE.glob("*.yaml")), str(configmap)]
+    out = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    # --strict refuses what the schema does not know (a misspelt field would be ignored).
+    broken = _load_yaml(KUBE / "api-deployment.yaml")
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    out = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", str(tmp_path / "broken.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0 and "readinessprobe" in out.stdout + out.stderr
+
+
+def test_the_kustomization_lists_every_manifest_and_image() -> None:
+    k = _kustomization()
+    assert sorted(k["resources"]) == sorted(f"kubernetes/{p.name}" for p in KUBE.glob("*.yaml"))
+    objects = _kube()
+    assert all(
+        o["metadata"].get("namespace", k["namespace"]) == k["namespace"]
+        for o in objects.values()
+        if o["kind"] != "Namespace"
+    )
+    assert f"Namespace/{k['namespace']}" in objects
+    used = {c["image"].split(":")[0] for o in objects.values() for c in _containers(o)}
+    assert {i["name"] for i in k["images"]} == used == {"shopml-serve", "shopml-worker"}
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj["kind"] == "CronJob":
+        return dict(obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    if obj["kind"] in ("Deployment", "StatefulSet", "Job"):
+        return dict(obj["spec"]["template"]["spec"])
+    return {}
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _pod_spec(obj)
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def test_the_api_deployment() -> None:
+    objects = _kube()
+    api = objects["Deployment/shopml-api"]
+    pod = _pod_spec(api)
+    (container,) = pod["containers"]
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    assert api["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # Probes on the service's own routes and port.
+    app_source = (ROOT / "src/shopml/serving/app.py").read_text()
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    for route in ("/ready", "/health"):
+        assert f'"{route}"' in app_source, route
+    command = container["command"]
+    assert command[command.index("--port") + 1] == str(port)
+    # Rolling updates that never drop below the replicas; resources; not root.
+    rolling = api["spec"]["strategy"]
+    assert rolling["type"] == "RollingUpdate" and rolling["rollingUpdate"]["maxUnavailable"] == 0
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) & set(
+        container["resources"]["limits"]
+    )
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is True
+        and pod["securityContext"]["runAsUser"] >= 10000
+    )
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # The image's user is the pod's user (the home volume is writable by it).
+    user = re.findall(r"--uid (\d+)", (DEPLOY / "Dockerfile.serve").read_text())
+    assert user == [str(pod["securityContext"]["runAsUser"])]
+    # The HPA scales it, the PDB keeps one up, the Service finds its pods on its port.
+    hpa = objects["HorizontalPodAutoscaler/shopml-api"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "shopml-api",
+    }
+    assert hpa["spec"]["minReplicas"] >= 2
+    pdb = objects["PodDisruptionBudget/shopml-api"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    service = objects["Service/shopml-api"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_the_worker_and_the_monitor_schedule() -> None:
+    from shopml.flows.deploy import DEPLOYMENT
+    from shopml.settings import Settings
+
+    objects = _kube()
+    worker = objects["Deployment/shopml-worker"]
+    pod = _pod_spec(worker)
+    assert [c["command"] for c in pod["initContainers"]] == [["shopml", "deploy"]]
+    assert [c["command"] for c in pod["containers"]] == [["shopml", "worker"]]
+    assert worker["spec"]["replicas"] == 1 and worker["spec"]["strategy"]["type"] == "Recreate"
+    home = _env_file(DEPLOY / "production.env")["SHOPML_HOME"]
+    claim = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    assert f"PersistentVolumeClaim/{claim['persistentVolumeClaim']['claimName']}" in objects
+    for c in _containers(worker):
+        assert {"name": claim["name"], "mountPath": home} in c["volumeMounts"]
+    # The CronJob starts the monitor deployment; the Prefect server keeps no schedule of its own.
+    cron = objects["CronJob/shopml-monitor"]
+    assert len(cron["spec"]["schedule"].split()) == 5
+    (job,) = _pod_spec(cron)["containers"]
+    assert job["command"] == ["prefect", "deployment", "run", f"monitor/{DEPLOYMENT}"]
+    config = _generated_configmap()["data"]
+    assert config["SHOPML_MONITOR_CRON"] == "" and "PREFECT_API_URL" in config
+    assert Settings(monitor_cron=config["SHOPML_MONITOR_CRON"]).monitor_cron == ""
+
+
+def test_config_and_secret_references() -> None:
+    """Every container reads the generated ConfigMap; secrets come from one Secret whose keys
+    are the ones deploy/.env documents; nothing secret is in the ConfigMap."""
+    name = _generated_configmap()["metadata"]["name"]
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (DEPLOY / ".env.example").read_text(), re.M)
+    )
+    secrets = set()
+    for obj in _kube().values():
+        for c in _containers(obj):
+            assert {"configMapRef": {"name": name}} in c.get("envFrom", []), c["name"]
+            for env in c.get("env", []):
+                ref = env["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "shopml-secrets" and ref["key"] == env["name"]
+                secrets.add(ref["key"])
+    assert secrets and secrets <= documented, secrets - documented
+    assert not [k for k in _generated_configmap()["data"] if SECRET.search(k)]
+
+
+# -- CI workflows --------------------------------------------------------------------------------
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def test_workflows_validate_against_githubs_schema() -> None:
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    assert {Path(f).name for f in files} == {"ci.yml", "release.yml"}
+    out = subprocess.run(
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _on(workflow: dict[str, Any]) -> Any:
+    # YAML 1.1 (PyYAML) reads the key `on` as True.
+    return workflow.get("on", workflow.get(True))
+
+
+def _steps(job: dict[str, Any]) -> str:
+    return "\n".join(str(s.get("run", "")) + str(s.get("uses", "")) for s in job.get("steps", []))
+
+
+def test_ci_lints_type_checks_tests_with_services_and_builds_images() -> None:
+    ci = _load_yaml(WORKFLOWS / "ci.yml")
+    jobs = ci["jobs"]
+    assert "ruff check" in _steps(jobs["lint"]) and "ruff format --check" in _steps(jobs["lint"])
+    assert "mypy" in _steps(jobs["type-check"])
+    test = jobs["test"]
+    assert "make test" in _steps(test)
+    services = test["services"]
+    # On the ports and with the access tests/support/services.py expects.
+    assert (
+        "5432:5432" in services["postgres"]["ports"] and "6379:6379" in services["redis"]["ports"]
+    )
+    assert services["postgres"]["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    built = {(i["context"], i["file"]) for i in jobs["images"]["strategy"]["matrix"]["include"]}
+    dockerfiles = {
+        f"deploy/{p.name}" for p in DEPLOY.glob("Dockerfile.*") if p.suffix != ".dockerignore"
+    }
+    assert {f for _, f in built} == dockerfiles
+    compose = _compose()["services"]
+    for context, file in built:
+        svc = next(
+            s
+            for s in compose.values()
+            if "build" in s and _dockerfile(s) == (ROOT / file).resolve()
+        )
+        assert (DEPLOY / svc["build"]["context"]).resolve() == (ROOT / context).resolve(), file
+    assert "workflow_call" in _on(ci)
+
+
+def test_release_pushes_the_images_after_the_tests() -> None:
+    release = _load_yaml(WORKFLOWS / "release.yml")
+    assert _on(release)["push"]["tags"]
+    jobs = release["jobs"]
+    assert jobs["test"]["uses"] == "./.github/workflows/ci.yml"
+    assert jobs["images"]["needs"] == "test" and jobs["package"]["needs"] == "test"
+    ci_images = _load_yaml(WORKFLOWS / "ci.yml")["jobs"]["images"]["strategy"]["matrix"]["include"]
+    assert jobs["images"]["strategy"]["matrix"]["include"] == ci_images
+    build = [st for st in jobs["images"]["steps"] if "build-push-action" in st.get("uses", "")]
+    assert len(build) == 1 and build[0]["with"]["push"] is True
+    assert jobs["images"]["permissions"]["packages"] == "write"
+    assert release["permissions"] == {"contents": "read"}
+
+
+# -- checkov: Dockerfiles, Kubernetes, workflows ---------------------------------------------------
+@pytest.fixture(scope="module")
+def checkov() -> dict[str, Any]:
+    """One checkov run over deploy/ and .github/ (its own venv: `make test` makes it)."""
+    path = shutil.which("checkov") or (
+        str(ROOT / ".venv-tools/bin/checkov")
+        if (ROOT / ".venv-tools/bin/checkov").exists()
+        else None
+    )
+    if path is None:
+        pytest.skip("checkov is not installed (`make test` installs it into .venv-tools)")
+    out = subprocess.run(
+        [
+            path, "-d", str(DEPLOY), "-d", str(ROOT / ".github"),
+            "--framework", "dockerfile", "kubernetes", "github_actions",
+            "--skip-download", "--compact", "-o", "json",
+        ],
+        capture_output=True, text=True, check=False, timeout=600,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_CREATE_GRAPH": "True"},
+    )  # fmt: skip
+    # One JSON document per directory scanned (each a report or a list of them): the last
+    # report of each framework counts.
+    found: dict[str, Any] = {}
+    decoder, text, pos = json.JSONDecoder(), out.stdout, 0
+    while pos < len(text.rstrip()):
+        doc, end = decoder.raw_decode(text, pos)
+        for report in doc if isinstance(doc, list) else [doc]:
+            found[report["check_type"]] = report
+        pos = end + len(text[end:]) - len(text[end:].lstrip())
+    assert found, out.stderr[-3000:]
+    return found
+
+
+def test_checkov_finds_nothing_unjustified(checkov: dict[str, Any]) -> None:
+    assert set(checkov) == {"dockerfile", "kubernetes", "github_actions"}
+    failed = [
+        f"{t}: {c['check_id']} {c['file_path']} {c.get('resource')}: {c['check_name']}"
+        for t, r in checkov.items()
+        for c in r["results"]["failed_checks"]
+    ]
+    assert not failed, "\n".join(failed)
+    for kind, report in checkov.items():
+        assert report["summary"]["passed"] > 20, kind  # it did look
+        assert report["summary"]["parsing_errors"] == 0, kind
+    # Each suppression says why, in the manifest that carries it.
+    for c in checkov["kubernetes"]["results"]["skipped_checks"]:
+        reason = c.get("check_result", {}).get("suppress_comment", "")
+        assert len(reason) > 20, f"{c['check_id']} in {c['file_path']} is skipped without a reason"
+    skipped = {
+        (c["check_id"], Path(c["file_path"]).name)
+        for r in checkov.values()
+        for c in r["results"]["skipped_checks"]
+    }
+    assert {k for k, _ in skipped} <= {"CKV_K8S_8", "CKV_K8S_35", "CKV_K8S_43"}, skipped

@@ -89,9 +89,13 @@ def ensure_work_pool(name: str) -> None:
 
 
 def build_deployments(
-    settings: Any, trials: int = DEFAULT_TRIALS, timeout_s: float = DEFAULT_TIMEOUT_S
+    settings: Any,
+    trials: int = DEFAULT_TRIALS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    usecases: list[str] | None = None,
 ) -> list[Any]:
-    """The four RunnerDeployments, not yet applied (see :func:`deploy_all`)."""
+    """The four RunnerDeployments, not yet applied (see :func:`deploy_all`). ``usecases``
+    limits the pipeline, monitor and ingest deployments to those use cases (default: all)."""
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
@@ -103,11 +107,12 @@ def build_deployments(
         "entrypoint_type": EntrypointType.MODULE_PATH,
     }
     budget = {"trials": trials, "timeout_s": timeout_s}
+    only: dict[str, Any] = {"usecases": list(usecases)} if usecases else {}
     tz = settings.schedule_timezone
     return [
         pipeline.to_deployment(
             **common,
-            parameters={"source": "warehouse", **budget},
+            parameters={"source": "warehouse", **budget, **only},
             schedules=[Cron(settings.retrain_cron, timezone=tz)],
             description="Daily: retrain, gate and promote every use case on the warehouse's "
             "current data (unchanged inputs are skipped), rescore, report.",
@@ -119,7 +124,12 @@ def build_deployments(
         ),
         monitor.to_deployment(
             **common,
-            schedules=[Cron(settings.monitor_cron, timezone=tz)],
+            parameters=only,
+            # An empty monitor_cron leaves the schedule to another scheduler (the Kubernetes
+            # CronJob in deploy/kubernetes starts runs of this deployment).
+            schedules=[Cron(settings.monitor_cron, timezone=tz)]
+            if settings.monitor_cron.strip()
+            else [],
             description="Hourly: data freshness and quality, latest score distributions.",
         ),
         ingest.to_deployment(
@@ -134,6 +144,7 @@ def build_deployments(
                         "path": "{{ event.payload.path }}",
                         "kind": "{{ event.payload.kind }}",
                         **budget,
+                        **only,
                     },
                 )
             ],
@@ -143,13 +154,16 @@ def build_deployments(
 
 
 def deploy_all(
-    settings: Any, trials: int = DEFAULT_TRIALS, timeout_s: float = DEFAULT_TIMEOUT_S
+    settings: Any,
+    trials: int = DEFAULT_TRIALS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    usecases: list[str] | None = None,
 ) -> list[DeployedFlow]:
     """Create or update the deployments on the configured Prefect server."""
     api_url()
     ensure_work_pool(settings.work_pool)
     out = []
-    for dep in build_deployments(settings, trials, timeout_s):
+    for dep in build_deployments(settings, trials, timeout_s, usecases):
         deployment_id = dep.apply(work_pool_name=settings.work_pool)
         schedule = ", ".join(getattr(s.schedule, "cron", "") for s in dep.schedules or []) or ""
         trigger = ", ".join(sorted(next(iter(t.expect), "") for t in dep.triggers or []))

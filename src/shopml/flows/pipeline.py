@@ -299,8 +299,10 @@ def ingest(
     run_pipeline: bool = True,
     trials: int = DEFAULT_TRIALS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    usecases: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Import a landed file (local path or ``s3://``) and then run the pipeline on it.
+    """Import a landed file (local path or ``s3://``) and then run the pipeline on it (for
+    ``usecases``, default all).
 
     ``kind`` is the importer (``olist``, ``online-retail``, ``cdnow``); by default it is
     guessed from the path (see :func:`shopml.flows.landing.guess_kind`).
@@ -313,6 +315,8 @@ def ingest(
     loaded = t.ingest_file.with_options(**t.task_options())(path, kind)
     out: dict[str, Any] = {"ingest": loaded}
     if run_pipeline:
-        summary = pipeline(source="warehouse", trials=trials, timeout_s=timeout_s)
+        summary = pipeline(
+            source="warehouse", trials=trials, timeout_s=timeout_s, usecases=usecases
+        )
         out["pipeline"] = summary.to_dict()
     return out

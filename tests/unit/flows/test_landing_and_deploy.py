@@ -94,6 +94,19 @@ def test_the_deployments_schedules_and_trigger(shopml_home: Path) -> None:
     assert trigger.expect == {EVENT}
     assert trigger.parameters["path"] == "{{ event.payload.path }}"
     assert trigger.parameters["trials"] == 2
+    assert deps["monitor"].parameters == {}
+    # Limited to some use cases: the scheduled pipeline, the monitor and each landed file's
+    # pipeline run only those (retrain takes one by name anyway).
+    only = ["segments", "pricing"]
+    deps = {d.flow_name: d for d in build_deployments(settings, 2, 10, usecases=only)}
+    assert deps["pipeline"].parameters["usecases"] == only
+    assert deps["monitor"].parameters == {"usecases": only}
+    assert deps["ingest"].triggers[0].parameters["usecases"] == only
+    assert "usecases" not in deps["retrain"].parameters
+    # No monitor schedule on the server when another scheduler owns it (Kubernetes' CronJob).
+    settings = Settings(monitor_cron="")
+    deps = {d.flow_name: d for d in build_deployments(settings)}
+    assert not deps["monitor"].schedules and deps["pipeline"].schedules
 
 
 def test_deploy_without_a_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
