@@ -633,6 +633,7 @@ def doctor(
             + (f"; failing: {', '.join(failed)}" if failed else "")
             + f" ({time.perf_counter() - started:.1f} s)",
             highlight=False,
+            soft_wrap=True,
         )
     if not healthy(checks):
         raise typer.Exit(1)
