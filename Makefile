@@ -39,7 +39,7 @@ $(PROM_TOOLS): | $(STAMP)
 # (an old boto3, packaging, networkx) would downgrade shopml's, so it lives in a venv of its own.
 TOOLS := .venv-tools
 $(TOOLS)/bin/checkov: | $(STAMP)
-	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
 	$(BIN)/uv pip install -q --python $(TOOLS)/bin/python 'checkov>=3.2,<4'
 
 install: $(STAMP) ## Create .venv and install shopml with every extra (re-runs when pyproject.toml changes)
