@@ -282,9 +282,14 @@ def decide(
 
 
 def _passes(checks: list[Check]) -> list[Check]:
-    """Passed checks, the comparison with the champion first (it is what promotes)."""
-    return [c for c in checks if c.outcome == "pass" and c.rule == "champion"] + [
-        c for c in checks if c.outcome == "pass" and c.rule != "champion"
+    """Passed checks, the comparison with the champion first (it is what promotes); a bound
+    on the decisive metric is left out, the comparison already shows its value."""
+    first = [c for c in checks if c.outcome == "pass" and c.rule == "champion"]
+    decisive = {c.metric for c in first}
+    return first + [
+        c
+        for c in checks
+        if c.outcome == "pass" and c.rule != "champion" and c.metric not in decisive
     ]
 
 
