@@ -341,7 +341,7 @@ def _origin(
         origin.status, origin.reason = "failed", f"{type(exc).__name__}: {exc}"
         origin.seconds = time.perf_counter() - started
         return origin
-    draws = evaluation.draws_within(config.draws, config.bootstrap_budget_s * 3)
+    draws = evaluation.draws_within(uc, config.draws, config.bootstrap_budget_s * 3)
     say(f"{uc.name} at {cutoff:%Y-%m-%d}: {draws} bootstrap resamples")
     boot = evaluation.bootstrap(uc, draws, config.seed)
     origin.n, origin.unit, origin.draws = boot.n, unit_name(uc, evaluation.data), draws

@@ -451,11 +451,13 @@ def _show(iv: Interval | None, evidence: Evidence) -> str:
 
 
 def _signed(iv: Interval) -> str:
+    # Adding 0.0 turns a negative zero into a positive one: "+0", never "-0".
+    est, low, high = iv.estimate + 0.0, iv.low + 0.0, iv.high + 0.0
     if not iv.defined:
-        return f"{iv.estimate:+.4g} (no interval)"
-    if iv.low == iv.high:
-        return f"{iv.estimate:+.4g}"
-    return f"{iv.estimate:+.4g} [{iv.low:+.4g}, {iv.high:+.4g}]"
+        return f"{est:+.4g} (no interval)"
+    if low == high:
+        return f"{est:+.4g}"
+    return f"{est:+.4g} [{low:+.4g}, {high:+.4g}]"
 
 
 def _fmt(v: float | None) -> str:

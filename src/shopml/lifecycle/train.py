@@ -30,7 +30,7 @@ import pandas as pd
 
 from shopml.lifecycle import registry
 from shopml.lifecycle.gate import Evidence, GateDecision, SanityReport, decide, sanity_checks
-from shopml.lifecycle.intervals import DRAWS, Bootstrap, Interval, bootstrap
+from shopml.lifecycle.intervals import DRAWS, Bootstrap, Interval, Resampler, bootstrap, units_of
 from shopml.lifecycle.reference import REFERENCE_ARTIFACT, reference_profile
 from shopml.lifecycle.tracking import configure, ensure_experiment, git_commit, model_name
 from shopml.usecases.base import BaselineUnavailable, NotEnoughData
@@ -115,6 +115,7 @@ class TrainResult:
     unavailable: dict[str, str] = field(default_factory=dict)  # baseline -> why not
     verdict: str | None = None
     cleaned: list[str] = field(default_factory=list)  # unfinished trainings cleaned up
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -308,8 +309,6 @@ class Evaluation:
     champion_version: str | None = None
     oracle: dict[str, float] | None = None
     valid_metrics: dict[str, float] = field(default_factory=dict)
-    # Seconds scoring every contender once on the test rows took: one resample's cost.
-    score_seconds: float = 0.0
 
     @property
     def main_baseline(self) -> dict[str, float]:
@@ -324,11 +323,23 @@ class Evaluation:
         out.update({BASELINE_PREFIX + k: v for k, v in self.baselines.items()})
         return out
 
-    def draws_within(self, draws: int, budget_s: float) -> int:
-        """How many resamples fit in ``budget_s`` (at most ``draws``, at least MIN_DRAWS)."""
-        if self.score_seconds <= 0 or self.score_seconds * draws <= budget_s:
+    def draws_within(self, uc: UseCase, draws: int, budget_s: float) -> int:
+        """How many resamples fit in ``budget_s`` (at most ``draws``, at least MIN_DRAWS),
+        timed on one real resample of every contender."""
+        sampler = Resampler(units_of(uc, self.data), len(self.data), seed=1)
+        answers = self.answers()
+        started = time.perf_counter()
+        rows = sampler.draw()
+        part = self.data.take(rows)
+        for p in answers.values():
+            try:
+                uc.score(part, p.take(rows))
+            except (ValueError, ZeroDivisionError, FloatingPointError, IndexError):
+                continue  # this resample's problem; the bootstrap leaves such draws out too
+        cost = time.perf_counter() - started
+        if cost * draws <= budget_s:
             return draws
-        return max(min(MIN_DRAWS, draws), int(budget_s / self.score_seconds))
+        return max(min(MIN_DRAWS, draws), int(budget_s / cost))
 
     def bootstrap(self, uc: UseCase, draws: int = DRAWS, seed: int = 0) -> Bootstrap:
         """Paired resamples of every contender's metrics on the test rows."""
@@ -350,23 +361,13 @@ def evaluate(
     """
     target = uc.with_horizon(splits.plan.horizon_days)
     test = splits.test
-    scoring = 0.0
-
-    def score(answers: Predictions) -> dict[str, float]:
-        nonlocal scoring
-        started = time.perf_counter()
-        try:
-            return target.score(test, answers)
-        finally:
-            scoring += time.perf_counter() - started
-
     answers = target.predict(scorer, test)
-    result = Evaluation(test, answers, score(answers))
+    result = Evaluation(test, answers, target.score(test, answers))
     result.unavailable = dict(baselines.unavailable)
     for name, base in baselines.scorers.items():
         try:
             got = target.predict(base, test)
-            result.baseline_metrics[name] = score(got)
+            result.baseline_metrics[name] = target.score(test, got)
             result.baselines[name] = got
         except Exception as exc:
             result.unavailable[name] = f"failed to answer: {_one_line(exc)}"
@@ -376,11 +377,10 @@ def evaluate(
         if champion.scorer is not None:
             try:
                 got = target.predict(champion.scorer, test)
-                result.champion_metrics = score(got)
+                result.champion_metrics = target.score(test, got)
                 result.champion = got
             except Exception:  # an old champion that cannot score this window: no bar
                 pass
-    result.score_seconds = scoring
     result.oracle = target.oracle_metrics(wh, test)
     if not splits.plan.extrapolated:
         # Validation rows are labelled over the training horizon: comparable only when the
@@ -889,25 +889,33 @@ def _train(
             reused.seconds = time.perf_counter() - started
             reused.cleaned = cleaned
             return reused
+    steps: dict[str, float] = {}
+    lap = _stopwatch(steps)
     plan = uc.split(wh, end=config.as_of)
     say(f"{uc.name}: building datasets")
     splits = build_splits(uc, wh, plan)
     champion = incumbent(client, uc, registry.CHAMPION, load=True)
     challenger = incumbent(client, uc, registry.CHALLENGER)
     previous = champion.scorer if champion is not None and uc.uses_previous else None
+    lap("data")
     say(f"{uc.name}: tuning ({config.trials} trials, {config.timeout_s:.0f} s)")
     learner = uc.with_horizon(plan.train_horizon_days)
     tuning = tune(learner, wh, splits.train, splits.valid, config, previous)
+    lap("tune")
     say(f"{uc.name}: fitting and evaluating")
     scorer = fit_model(uc, wh, splits, tuning.params, config.seed, previous)
+    lap("fit")
     baselines = fit_baselines(
         uc.with_horizon(plan.horizon_days), wh, splits.train, plan.test_cutoff
     )
     evaluation = evaluate(uc, wh, scorer, splits, baselines, champion)
     sanity = sanity_checks(scorer, splits.test, uc.gate)
-    draws = evaluation.draws_within(config.draws, config.bootstrap_budget_s)
+    lap("evaluate")
+    target = uc.with_horizon(plan.horizon_days)
+    draws = evaluation.draws_within(target, config.draws, config.bootstrap_budget_s)
     say(f"{uc.name}: judging ({draws} bootstrap resamples)")
-    boot = evaluation.bootstrap(uc.with_horizon(plan.horizon_days), draws, config.seed)
+    boot = evaluation.bootstrap(target, draws, config.seed)
+    lap("gate")
     decision = judge(
         uc,
         evaluation,
@@ -928,6 +936,7 @@ def _train(
         baselines=evaluation.baseline_metrics,
         unavailable=evaluation.unavailable,
         cleaned=cleaned,
+        steps=steps,
     )
     say(f"{uc.name}: logging to MLflow")
     dataset_version = wh.dataset_version(list(uc.required_tables))
@@ -958,6 +967,7 @@ def _train(
             result.status = apply_decision(
                 client, uc.name, version, decision, challenger, plan.data_end
             )
+    lap("mlflow")
     result.reason = decision.summary()
     result.decision = decision.to_dict()
     result.verdict = decision.verdict
@@ -985,6 +995,18 @@ def summarise(results: list[TrainResult]) -> pd.DataFrame:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+def _stopwatch(into: dict[str, float]) -> Callable[[str], None]:
+    """``lap(name)`` records the seconds since the previous lap under ``name``."""
+    last = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        into[name] = round(now - last[0], 2)
+        last[0] = now
+
+    return lap
+
+
 def _one_line(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
