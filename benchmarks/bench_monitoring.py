@@ -4,8 +4,8 @@ Set-up (not timed): a small ShopSim shop in a temporary home; one use case train
 lifecycle (``TrainConfig(trials=0)``) as of a day ``now`` early enough that the labels of the
 week before it are final inside the simulated data; the model's training reference is logged
 with it. Then 1,000,000 prediction-log rows for its champion over the 7 days before ``now``,
-written with the service's own row format (:func:`shopml.serving.predlog._row`) and writer into
-``<home>/monitoring.sqlite``: each day's rows are drawn (with replacement) from the entities the
+written as the service's own records (:class:`shopml.runtime.predictions.PredictionRecord`)
+through its writer into ``<home>/monitoring.sqlite``: each day's rows are drawn (with replacement) from the entities the
 use case scores that day (its labelled dataset at that day, so that labels can be joined back),
 with a real shift (half a standard deviation) added to four of its watched numeric features,
 and scored by the champion's own scorer.
@@ -142,7 +142,7 @@ def _write_log(
     ``now``, in the service's exact format: each day's rows are drawn (with replacement) from
     the entities the use case scores that day (its labelled dataset at that day), shifted,
     scored by the champion."""
-    from shopml.serving.predlog import SQLiteLogWriter, _row
+    from shopml.runtime.predictions import PredictionRecord, RecordWriter
 
     rng = np.random.default_rng(SEED)
     shifted = _shift_columns(uc, reference, scorer.features)
@@ -150,7 +150,7 @@ def _write_log(
     names = list(scorer.features)
     outputs = list(scorer.outputs)
     prefix = os.urandom(8).hex()
-    writer = SQLiteLogWriter(home / "monitoring.sqlite")
+    writer = RecordWriter(None, home)
     seconds_write = 0.0
     done = 0
     entities = 0
@@ -179,18 +179,19 @@ def _write_log(
                         o: (None if math.isnan(v) else v)
                         for o, v in zip(outputs, out2[i].tolist(), strict=False)
                     }
-                    rec = (
-                        f"{prefix}{done + i + 1:016x}",
-                        float(stamps[i]),
-                        uc.name,
-                        version,
-                        uc.key,
-                        ids[i],
-                        names,
-                        x[i],
-                        pred,
+                    batch.append(
+                        PredictionRecord(
+                            f"{prefix}{done + i + 1:016x}",
+                            float(stamps[i]),
+                            uc.name,
+                            version,
+                            uc.key,
+                            ids[i],
+                            pred,
+                            x[i],
+                            names,
+                        )
                     )
-                    batch.append(_row(rec))
                 writer.write(batch)
             seconds_write += time.perf_counter() - t
             done += n

@@ -466,17 +466,10 @@ def _empty_repair_counts() -> Any:
 
 def _default_cutoff(wh: Any) -> datetime:
     wh.require("orders")
-    row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
-    if not row or row[0] is None:
+    if wh.order_span() is None:
         raise UserError("the orders table is empty; nothing to build features from")
-    latest: datetime = row[0]
-    return datetime(latest.year, latest.month, latest.day) + _one_day()
-
-
-def _one_day() -> Any:
-    from datetime import timedelta
-
-    return timedelta(days=1)
+    end: datetime = wh.data_end()
+    return end
 
 
 def _feature_summary(wh: Any, cutoff: datetime, entities: list[str]) -> list[dict[str, Any]]:
@@ -641,19 +634,16 @@ def doctor(
 
 # -- models ----------------------------------------------------------------------------------
 def _usecase_names(names: list[str] | None, all_: bool) -> list[str]:
-    from shopml.usecases import get_usecases
+    from shopml.usecases import get_usecases, select_usecases
 
-    known = list(get_usecases())
-    if all_ or not names:
-        if not all_ and not names:
-            raise UserError(
-                "name the use cases to train, or pass --all; known: " + ", ".join(known)
-            )
-        return known
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return names
+    if not all_ and not names:
+        raise UserError(
+            "name the use cases to train, or pass --all; known: " + ", ".join(get_usecases())
+        )
+    try:
+        return select_usecases(None if all_ else names)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _fmt_metric(value: Any) -> str:
@@ -1467,16 +1457,19 @@ def monitor(
 ) -> None:
     """Check drift, delayed-label performance and use-case specifics now, and act on them:
     alert, and retrain through the gate, as the policy says."""
+    from shopml.flows.retraining import default_retrain
     from shopml.monitoring.run import run_checks
 
+    settings = _settings()
     try:
         with _progress("Monitoring", quiet=as_json) as update:
             update("checking", 0.1)
             results = run_checks(
                 usecases or None,
-                settings=_settings(),
+                settings=settings,
                 now=_parse_datetime(at, "--at"),
                 act=not dry_run,
+                retrain=None if dry_run else default_retrain(settings),
             )
     except _monitor_errors() as exc:
         raise UserError(str(exc)) from None
@@ -1516,10 +1509,12 @@ def replay(
 ) -> None:
     """Play a period of the warehouse's history day by day as traffic, let labels arrive as
     they would, and run monitoring (and the retrain loop) on its schedule."""
+    from shopml.flows.retraining import default_retrain
     from shopml.monitoring.replay import replay as run_replay
 
     when = _parse_date(start, "--start")
     assert when is not None
+    settings = _settings()
     try:
         with _progress("Replaying", quiet=as_json) as update:
             result = run_replay(
@@ -1531,7 +1526,8 @@ def replay(
                 max_per_day=max_per_day,
                 feature_refresh_days=feature_refresh_days,
                 act=not dry_run,
-                settings=_settings(),
+                retrain=None if dry_run else default_retrain(settings),
+                settings=settings,
                 progress=update,
             )
     except _monitor_errors() as exc:

@@ -18,26 +18,24 @@ T0 = datetime(2024, 6, 1)
 
 def test_monitoring_store_on_postgres(tmp_path: Path) -> None:
     from shopml.gauges import render_text
-    from shopml.serving.predlog import PostgresLogWriter, _row
+    from shopml.runtime.predictions import PredictionRecord, RecordWriter
 
     with postgres_database() as url:
         # The service writes the log (COPY into JSONB columns) ...
-        writer = PostgresLogWriter(url)
+        writer = RecordWriter(url, tmp_path)
         start = T0.replace(tzinfo=UTC).timestamp()
         writer.write(
             [
-                _row(
-                    (
-                        f"r{i}",
-                        start + i * 60,
-                        "clv",
-                        "4",
-                        "customer_id",
-                        f"C{i:05d}",
-                        ["recency_days", "spend_90d"],
-                        [float(i % 30), None if i % 7 == 0 else 10.0 * i],
-                        {"predicted_spend_90d": 1.5 * i},
-                    )
+                PredictionRecord(
+                    f"r{i}",
+                    start + i * 60,
+                    "clv",
+                    "4",
+                    "customer_id",
+                    f"C{i:05d}",
+                    {"predicted_spend_90d": 1.5 * i},
+                    [float(i % 30), None if i % 7 == 0 else 10.0 * i],
+                    ["recency_days", "spend_90d"],
                 )
                 for i in range(500)
             ]

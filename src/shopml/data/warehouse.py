@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -233,6 +233,24 @@ class Warehouse:
                 f"warehouse {self.path} has no table(s) {', '.join(missing)}; "
                 "run `shopml simulate` or `shopml ingest` first"
             )
+
+    def order_span(self) -> tuple[datetime, datetime] | None:
+        """When the first and the last order were placed (None without orders)."""
+        if not self.exists("orders"):
+            return None
+        row = self.con.execute("SELECT min(purchased_at), max(purchased_at) FROM orders").fetchone()
+        if not row or row[0] is None:
+            return None
+        return row[0], row[1]
+
+    def data_end(self) -> datetime:
+        """Midnight after the day of the last order: the data's "now", the cutoff at which the
+        latest features are built. Raises :class:`WarehouseError` without orders."""
+        span = self.order_span()
+        if span is None:
+            raise WarehouseError(f"warehouse {self.path} has no orders")
+        last = span[1]
+        return datetime(last.year, last.month, last.day) + timedelta(days=1)
 
     def read(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A whole table as a pandas frame (canonical tables keep their contract types)."""

@@ -30,15 +30,9 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 
 def _names(usecases: list[str] | None) -> list[str]:
-    from shopml.usecases import get_usecases
+    from shopml.usecases import select_usecases
 
-    known = list(get_usecases())
-    if not usecases:
-        return known
-    unknown = [n for n in usecases if n not in known]
-    if unknown:
-        raise ValueError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return list(usecases)
+    return select_usecases(usecases)
 
 
 def _train_timeout(timeout_s: float) -> float:
@@ -175,13 +169,14 @@ def pipeline(
 
     # 2. The latest features (offline parquet now; online after training).
     from shopml.features import get_feature_set
+    from shopml.online import ONLINE_ENTITIES
 
     report("building the latest features", 0.12)
     with t.open_warehouse(read_only=True) as wh:
         present = set(wh.table_names())
         feature_versions = {
             e: wh.dataset_version(list(get_feature_set(e).tables))
-            for e in t.ONLINE_ENTITIES
+            for e in ONLINE_ENTITIES
             if set(get_feature_set(e).tables) <= present
         }
     for entity, version in feature_versions.items():
@@ -272,6 +267,7 @@ def monitor(usecases: list[str] | None = None, act: bool = True) -> dict[str, An
     alert and starts the ``retrain`` flow (a subflow here, or the ``retrain/shopml``
     deployment with ``SHOPML_MONITOR_RETRAIN=deployment``); the gate decides what is served.
     """
+    from shopml.flows.retraining import default_retrain
     from shopml.monitoring.run import run_checks
 
     names = _names(usecases)
@@ -279,7 +275,11 @@ def monitor(usecases: list[str] | None = None, act: bool = True) -> dict[str, An
     quality = t.data_quality_report.with_options(**options)()
     scores = {n: t.score_distribution.with_options(**options)(n) for n in names}
     report("checking drift and performance", 0.99)
-    checks = [c.to_dict() for c in run_checks(names, settings=t.settings(), act=act)]
+    settings = t.settings()
+    retrain_fn = default_retrain(settings) if act else None
+    checks = [
+        c.to_dict() for c in run_checks(names, settings=settings, act=act, retrain=retrain_fn)
+    ]
     for c in checks:
         if c["status"] in ("alert", "failed"):
             _logger().warning(

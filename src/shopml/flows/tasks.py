@@ -20,13 +20,11 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -44,8 +42,6 @@ if TYPE_CHECKING:
     from shopml.lifecycle.train import TrainResult
     from shopml.settings import Settings
 
-# Entities materialised for online lookup (what serving needs at request time).
-ONLINE_ENTITIES = ("customers", "products", "sellers")
 # Back-off for tasks that talk to servers (MLflow, a remote store): 2 s, 10 s, 30 s.
 SERVER_RETRY_DELAYS = [2.0, 10.0, 30.0]
 
@@ -118,27 +114,12 @@ def atomic_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def atomic_json(value: Any, path: Path) -> Path:
-    """Write JSON under a temporary name in the same folder, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    try:
-        tmp.write_text(json.dumps(value, indent=2, default=str))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def data_end(wh: Warehouse) -> datetime:
     """The day after the last order: features "now" are built at this cutoff."""
     wh.require("orders")
-    row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
-    if not row or row[0] is None:
+    if wh.order_span() is None:
         raise DataInvalid("the orders table is empty; nothing to build features from")
-    latest: datetime = row[0]
-    return datetime(latest.year, latest.month, latest.day) + timedelta(days=1)
+    return wh.data_end()
 
 
 class DataInvalid(ValueError):
@@ -492,25 +473,6 @@ def publish_scores(path: Path, usecase: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def scoring_frame(
-    usecase: str, wh: Warehouse, end: datetime | None = None
-) -> tuple[pd.DataFrame, list[str], datetime]:
-    """The latest rows a use case can build: its dataset at the data end (or ``end``), or
-    (for use cases whose rows are defined by what happens after the cutoff, such as orders to
-    deliver) at the latest cutoff, one label horizon at a time, that has rows. Labels are not
-    used."""
-    from shopml.usecases import get_usecase
-
-    uc = get_usecase(usecase)
-    end = end or uc.data_end(wh)
-    for step in range(4):
-        cutoff = end - timedelta(days=uc.horizon_days * step)
-        data = uc.dataset(wh, cutoff)
-        if len(data):
-            return data.frame[[*data.keys, *data.features]], data.keys, cutoff
-    raise DataInvalid(f"{usecase}: no rows to score in the last {4 * uc.horizon_days} days")
-
-
 @task(
     name="batch-score",
     timeout_seconds=1200,
@@ -523,33 +485,23 @@ def batch_score(
     usecase: str, version: str, data_version: str, as_of: datetime | None = None
 ) -> dict[str, Any]:
     """Score the latest rows with the champion (``version``) into ``<home>/scores/<uc>.parquet``
-    (the rows as of ``as_of`` when given, e.g. by a replay's retrain).
+    (the rows as of ``as_of`` when given, e.g. by a replay's retrain), with the one batch
+    scorer (``shopml score``'s).
 
     Cached on the champion's version and the data: a new champion or new data rescore.
     """
-    from shopml.lifecycle.tracking import configure, model_name
-    from shopml.runtime.pyfunc import load_scorer
+    from shopml.serving.batch import score_batch
 
-    configure(settings())
-    scorer = load_scorer(f"models:/{model_name(usecase)}/{version}")
-    with open_warehouse(read_only=True) as wh:
-        frame, keys, cutoff = scoring_frame(usecase, wh, as_of)
-    started = time.perf_counter()
-    predictions = scorer.predict_frame(frame)
-    out = pd.concat(
-        [frame[keys].reset_index(drop=True), predictions.reset_index(drop=True)], axis=1
-    )
-    out["model_version"] = version
-    out["as_of"] = cutoff
-    path = atomic_parquet(out, scores_path(usecase))
+    path = scores_path(usecase)
+    result = score_batch(settings(), usecase, str(path), version=version, cutoff=as_of, latest=True)
     return {
         "usecase": usecase,
         "version": version,
-        "rows": len(out),
+        "rows": result.rows,
         "path": publish_scores(path, usecase),
-        "as_of": cutoff.isoformat(),
-        "outputs": list(predictions.columns),
-        "seconds": round(time.perf_counter() - started, 2),
+        "as_of": result.cutoff,
+        "seconds": round(result.seconds, 2),
+        "warnings": result.warnings,
     }
 
 
@@ -557,64 +509,11 @@ def batch_score(
 @task(name="data-quality-report", timeout_seconds=300, cache_policy=NO_CACHE)
 def data_quality_report() -> dict[str, Any]:
     """Freshness and quality of the warehouse: rows, quarantined share and age per table."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    from shopml.monitoring.reports import data_quality
+
     with open_warehouse(read_only=True) as wh:
-        end = data_end(wh)
-        tables = []
-        for t in wh.info():
-            if t.oracle:
-                continue
-            total = t.rows + t.quarantined
-            tables.append(
-                {
-                    "table": t.table,
-                    "rows": t.rows,
-                    "quarantined": t.quarantined,
-                    "quarantined_share": round(t.quarantined / total, 6) if total else 0.0,
-                    "version": t.version,
-                    "written_at": t.written_at.isoformat() if t.written_at else None,
-                    "hours_since_written": round((now - t.written_at).total_seconds() / 3600, 2)
-                    if t.written_at
-                    else None,
-                }
-            )
-        return {
-            "source": wh.get_meta("source"),
-            "dataset_version": wh.dataset_version(),
-            "data_end": end.isoformat(),
-            "days_since_last_order": round((now - end).total_seconds() / 86400, 1),
-            "tables": tables,
-        }
-
-
-def _distribution(series: pd.Series) -> dict[str, Any]:
-    numeric = pd.to_numeric(series, errors="coerce")
-    if numeric.notna().sum() and numeric.notna().mean() > 0.5:
-        values = numeric.dropna().to_numpy(dtype="float64")
-        counts, edges = np.histogram(values, bins=10)
-        return {
-            "kind": "numeric",
-            "count": int(series.size),
-            "missing": int(numeric.isna().sum()),
-            "mean": float(values.mean()),
-            "std": float(values.std()),
-            "min": float(values.min()),
-            "max": float(values.max()),
-            "quantiles": {
-                str(q): float(np.quantile(values, q))
-                for q in (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-            },
-            "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
-        }
-    values = series.dropna().astype(str)
-    top = values.value_counts().head(10)
-    return {
-        "kind": "categorical",
-        "count": int(series.size),
-        "missing": int(series.isna().sum()),
-        "distinct": int(values.nunique()),
-        "top": {str(k): int(v) for k, v in top.items()},
-    }
+        data_end(wh)  # no orders: DataInvalid, as every flow says it
+        return data_quality(wh)
 
 
 @task(
@@ -625,21 +524,9 @@ def _distribution(series: pd.Series) -> dict[str, Any]:
 )
 def score_distribution(usecase: str) -> dict[str, Any] | None:
     """The latest batch scores' distribution per output column (None when never scored)."""
-    path = scores_path(usecase)
-    if not path.exists():
-        return None
-    frame = pd.read_parquet(path)
-    skip = {"model_version", "as_of"}
-    keys = [c for c in frame.columns if c.endswith("_id") or c == "week_start"]
-    outputs = [c for c in frame.columns if c not in skip and c not in keys]
-    return {
-        "usecase": usecase,
-        "rows": len(frame),
-        "model_version": str(frame["model_version"].iloc[0]) if len(frame) else None,
-        "as_of": str(frame["as_of"].iloc[0]) if len(frame) else None,
-        "scored_at": datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(),
-        "outputs": {c: _distribution(frame[c]) for c in outputs},
-    }
+    from shopml.monitoring.reports import score_distribution as distribution
+
+    return distribution(usecase, scores_path(usecase))
 
 
 @task(name="write-monitoring-report", timeout_seconds=120, cache_policy=NO_CACHE)
@@ -649,23 +536,6 @@ def write_monitoring_report(
     checks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the report under ``<home>/reports/monitoring/`` (timestamped, and ``latest.json``)."""
-    now = datetime.now(UTC)
-    checks = checks or []
-    body: dict[str, Any] = {
-        "generated_at": now.isoformat(),
-        "data_quality": quality,
-        "score_distributions": {k: v for k, v in scores.items() if v is not None},
-        "not_scored": sorted(k for k, v in scores.items() if v is None),
-        "checks": checks,
-    }
-    folder = settings().reports_dir / "monitoring"
-    path = atomic_json(body, folder / f"monitoring-{now:%Y%m%dT%H%M%SZ}.json")
-    atomic_json(body, folder / "latest.json")
-    return {
-        "path": str(path),
-        "latest": str(folder / "latest.json"),
-        "scored": sorted(body["score_distributions"]),
-        "not_scored": body["not_scored"],
-        "alerts": sorted(c["usecase"] for c in checks if c.get("status") == "alert"),
-        "checked": {c["usecase"]: c.get("status") for c in checks},
-    }
+    from shopml.monitoring.reports import write_report
+
+    return write_report(settings().reports_dir / "monitoring", quality, scores, checks)

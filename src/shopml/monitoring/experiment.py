@@ -12,7 +12,6 @@ it; the README's table comes from the benchmark.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -174,8 +173,8 @@ def run_scenario(
     from shopml.data.simulator import SimConfig, simulate
     from shopml.data.warehouse import Warehouse
     from shopml.lifecycle.train import TrainConfig, train_usecase
-    from shopml.monitoring.run import retrain_inline
-    from shopml.settings import Settings, reset_settings
+    from shopml.monitoring.run import retrain_in_process
+    from shopml.settings import Settings
     from shopml.usecases import get_usecase
 
     started = time.perf_counter()
@@ -183,60 +182,46 @@ def run_scenario(
     values: dict[str, Any] = {"home": home, "alert_webhook_url": webhook}
     if policy:
         values["monitor_policy"] = {usecase: policy}
+    # Everything below is given these settings explicitly (the retrain too): the experiment's
+    # home is its own, whatever the process's settings say.
     settings = Settings(**values)
-    # The retrain flow reads the process settings: point them at this home for the run.
-    saved = {k: os.environ.get(k) for k in ("SHOPML_HOME", "SHOPML_ALERT_WEBHOOK_URL")}
-    os.environ["SHOPML_HOME"] = str(home)
-    if webhook:
-        os.environ["SHOPML_ALERT_WEBHOOK_URL"] = webhook
-    reset_settings()
-    try:
-        wh = Warehouse(settings.warehouse)
-        config = SimConfig(
-            customers=customers,
-            start=date(2023, 1, 1),
-            days=sim_days,
-            seed=seed,
-            scenario=scenario,
-            scenario_start=onset,
-        )
-        simulate(config).load(wh)
-        uc = get_usecase(usecase)
-        first = train_usecase(
-            uc, wh, settings, TrainConfig(trials=0, as_of=_midnight(replay_start))
-        )
-        wh.close()
-        if first.version is None:
-            raise RuntimeError(f"the first {usecase} model was not trained: {first.reason}")
-        if first.status != "promoted":
-            # The experiment needs a model in service before the change: an operator's
-            # manual promotion, recorded as such in the registry (`shopml promote`).
-            from shopml.lifecycle.registry import promote
-            from shopml.lifecycle.tracking import configure
+    wh = Warehouse(settings.warehouse)
+    config = SimConfig(
+        customers=customers,
+        start=date(2023, 1, 1),
+        days=sim_days,
+        seed=seed,
+        scenario=scenario,
+        scenario_start=onset,
+    )
+    simulate(config).load(wh)
+    uc = get_usecase(usecase)
+    first = train_usecase(uc, wh, settings, TrainConfig(trials=0, as_of=_midnight(replay_start)))
+    wh.close()
+    if first.version is None:
+        raise RuntimeError(f"the first {usecase} model was not trained: {first.reason}")
+    if first.status != "promoted":
+        # The experiment needs a model in service before the change: an operator's manual
+        # promotion, recorded as such in the registry (`shopml promote`).
+        from shopml.lifecycle.registry import promote
+        from shopml.lifecycle.tracking import configure
 
-            promote(
-                configure(settings),
-                usecase,
-                first.version,
-                reason=f"the experiment's starting model (the gate said: {first.reason})",
-            )
-        result = replay(
-            _midnight(replay_start),
-            days,
-            usecases=[usecase],
-            mode=mode,
-            monitor_every=monitor_every,
-            feature_refresh_days=feature_refresh_days,
-            retrain=retrain_inline(retrain_trials, retrain_timeout_s),
-            settings=settings,
+        promote(
+            configure(settings),
+            usecase,
+            first.version,
+            reason=f"the experiment's starting model (the gate said: {first.reason})",
         )
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_settings()
+    result = replay(
+        _midnight(replay_start),
+        days,
+        usecases=[usecase],
+        mode=mode,
+        monitor_every=monitor_every,
+        feature_refresh_days=feature_refresh_days,
+        retrain=retrain_in_process(settings, retrain_trials, retrain_timeout_s),
+        settings=settings,
+    )
     out = summarise(result, scenario, usecase, _midnight(onset), first.version)
     out.seconds = time.perf_counter() - started
     return out

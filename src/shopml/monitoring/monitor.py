@@ -1,10 +1,13 @@
-"""One monitoring check of one use case: drift, performance, specifics, then the policy.
+"""One monitoring check of one use case: drift, performance, live checks, then the policy.
 
 :func:`check_usecase` reads the champion's recent traffic from the prediction log, compares
-it with the training reference stored with the model, joins older predictions to the labels
-that have arrived, stores every figure as a time series, writes the HTML report (and an
-Evidently workspace snapshot), and lets the policy decide: nothing, an alert, or an alert and a
-retrain through the gate. Every decision is stored with its reasons.
+it with the training reference stored with the model (:func:`check_drift`), joins older
+predictions to the labels that have arrived (:func:`check_performance`), runs the use case's
+own live checks (:func:`check_live`), stores every figure as a time series, writes the HTML
+report (and an Evidently workspace snapshot), and lets the policy decide
+(:func:`decide_check`): nothing, an alert, or an alert and a retrain through the gate
+(:func:`act_on`, with the retrain the caller injects). Every decision is stored with its
+reasons.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shopml.monitoring import specifics
 from shopml.monitoring.alerts import build_payload, send_alert
 from shopml.monitoring.drift import DriftResult, compute_drift
 from shopml.monitoring.performance import (
@@ -39,6 +41,8 @@ from shopml.monitoring.policy import (
     policy_for,
 )
 from shopml.monitoring.store import MetricRow, MonitoringStore
+from shopml.runtime.predictions import PredictionWindow
+from shopml.usecases._live import LiveContext
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -127,7 +131,7 @@ def load_champion(settings: Settings, usecase: str) -> Champion | None:
                         run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp
                     )
                     reference = pd.read_parquet(path)
-            except Exception as exc:
+            except Exception as exc:  # no artifact, or unreadable: drift is not checked
                 log.warning("%s v%s has no training reference: %s", usecase, mv.version, exc)
         _REFERENCES[key] = reference
     return Champion(
@@ -207,7 +211,7 @@ def _save_reports(
             ws.delete_run(project.id, stale)
         out["evidently_project"] = name
         out["evidently_workspace"] = str(settings.evidently_workspace)
-    except Exception as exc:  # the HTML report stands on its own
+    except Exception as exc:  # the HTML report stands on its own; the failure is logged
         log.warning("Evidently workspace snapshot failed: %s", exc)
     return out
 
@@ -247,6 +251,295 @@ def _alert_lines(result: CheckResult, decision: Decision) -> list[str]:
     return lines
 
 
+@dataclass
+class _Traffic:
+    """The served version's recent answers: how many, and the (sampled) window."""
+
+    start: datetime
+    total: int
+    window: PredictionWindow
+
+
+def judges_labels(uc: UseCase) -> bool:
+    """Whether the generic delayed-label check judges this use case: it has a label and its
+    records hold the model's own outputs (a ranked list or a price is judged by the use
+    case's live checks instead)."""
+    return uc.monitoring.label is not None and uc.answer.model_outputs
+
+
+def read_traffic(
+    uc: UseCase, store: MonitoringStore, champ: Champion, now: datetime, policy: Policy, seed: int
+) -> _Traffic:
+    start = now - timedelta(days=policy.window_days)
+    total = store.count_predictions(uc.name, start, now, model_version=champ.version)
+    window = store.predictions(
+        uc.name, start, now, model_version=champ.version, sample=policy.max_rows, seed=seed
+    )
+    return _Traffic(start, total, window)
+
+
+def check_drift(
+    uc: UseCase,
+    champ: Champion,
+    traffic: _Traffic,
+    policy: Policy,
+    now: datetime,
+    seed: int,
+    result: CheckResult,
+    findings: Findings,
+) -> tuple[DriftResult | None, list[MetricRow]]:
+    """Recent traffic against the training reference: the drift rows, and the findings."""
+    window = traffic.window
+    if traffic.total == 0:
+        result.status = "no-traffic"
+        result.notes.append(
+            f"no {uc.name} predictions by v{champ.version} since {traffic.start:%Y-%m-%d}"
+        )
+        return None, []
+    if champ.reference is None:
+        result.notes.append(f"v{champ.version} has no training reference: drift not checked")
+        return None, []
+    features = [c for c in window.features.columns if c in champ.reference.columns]
+    if not features:
+        # An answer asked for by id only (a recommendation, a price): no model inputs to compare.
+        result.notes.append("its route logs no model inputs: drift not checked")
+        return None, []
+    outputs = window.outputs.rename(columns=lambda c: f"output.{c}")
+    current = pd.concat([window.features, outputs], axis=1)
+    drift = compute_drift(
+        champ.reference,
+        current,
+        features,
+        [f"output.{uc.monitoring.prediction}"],
+        max_rows=policy.max_rows,
+        threshold=policy.feature_threshold,
+        prediction_threshold=policy.prediction_drift,
+        seed=seed,
+        sampled_from=traffic.total if traffic.total > len(window) else None,
+        watched=uc.monitoring.features,
+        timestamp=now,
+        tags=[uc.name, f"v{champ.version}"],
+        metadata={"usecase": uc.name, "model_version": champ.version},
+    )
+    result.drift = drift.to_dict()
+    findings.drift_share = drift.share
+    findings.drifted = drift.drifted
+    findings.features = len(drift.counted)
+    if drift.outputs:
+        findings.prediction_drift = drift.outputs[0].score
+    return drift, _drift_rows(drift)
+
+
+def check_performance(
+    uc: UseCase,
+    wh: Warehouse,
+    store: MonitoringStore,
+    champ: Champion,
+    now: datetime,
+    policy: Policy,
+    cache: LabelCache | None,
+    seed: int,
+    result: CheckResult,
+    findings: Findings,
+) -> list[MetricRow]:
+    """Older predictions whose labels are final by now, scored by the use case's own metrics
+    against the served version's test figures (each only beyond its noise)."""
+    spec = uc.monitoring
+    delay = timedelta(days=spec.label_delay_days)
+    p_end = now - delay
+    p_start = p_end - timedelta(days=policy.performance_days)
+    labelled_window = store.predictions(
+        uc.name, p_start, p_end, model_version=champ.version, with_features=False
+    )
+    joined = join_labels(uc, wh, labelled_window, now, cache)
+    if joined is None or not len(joined):
+        result.notes.append(
+            f"no labelled predictions yet: labels arrive {spec.label_delay_days} days after "
+            "a prediction"
+        )
+        return [MetricRow("volume", "labelled", 0.0, n=0)]
+    metric, higher_is_better = uc.monitored_metric()
+    live = live_metrics(uc, joined)
+    ref = champ.test_metrics.get(metric, float("nan"))
+    worse = degradation(metric, live.get(metric, float("nan")), ref, higher_is_better)
+    findings.labelled = len(joined)
+    findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
+    findings.degradation = worse
+    # Three standard errors of the live figure, relative to what it is judged against: a
+    # smaller distance is chance on this many labels. Three, not two: a use case is checked
+    # again and again, and two would cry wolf every few dozen checks.
+    noise = metric_noise(uc, joined, [metric, *(a[0] for a in spec.also)], seed=seed)
+
+    def relative(name: str, reference: float) -> float | None:
+        se = noise.get(name)
+        if se is None or not reference or not np.isfinite(reference):
+            return None
+        return NOISE_Z * se / abs(reference)
+
+    findings.degradation_noise = relative(metric, ref)
+    for name, tolerance, direction, *target in spec.also:
+        # Judged against its ideal when it has one (a calibration ratio of 1), not the test
+        # window's own noisy figure; otherwise against the test figure.
+        reference = float(target[0]) if target else champ.test_metrics.get(name, float("nan"))
+        value = live.get(name, float("nan"))
+        findings.also.append(
+            SecondaryCheck(
+                name,
+                value,
+                reference,
+                degradation(name, value, reference, _direction(direction)),
+                relative(name, reference),
+                tolerance,
+            )
+        )
+    # On simulated data, the truth scored on the same predictions: the best possible.
+    try:
+        best = uc.oracle_metrics(wh, joined.data)
+    except Exception as exc:  # the oracle is a bonus, never a reason to fail a check
+        log.warning("%s: the oracle's figures failed: %s", uc.name, exc)
+        best = None
+    result.performance = {
+        "window": [p_start.isoformat(), p_end.isoformat()],
+        "labelled": len(joined),
+        "unmatched": joined.unmatched,
+        "metric": metric,
+        "live": live,
+        "test": champ.test_metrics,
+        "degradation": worse,
+        "degradation_noise": findings.degradation_noise,
+        "also": [c.__dict__ for c in findings.also],
+        "oracle": best,
+    }
+    n = len(joined)
+    rows = [MetricRow("oracle", k, float(v), n=n) for k, v in (best or {}).items() if v is not None]
+    rows += [MetricRow("performance", k, v, n=n) for k, v in live.items()]
+    rows += [MetricRow("reference", k, float(v)) for k, v in champ.test_metrics.items()]
+    rows.append(MetricRow("degradation", metric, worse, n=n))
+    rows += [MetricRow("degradation", c.metric, c.degradation, n=n) for c in findings.also]
+    rows.append(MetricRow("volume", "labelled", float(n), n=n))
+    return rows
+
+
+def check_live(
+    uc: UseCase,
+    wh: Warehouse,
+    store: MonitoringStore,
+    champ: Champion,
+    now: datetime,
+    traffic: _Traffic,
+    result: CheckResult,
+) -> list[MetricRow]:
+    """The use case's own live checks (``UseCase.live_checks``), wrapped as metric rows."""
+    if not traffic.total:
+        return []
+
+    def history(since: datetime) -> PredictionWindow:
+        return store.predictions(
+            uc.name, since, now, model_version=champ.version, with_features=False
+        )
+
+    figures = uc.live_checks(LiveContext(wh, now, traffic.window, history, champ.reference))
+    rows = [
+        MetricRow(
+            "performance" if f.performance else "specific",
+            f.metric,
+            f.value,
+            feature=f.feature,
+            n=f.n,
+            detail=dict(f.detail),
+        )
+        for f in figures
+    ]
+    result.specifics = {
+        f"{r.metric}{'[' + r.feature + ']' if r.feature else ''}": r.value for r in rows
+    }
+    performance = [r for r in rows if r.kind == "performance"]
+    if performance and uc.monitoring.performance_metric is None:
+        result.performance = {r.metric: r.value for r in performance}
+    return rows
+
+
+def decide_check(
+    uc: UseCase,
+    settings: Settings,
+    store: MonitoringStore,
+    policy: Policy,
+    findings: Findings,
+    now: datetime,
+    act: bool,
+    retrain: RetrainFn | None,
+    result: CheckResult,
+) -> Decision:
+    """The policy's decision on these findings, given the use case's decision history."""
+    decision = decide(
+        policy,
+        findings,
+        store.decisions(uc.name),
+        now,
+        can_retrain=act and retrain is not None and settings.monitor_retrain != "off",
+    )
+    if not act:
+        decision.action = "none" if decision.action != "none" else decision.action
+        decision.outcome = decision.outcome or "dry run"
+    if decision.triggered:
+        result.status = "alert"
+    elif decision.reasons:
+        result.status = "pending"  # crossed once; the next check confirms or clears it
+    return decision
+
+
+def act_on(
+    uc: UseCase,
+    settings: Settings,
+    champ: Champion,
+    decision: Decision,
+    findings: Findings,
+    now: datetime,
+    retrain: RetrainFn | None,
+    result: CheckResult,
+) -> None:
+    """Retrain (through the injected ``retrain``) and alert, as the decision says."""
+    if decision.action == "retrain" and retrain is not None:
+        log.warning("%s: retraining (%s)", uc.name, "; ".join(decision.reasons))
+        try:
+            decision.retrain = retrain(uc.name, now)
+        except Exception as exc:  # a failed retrain is an outcome to report, not a crash
+            log.exception("%s: the retrain failed", uc.name)
+            decision.retrain = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        status = decision.retrain.get("status")
+        decision.outcome = (
+            f"v{decision.retrain.get('version')} promoted"
+            if status == "promoted"
+            else f"candidate not promoted ({status}): {decision.retrain.get('reason', '')}"
+        )
+    if decision.action not in ("alert", "retrain"):
+        return
+    if not decision.triggered:
+        severity, title = "resolved", "back within thresholds"
+    else:
+        failed = decision.retrain and decision.retrain.get("status") != "promoted"
+        severity = "critical" if failed else "warning"
+        title = "drift or degradation: retrained" if decision.retrain else "drift or degradation"
+    payload = build_payload(
+        uc.name,
+        severity,
+        title,
+        _alert_lines(result, decision) or ["all checks within thresholds"],
+        {
+            "model_version": champ.version,
+            "checked_at": now.isoformat(),
+            "reasons": decision.reasons,
+            "action": decision.action,
+            "outcome": decision.outcome,
+            "retrain": decision.retrain,
+            "drift_share": findings.drift_share,
+            "prediction_drift": findings.prediction_drift,
+            "performance": result.performance,
+        },
+    )
+    decision.alert = send_alert(payload, settings.alert_webhook_url).to_dict()
+
+
 def check_usecase(
     uc: UseCase,
     wh: Warehouse,
@@ -259,234 +552,34 @@ def check_usecase(
     cache: LabelCache | None = None,
     policy: Policy | None = None,
 ) -> CheckResult:
-    """Check one use case at ``now`` (default: the wall clock, naive UTC); with ``act``, alert
-    and retrain as the policy says."""
+    """Check one use case at ``now`` (default: the wall clock, naive UTC): drift, performance,
+    its live checks, the policy's decision; with ``act``, alert and retrain (``retrain``, the
+    caller's way to retrain: monitoring does not orchestrate) as the policy says. Every figure
+    and the decision are stored."""
     now = now or datetime.now(UTC).replace(tzinfo=None)
     policy = policy or policy_for(uc, settings.monitor_policy)
     champ = load_champion(settings, uc.name)
     if champ is None:
         return CheckResult(uc.name, now, "no-model", notes=["no champion to monitor"])
-    spec = uc.monitoring
     result = CheckResult(uc.name, now, "ok", model_version=champ.version)
-    rows: list[MetricRow] = []
-
-    # Drift: the champion's recent traffic against its training reference.
-    start = now - timedelta(days=policy.window_days)
-    result.window = (start, now)
-    total = store.count_predictions(uc.name, start, now, model_version=champ.version)
-    result.predictions = total
-    rows.append(MetricRow("volume", "predictions", float(total), n=total))
-    window = store.predictions(
-        uc.name, start, now, model_version=champ.version, sample=policy.max_rows, seed=settings.seed
+    traffic = read_traffic(uc, store, champ, now, policy, settings.seed)
+    result.window = (traffic.start, now)
+    result.predictions = traffic.total
+    findings = Findings(rows=traffic.total, expects_labels=judges_labels(uc))
+    rows = [MetricRow("volume", "predictions", float(traffic.total), n=traffic.total)]
+    drift, drift_rows = check_drift(
+        uc, champ, traffic, policy, now, settings.seed, result, findings
     )
-    findings = Findings(
-        rows=total, expects_labels=spec.label is not None and uc.name not in specifics.SPECIFICS
-    )
-    drift = None
-    if total == 0:
-        result.status = "no-traffic"
-        result.notes.append(f"no {uc.name} predictions by v{champ.version} since {start:%Y-%m-%d}")
-    elif champ.reference is None:
-        result.notes.append(f"v{champ.version} has no training reference: drift not checked")
-    elif not [c for c in window.features.columns if c in champ.reference.columns]:
-        # A recommender or a pricing model is asked by id only: no model inputs to compare.
-        result.notes.append("its route logs no model inputs: drift not checked")
-    else:
-        outputs = window.outputs.rename(columns=lambda c: f"output.{c}")
-        current = pd.concat([window.features, outputs], axis=1)
-        features = [c for c in window.features.columns if c in champ.reference.columns]
-        drift = compute_drift(
-            champ.reference,
-            current,
-            features,
-            [f"output.{spec.prediction}"],
-            max_rows=policy.max_rows,
-            threshold=policy.feature_threshold,
-            prediction_threshold=policy.prediction_drift,
-            seed=settings.seed,
-            sampled_from=total if total > len(window) else None,
-            watched=spec.features,
-            timestamp=now,
-            tags=[uc.name, f"v{champ.version}"],
-            metadata={"usecase": uc.name, "model_version": champ.version},
+    rows += drift_rows
+    if judges_labels(uc):
+        rows += check_performance(
+            uc, wh, store, champ, now, policy, cache, settings.seed, result, findings
         )
-        rows += _drift_rows(drift)
-        result.drift = drift.to_dict()
-        findings.drift_share = drift.share
-        findings.drifted = drift.drifted
-        findings.features = len(drift.counted)
-        if drift.outputs:
-            findings.prediction_drift = drift.outputs[0].score
-
-    # Performance: older predictions whose labels are final by now.
-    if spec.label is not None and uc.name not in specifics.SPECIFICS:
-        delay = timedelta(days=spec.label_delay_days)
-        p_end = now - delay
-        p_start = p_end - timedelta(days=policy.performance_days)
-        labelled_window = store.predictions(
-            uc.name, p_start, p_end, model_version=champ.version, with_features=False
-        )
-        joined = join_labels(uc, wh, labelled_window, now, cache)
-        metric, higher_is_better = uc.monitored_metric()
-        if joined is not None and len(joined):
-            live = live_metrics(uc, joined)
-            ref = champ.test_metrics.get(metric, float("nan"))
-            worse = degradation(metric, live.get(metric, float("nan")), ref, higher_is_better)
-            findings.labelled = len(joined)
-            findings.metric, findings.live, findings.reference = metric, live.get(metric), ref
-            findings.degradation = worse
-            # Three standard errors of the live figure, relative to what it is judged against:
-            # a smaller distance is chance on this many labels. Three, not two: a use case is
-            # checked again and again, and two would cry wolf every few dozen checks.
-            noise = metric_noise(
-                uc, joined, [metric, *(a[0] for a in spec.also)], seed=settings.seed
-            )
-
-            def relative(name: str, reference: float) -> float | None:
-                se = noise.get(name)
-                if se is None or not reference or not np.isfinite(reference):
-                    return None
-                return NOISE_Z * se / abs(reference)
-
-            findings.degradation_noise = relative(metric, ref)
-            for name, tolerance, direction, *target in spec.also:
-                # Judged against its ideal when it has one (a calibration ratio of 1), not the
-                # test window's own noisy figure; otherwise against the test figure.
-                reference = (
-                    float(target[0]) if target else champ.test_metrics.get(name, float("nan"))
-                )
-                value = live.get(name, float("nan"))
-                findings.also.append(
-                    SecondaryCheck(
-                        name,
-                        value,
-                        reference,
-                        degradation(name, value, reference, _direction(direction)),
-                        relative(name, reference),
-                        tolerance,
-                    )
-                )
-            # On simulated data, the truth scored on the same predictions: the best possible.
-            try:
-                best = uc.oracle_metrics(wh, joined.data)
-            except Exception:  # the oracle is a bonus, never a reason to fail a check
-                best = None
-            result.performance = {
-                "window": [p_start.isoformat(), p_end.isoformat()],
-                "labelled": len(joined),
-                "unmatched": joined.unmatched,
-                "metric": metric,
-                "live": live,
-                "test": champ.test_metrics,
-                "degradation": worse,
-                "degradation_noise": findings.degradation_noise,
-                "also": [c.__dict__ for c in findings.also],
-                "oracle": best,
-            }
-            if best:
-                rows += [
-                    MetricRow("oracle", k, float(v), n=len(joined))
-                    for k, v in best.items()
-                    if v is not None
-                ]
-            rows += [MetricRow("performance", k, v, n=len(joined)) for k, v in live.items()]
-            rows += [MetricRow("reference", k, float(v)) for k, v in champ.test_metrics.items()]
-            rows.append(MetricRow("degradation", metric, worse, n=len(joined)))
-            rows += [
-                MetricRow("degradation", c.metric, c.degradation, n=len(joined))
-                for c in findings.also
-            ]
-        else:
-            result.notes.append(
-                f"no labelled predictions yet: labels arrive {spec.label_delay_days} days after "
-                "a prediction"
-            )
-        rows.append(MetricRow("volume", "labelled", float(findings.labelled), n=findings.labelled))
-
-    # Use-case specifics.
-    extra: list[MetricRow] = []
-    if uc.name in specifics.SPECIFICS and total:
-        lookback = store.predictions(
-            uc.name,
-            now - timedelta(days=policy.window_days + uc.horizon_days),
-            now,
-            model_version=champ.version,
-            with_features=False,
-        )
-        extra = specifics.SPECIFICS[uc.name](uc, wh, lookback, now)
-    elif spec.label is None and total:
-        extra = specifics.segments(uc, champ.reference, window)
-    rows += extra
-    result.specifics = {
-        f"{r.metric}{'[' + r.feature + ']' if r.feature else ''}": r.value for r in extra
-    }
-    perf_rows = [r for r in extra if r.kind == "performance"]
-    if perf_rows and spec.performance_metric is None:
-        result.performance = {r.metric: r.value for r in perf_rows}
-
-    # The policy.
-    history = store.decisions(uc.name)
-    decision = decide(
-        policy,
-        findings,
-        history,
-        now,
-        can_retrain=act and retrain is not None and settings.monitor_retrain != "off",
-    )
-    if not act:
-        decision.action = "none" if decision.action != "none" else decision.action
-        decision.outcome = decision.outcome or "dry run"
-    if decision.triggered:
-        result.status = "alert"
-    elif decision.reasons:
-        result.status = "pending"  # crossed once; the next check confirms or clears it
-    if act and decision.action == "retrain" and retrain is not None:
-        log.warning("%s: retraining (%s)", uc.name, "; ".join(decision.reasons))
-        try:
-            decision.retrain = retrain(uc.name, now)
-        except Exception as exc:
-            decision.retrain = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-        status = decision.retrain.get("status")
-        decision.outcome = (
-            f"v{decision.retrain.get('version')} promoted"
-            if status == "promoted"
-            else f"candidate not promoted ({status}): {decision.retrain.get('reason', '')}"
-        )
-    if act and decision.action in ("alert", "retrain"):
-        severity = (
-            "resolved"
-            if not decision.triggered
-            else (
-                "critical"
-                if decision.retrain and decision.retrain.get("status") != "promoted"
-                else "warning"
-            )
-        )
-        title = (
-            "back within thresholds"
-            if not decision.triggered
-            else ("drift or degradation: retrained" if decision.retrain else "drift or degradation")
-        )
-        payload = build_payload(
-            uc.name,
-            severity,
-            title,
-            _alert_lines(result, decision) or ["all checks within thresholds"],
-            {
-                "model_version": champ.version,
-                "checked_at": now.isoformat(),
-                "reasons": decision.reasons,
-                "action": decision.action,
-                "outcome": decision.outcome,
-                "retrain": decision.retrain,
-                "drift_share": findings.drift_share,
-                "prediction_drift": findings.prediction_drift,
-                "performance": result.performance,
-            },
-        )
-        decision.alert = send_alert(payload, settings.alert_webhook_url).to_dict()
+    rows += check_live(uc, wh, store, champ, now, traffic, result)
+    decision = decide_check(uc, settings, store, policy, findings, now, act, retrain, result)
+    if act:
+        act_on(uc, settings, champ, decision, findings, now, retrain, result)
     result.decision = decision.to_dict()
-
     run_id = store.write_metrics(uc.name, champ.version, now, result.window, rows)
     result.run_id = run_id
     store.write_decision(

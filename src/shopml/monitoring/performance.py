@@ -9,6 +9,7 @@ figures are the same metrics computed the same way.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,13 @@ import numpy as np
 import pandas as pd
 
 from shopml.runtime.scorers import Scorer
+from shopml.usecases._live import days_of
+
+log = logging.getLogger("shopml.monitoring")
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
-    from shopml.monitoring.store import PredictionWindow
+    from shopml.runtime.predictions import PredictionWindow
     from shopml.usecases.base import LabelledData, UseCase
 
 
@@ -56,12 +60,6 @@ class LabelCache:
 
     def put(self, uc: UseCase, day: datetime, data: LabelledData) -> None:
         self._data[(uc.name, day)] = data
-
-
-def days_of(ts: pd.Series) -> pd.Series:
-    """The naive UTC midnight of each timestamp, vectorised (a window may hold millions)."""
-    t = pd.to_datetime(ts, utc=True).dt.tz_convert("UTC").dt.tz_localize(None)
-    return t.dt.floor("D")
 
 
 def day_of(ts: pd.Timestamp) -> datetime:
@@ -195,7 +193,8 @@ def metric_noise(
         scorer = LoggedScorer(list(data.features), joined.outputs, values=joined.values[idx])
         try:
             scored = uc.evaluate(scorer, part)
-        except Exception:  # a resample the metrics cannot score (one class only)
+        except Exception as exc:  # a resample the metrics cannot score (one class only)
+            log.debug("%s: a bootstrap resample was not scored: %s", uc.name, exc)
             continue
         for k in metrics:
             v = scored.get(k)

@@ -13,21 +13,22 @@ in a promoted model as it would in production.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from shopml.monitoring.monitor import CheckResult, RetrainFn
 from shopml.monitoring.performance import LabelCache
-from shopml.monitoring.run import run_checks, usecase_names
+from shopml.monitoring.run import run_checks
 from shopml.monitoring.store import MonitoringStore, open_store
+from shopml.runtime.answers import AnswerError, InProcess
 
 if TYPE_CHECKING:
     from shopml.data.warehouse import Warehouse
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 # Hour of the simulated day at which its traffic is scored.
 TRAFFIC_HOUR = 12
-RECOMMEND_K = 10
 
 
 class ReplayError(ValueError):
@@ -86,22 +86,15 @@ class ReplayResult:
         }
 
 
-def _clean(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(value, (np.integer, int, np.bool_, bool)):
-        return float(value)
-    return None  # a non-numeric feature (the service takes numbers)
-
-
 class _Traffic:
-    """Sends one use case's arrivals, through the API or as batch scoring."""
+    """Sends the use cases' arrivals as requests of their answer kinds: through the service
+    (``api``: the FastAPI app in-process, on the simulated clock) or straight to the same
+    answerers with the champions loaded in this process (``batch``). Either way every answer
+    is one prediction-log record written by the same code, so the two modes store the same
+    outputs."""
 
     def __init__(
-        self, settings: Settings, names: list[str], mode: str, store: MonitoringStore
+        self, settings: Settings, usecases: list[UseCase], mode: str, store: MonitoringStore
     ) -> None:
         self.settings = settings
         self.mode = mode
@@ -110,40 +103,56 @@ class _Traffic:
         self.client: Any = None
         self.app: Any = None
         self.headers: dict[str, str] = {}
-        self._scorers: dict[str, tuple[str, Any]] = {}
-        self.names = names
+        self.usecases = usecases
+        self.models: Any = None
+        self.direct: InProcess | None = None
+        self._answer: dict[str, tuple[Any, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> _Traffic:
+        names = [uc.name for uc in self.usecases]
         if self.mode == "api":
             from fastapi.testclient import TestClient
 
             from shopml.serving.app import create_app
 
             self.app = create_app(
-                self.settings, clock=lambda: self.now, usecases=self.names, in_process=True
+                self.settings, clock=lambda: self.now, usecases=self.usecases, in_process=True
             )
             keys = [*self.settings.admin_keys, *self.settings.api_keys]
             if keys:
                 self.headers = {"Authorization": f"Bearer {keys[0].get_secret_value()}"}
             self.client = TestClient(self.app)
             self.client.__enter__()
+            return self
+        from shopml.serving.models import MlflowSource, ModelStore
+
+        settings = self.settings
+        self.models = ModelStore(names, lambda: MlflowSource(settings))
+        self.models.refresh()
+        self.direct = InProcess(self.models.get, lambda: self.now)
+        size = settings.serve_max_batch
+        for uc in self.usecases:
+            schemas = uc.answer.schemas(uc, size)
+            self._answer[uc.name] = (
+                schemas.adapter,
+                uc.answer.answerer(uc, self.direct, schemas),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
             self.client.__exit__(None, None, None)
 
-    def refresh_online(self, wh: Warehouse, usecases: list[UseCase], as_of: datetime) -> None:
+    def refresh_online(self, wh: Warehouse, as_of: datetime) -> None:
         """Materialise the features the service looks up (the entities the replayed use cases
-        name) as of ``as_of``, as the pipeline does for the live service."""
+        are keyed by) as of ``as_of``, as the pipeline does for the live service."""
         if self.app is None:
             return
         from shopml.features import build_features
-        from shopml.online import open_store
-        from shopml.serving.features import ONLINE_ENTITIES
+        from shopml.online import ONLINE_ENTITIES, open_store
 
-        entities = {f"{uc.entity}s": uc.key for uc in usecases}
+        entities = {f"{uc.entity}s": uc.key for uc in self.usecases if uc.answer.needs_rows}
         store = open_store(self.settings)
         try:
             for entity, key in entities.items():
@@ -156,138 +165,36 @@ class _Traffic:
     def flush(self) -> None:
         if self.app is not None:
             self.app.state.shopml.log.flush()
+        if self.direct is not None and self.direct.records:
+            self.store.log_predictions(self.direct.records)
+            self.direct.records.clear()
 
     def reload(self) -> None:
         """Pick up moved champions now (the service would on its next registry poll)."""
-        if self.client is not None:
+        if self.app is not None:
             self.app.state.shopml.models.refresh()
-        self._scorers.clear()
-
-    # -- batch scoring -----------------------------------------------------------------------
-    def _scorer(self, usecase: str) -> tuple[str, Any]:
-        if usecase not in self._scorers:
-            from shopml.lifecycle.registry import CHAMPION, alias_version
-            from shopml.lifecycle.tracking import configure, model_name
-            from shopml.runtime.pyfunc import load_scorer
-
-            client = configure(self.settings)
-            mv = alias_version(client, usecase, CHAMPION)
-            if mv is None:
-                raise ReplayError(f"no {usecase} champion to replay with")
-            self._scorers[usecase] = (
-                str(mv.version),
-                load_scorer(f"models:/{model_name(usecase)}/{mv.version}"),
-            )
-        return self._scorers[usecase]
-
-    def _log(self, rows: list[tuple[Any, ...]]) -> None:
-        self.store.log_predictions(rows)
+        if self.models is not None:
+            self.models.refresh()
 
     # -- sending -----------------------------------------------------------------------------
-    def score(self, uc: UseCase, frame: pd.DataFrame, features: list[str]) -> tuple[int, int]:
-        """Score rows (key + features); returns (answered, failed)."""
-        if frame.empty:
-            return 0, 0
-        if self.mode == "batch":
-            version, scorer = self._scorer(uc.name)
-            out = scorer.predict_frame(frame)
-            ts = datetime.fromtimestamp(self.now, UTC)
-            names = list(scorer.features)
-            values = frame.reindex(columns=names)
-            rows = []
-            for i, (entity, outputs) in enumerate(
-                zip(frame[uc.key].astype(str), out.to_dict("records"), strict=True)
-            ):
-                rows.append(
-                    (
-                        uuid.uuid4().hex,
-                        ts,
-                        uc.name,
-                        version,
-                        uc.key,
-                        entity,
-                        {n: _clean(v) for n, v in zip(names, values.iloc[i], strict=True)},
-                        {k: _clean(v) for k, v in outputs.items()},
-                    )
-                )
-            self._log(rows)
-            return len(rows), 0
+    def send(self, uc: UseCase, frame: pd.DataFrame) -> tuple[int, int]:
+        """Send requests for these arrivals (the key column, and features when the kind
+        needs rows); returns (answered, failed) instances."""
         ok = failed = 0
-        size = self.settings.serve_max_batch
-        records = frame.to_dict("records")
-        for i in range(0, len(records), size):
-            chunk = records[i : i + size]
-            body = {
-                "instances": [
-                    {
-                        uc.key: str(r[uc.key]),
-                        "features": {f: _clean(r.get(f)) for f in features if f in r},
-                    }
-                    for r in chunk
-                ]
-            }
-            resp = self.client.post(f"/v1/{uc.name}/predict", json=body, headers=self.headers)
-            if resp.status_code == 200:
-                ok += len(chunk)
+        kind = uc.answer
+        for body, n in kind.requests(uc, frame, self.settings.serve_max_batch):
+            if self.client is not None:
+                resp = self.client.post(kind.path(uc), json=body, headers=self.headers)
+                good = resp.status_code == 200
             else:
-                failed += len(chunk)
-        return ok, failed
-
-    def recommend(self, customers: list[str]) -> tuple[int, int]:
-        ok = failed = 0
-        if self.mode == "batch":
-            version, scorer = self._scorer("recommender")
-            ts = datetime.fromtimestamp(self.now, UTC)
-            rows = []
-            for c in customers:
-                recs = scorer.recommend(c, RECOMMEND_K)
-                rows.append(
-                    (
-                        uuid.uuid4().hex,
-                        ts,
-                        "recommender",
-                        version,
-                        "customer_id",
-                        c,
-                        None,
-                        {"k": RECOMMEND_K},
-                        {"products": [p for p, _ in recs]},
-                    )
-                )
-            self._log(rows)
-            return len(rows), 0
-        for c in customers:
-            resp = self.client.post(
-                "/v1/recommender/recommend",
-                json={"customer_id": c, "k": RECOMMEND_K},
-                headers=self.headers,
-            )
-            ok, failed = (ok + 1, failed) if resp.status_code == 200 else (ok, failed + 1)
-        return ok, failed
-
-    def suggest(self, products: list[str]) -> tuple[int, int]:
-        ok = failed = 0
-        if self.mode == "batch":
-            version, scorer = self._scorer("pricing")
-            ts = datetime.fromtimestamp(self.now, UTC)
-            rows: list[tuple[Any, ...]] = []
-            for p in products:
+                adapter, answer = self._answer[uc.name]
                 try:
-                    out = scorer.suggest(p)
-                except KeyError:
-                    failed += 1
-                    continue
-                rows.append(
-                    (uuid.uuid4().hex, ts, "pricing", version, "product_id", p, None, {}, out)
-                )
-            self._log(rows)
-            return len(rows), failed
-        for p in products:
-            resp = self.client.post(
-                "/v1/pricing/suggest", json={"product_id": p}, headers=self.headers
-            )
-            # 404: a product the model has not seen yet (new in the catalogue).
-            ok, failed = (ok + 1, failed) if resp.status_code == 200 else (ok, failed + 1)
+                    answer(adapter.validate_python(body), uuid.uuid4().hex)
+                    good = True
+                except (AnswerError, ValidationError):
+                    # What the service would answer 4xx/503 (a product it has never seen).
+                    good = False
+            ok, failed = (ok + n, failed) if good else (ok, failed + n)
         return ok, failed
 
 
@@ -313,15 +220,16 @@ def replay(
     """Replay ``days`` days from ``start`` as traffic, monitoring every ``monitor_every`` days.
 
     ``max_per_day`` caps each use case's requests per day (a random sample of the day's
-    arrivals); ``act`` lets the monitor alert and retrain. ``feature_refresh_days`` is how
-    often the features are rebuilt (1: every day, as a daily feature pipeline; 7: weekly, much
-    faster, the features a few days staler).
+    arrivals); ``act`` lets the monitor alert, and retrain through ``retrain`` when given (the
+    caller's way to retrain). ``feature_refresh_days`` is how often the features are rebuilt
+    (1: every day, as a daily feature pipeline; 7: weekly, much faster, the features a few
+    days staler).
     """
     from shopml.data.warehouse import Warehouse
     from shopml.lifecycle.registry import CHAMPION, alias_version
     from shopml.lifecycle.tracking import configure
     from shopml.settings import get_settings
-    from shopml.usecases import get_usecases
+    from shopml.usecases import get_usecases, select_usecases
 
     if mode not in ("api", "batch"):
         raise ReplayError(f"mode must be 'api' or 'batch', got {mode!r}")
@@ -330,7 +238,7 @@ def replay(
     settings = settings or get_settings()
     known = get_usecases()
     try:
-        names = usecase_names(usecases)
+        names = select_usecases(usecases)
     except ValueError as exc:
         raise ReplayError(str(exc)) from None
     start = _day(start)
@@ -355,10 +263,10 @@ def replay(
     store = open_store(settings)
     cache = LabelCache(max_entries=4096)
     try:
-        row = wh.con.execute("SELECT min(purchased_at), max(purchased_at) FROM orders").fetchone()
-        if not row or row[0] is None:
+        span = wh.order_span()
+        if span is None:
             raise ReplayError("the warehouse has no orders to replay")
-        first, last = row
+        first, last = span
         end = start + timedelta(days=days)
         if start < first or end > _day(last) + timedelta(days=1):
             raise ReplayError(
@@ -366,7 +274,7 @@ def replay(
                 f"({first:%Y-%m-%d}..{last:%Y-%m-%d})"
             )
         features: dict[str, tuple[datetime, Any]] = {}
-        with _Traffic(settings, names, mode, store) as traffic:
+        with _Traffic(settings, [known[n] for n in names], mode, store) as traffic:
             for i in range(days):
                 day = start + timedelta(days=i)
                 built = start + timedelta(days=(i // feature_refresh_days) * feature_refresh_days)
@@ -380,7 +288,7 @@ def replay(
                     if name not in features or features[name][0] != built:
                         features[name] = (built, None)
                         if name == names[0]:
-                            traffic.refresh_online(wh, [known[n] for n in names], built)
+                            traffic.refresh_online(wh, built)
                     ok, failed = _send_day(
                         uc, wh, day, traffic, cache, max_per_day, rng, features, built
                     )
@@ -449,10 +357,11 @@ def _send_day(
             return ids.iloc[np.sort(rng.choice(len(ids), max_per_day, replace=False))]
         return ids
 
-    if uc.name in ("recommender", "pricing"):
-        assert arrivals is not None, f"{uc.name} must say what arrives for it"
-        ids = list(sample(arrivals.iloc[:, 0].astype(str)))
-        return traffic.recommend(ids) if uc.name == "recommender" else traffic.suggest(ids)
+    if not uc.answer.needs_rows:  # asked by id: who arrives is the request
+        if arrivals is None:
+            raise ReplayError(f"{uc.name} answers by id: it must say what arrives for it")
+        ids = sample(arrivals.iloc[:, 0].astype(str))
+        return traffic.send(uc, pd.DataFrame({uc.key: ids.to_numpy()}))
     data = features[uc.name][1]
     if data is None:  # the features as of the last refresh, built once per refresh
         data = uc.dataset(wh, built)
@@ -476,4 +385,4 @@ def _send_day(
             rows.reset_index(drop=True), data.keys, data.features, data.labels, data.oracle
         ),
     )
-    return traffic.score(uc, rows[[uc.key, *data.features]], list(data.features))
+    return traffic.send(uc, rows[[uc.key, *data.features]])

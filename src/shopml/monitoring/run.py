@@ -1,4 +1,7 @@
-"""Run the checks of several use cases, and the ways the loop can retrain."""
+"""Run the checks of several use cases; retrain in process when the caller asks to.
+
+Monitoring does not orchestrate: a retrain is a callable the caller injects (``shopml
+monitor`` and the monitor flow pass the flows' own, ``shopml.flows.retraining``)."""
 
 from __future__ import annotations
 
@@ -22,12 +25,9 @@ RETRAIN_TRIALS = 3
 RETRAIN_TIMEOUT_S = 15.0
 
 
-def _outcome(summary: Any) -> dict[str, Any]:
-    rows = summary.usecases if hasattr(summary, "usecases") else summary.get("usecases", [])
-    row = rows[0] if rows else None
-    if row is None:
-        return {"status": "failed", "reason": "the retrain flow returned no result"}
-    get = (lambda k: getattr(row, k, None)) if not isinstance(row, dict) else row.get
+def train_outcome(result: Any) -> dict[str, Any]:
+    """A training's result (a ``TrainResult``, or its dict) as a check records it."""
+    get = result.get if isinstance(result, dict) else (lambda k: getattr(result, k, None))
     return {
         "status": get("status"),
         "version": get("version"),
@@ -38,63 +38,24 @@ def _outcome(summary: Any) -> dict[str, Any]:
     }
 
 
-def retrain_inline(trials: int = RETRAIN_TRIALS, timeout_s: float = RETRAIN_TIMEOUT_S) -> RetrainFn:
-    """Run the ``retrain`` flow in this process (a subflow when called from a flow)."""
-
-    def retrain(usecase: str, as_of: datetime | None) -> dict[str, Any]:
-        from shopml.flows.pipeline import retrain as retrain_flow
-
-        summary = retrain_flow(usecase=usecase, trials=trials, timeout_s=timeout_s, as_of=as_of)
-        return _outcome(summary)
-
-    return retrain
-
-
-def retrain_deployment(
-    trials: int = RETRAIN_TRIALS, timeout_s: float = RETRAIN_TIMEOUT_S, wait_s: float = 3600
+def retrain_in_process(
+    settings: Settings, trials: int = RETRAIN_TRIALS, timeout_s: float = RETRAIN_TIMEOUT_S
 ) -> RetrainFn:
-    """Start the ``retrain/shopml`` deployment on the Prefect server and wait for it."""
+    """Retrain through the lifecycle in this process, on the warehouse, registry and home of
+    ``settings`` (given explicitly: an experiment's home is not the process's). The gate
+    decides what is promoted. The orchestrated ways (a Prefect subflow, a deployment) are in
+    ``shopml.flows.retraining``."""
 
     def retrain(usecase: str, as_of: datetime | None) -> dict[str, Any]:
-        from prefect.deployments import run_deployment
+        from shopml.data.warehouse import Warehouse
+        from shopml.lifecycle.train import TrainConfig, train_usecase
+        from shopml.usecases import get_usecase
 
-        params: dict[str, Any] = {"usecase": usecase, "trials": trials, "timeout_s": timeout_s}
-        if as_of is not None:
-            params["as_of"] = as_of.isoformat()
-        run: Any = run_deployment("retrain/shopml", parameters=params, timeout=wait_s)
-        state = run.state
-        if state is None or not state.is_final():
-            return {"status": "started", "reason": f"flow run {run.id} still running"}
-        if not state.is_completed():
-            return {"status": "failed", "reason": f"flow run {run.id}: {state.name}"}
-        return _outcome(state.result())
+        config = TrainConfig(trials=trials, timeout_s=timeout_s, seed=settings.seed, as_of=as_of)
+        with Warehouse.open(settings) as wh:
+            return train_outcome(train_usecase(get_usecase(usecase), wh, settings, config))
 
     return retrain
-
-
-def default_retrain(settings: Settings) -> RetrainFn | None:
-    if settings.monitor_retrain == "off":
-        return None
-    if settings.monitor_retrain == "deployment":
-        return retrain_deployment()
-    return retrain_inline()
-
-
-def usecase_names(usecases: list[str] | None) -> list[str]:
-    """The use cases named (default: all), or ValueError naming the unknown ones."""
-    from shopml.usecases import get_usecases
-
-    known = list(get_usecases())
-    names = list(usecases or known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return names
-
-
-def _data_end(wh: Warehouse) -> datetime | None:
-    row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
-    return row[0] if row and row[0] is not None else None
 
 
 def run_checks(
@@ -110,16 +71,17 @@ def run_checks(
 ) -> list[CheckResult]:
     """Check each use case (default: all) and write the gauges' text page.
 
-    On the wall clock, a retrain trains on the warehouse's data as it is; with an explicit
-    ``now`` inside the data (a replay), it trains as of ``now``.
+    ``retrain`` is how a check that calls for it retrains (none: the checks alert only);
+    on the wall clock it trains on the warehouse's data as it is, with an explicit ``now``
+    inside the data (a replay) as of ``now``.
     """
     from shopml.data.warehouse import Warehouse
     from shopml.settings import get_settings
-    from shopml.usecases import get_usecases
+    from shopml.usecases import get_usecases, select_usecases
 
     settings = settings or get_settings()
     known = get_usecases()
-    names = usecase_names(usecases)
+    names = select_usecases(usecases)
     explicit_now = now is not None
     now = now or datetime.now(UTC).replace(tzinfo=None)
     own_wh = wh is None
@@ -127,10 +89,9 @@ def run_checks(
     wh = wh or Warehouse.open(settings)
     store = store or open_store(settings)
     cache = cache or LabelCache()
-    if act and retrain is None:
-        retrain = default_retrain(settings)
     try:
-        end = _data_end(wh)
+        span = wh.order_span()
+        end = span[1] if span else None
         base_retrain = retrain
 
         def retrain_as_of(usecase: str, when: datetime | None) -> dict[str, Any]:
@@ -156,7 +117,7 @@ def run_checks(
                         cache=cache,
                     )
                 )
-            except Exception as exc:  # one use case failing does not stop the others
+            except Exception as exc:  # one use case failing does not stop the others (logged)
                 log.exception("monitoring %s failed", name)
                 results.append(
                     CheckResult(name, now, "failed", notes=[f"{type(exc).__name__}: {exc}"])

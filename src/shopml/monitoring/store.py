@@ -18,17 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 
-PREDICTIONS = "prediction_log"
+from shopml.runtime.predictions import TABLE as PREDICTIONS
+from shopml.runtime.predictions import (
+    PredictionRecord,
+    PredictionWindow,
+    create_table,
+    decode,
+    write_records,
+)
+
 METRICS = "monitor_metrics"
 DECISIONS = "monitor_decisions"
 
+# The prediction log's table is the one runtime.predictions defines; these are monitoring's.
 _SQLITE_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {PREDICTIONS} (request_id TEXT, ts TEXT, usecase TEXT, "
-    "model_version TEXT, entity_key TEXT, entity_id TEXT, features TEXT, output TEXT)",
-    f"CREATE INDEX IF NOT EXISTS {PREDICTIONS}_uc_ts ON {PREDICTIONS} (usecase, ts)",
     f"CREATE TABLE IF NOT EXISTS {METRICS} (run_id TEXT, ts TEXT, usecase TEXT, "
     "model_version TEXT, kind TEXT, metric TEXT, feature TEXT, value REAL, "
     "window_start TEXT, window_end TEXT, n INTEGER, detail TEXT)",
@@ -39,10 +44,6 @@ _SQLITE_DDL = (
     f"CREATE INDEX IF NOT EXISTS {DECISIONS}_uc_ts ON {DECISIONS} (usecase, ts)",
 )
 _POSTGRES_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {PREDICTIONS} (request_id TEXT, ts TIMESTAMPTZ, "
-    "usecase TEXT, model_version TEXT, entity_key TEXT, entity_id TEXT, features JSONB, "
-    "output JSONB)",
-    f"CREATE INDEX IF NOT EXISTS {PREDICTIONS}_uc_ts ON {PREDICTIONS} (usecase, ts)",
     f"CREATE TABLE IF NOT EXISTS {METRICS} (run_id TEXT, ts TIMESTAMPTZ, usecase TEXT, "
     "model_version TEXT, kind TEXT, metric TEXT, feature TEXT, value DOUBLE PRECISION, "
     "window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, n BIGINT, detail JSONB)",
@@ -68,6 +69,9 @@ def iso(value: datetime) -> str:
     return utc(value).isoformat(timespec="microseconds")
 
 
+__all__ = ["MetricRow", "MonitoringStore", "PredictionWindow", "iso", "open_store", "utc"]
+
+
 @dataclass
 class MetricRow:
     """One value of the monitoring time series."""
@@ -78,21 +82,6 @@ class MetricRow:
     feature: str | None = None
     n: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PredictionWindow:
-    """The logged predictions of one use case in a time window, decoded."""
-
-    usecase: str
-    start: datetime
-    end: datetime
-    frame: pd.DataFrame  # request_id, ts, model_version, entity_key, entity_id
-    features: pd.DataFrame  # one column per logged feature, aligned with frame
-    outputs: pd.DataFrame  # one column per output (numbers; lists stay as objects)
-
-    def __len__(self) -> int:
-        return len(self.frame)
 
 
 class MonitoringStore:
@@ -121,6 +110,7 @@ class MonitoringStore:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     con = sqlite3.connect(str(path), timeout=30)
                     con.execute("PRAGMA journal_mode=WAL")
+                    create_table(con, "sqlite")
                     for ddl in _SQLITE_DDL:
                         con.execute(ddl)
                     con.commit()
@@ -130,9 +120,10 @@ class MonitoringStore:
                     from shopml.online.postgres_store import _conninfo
 
                     con = psycopg.connect(_conninfo(self.uri), autocommit=True, connect_timeout=5)
+                    create_table(con, "postgres")
                     for ddl in _POSTGRES_DDL:
                         con.execute(ddl)
-            except Exception as exc:
+            except Exception as exc:  # any driver's failure, said as one clear error
                 raise MonitoringStoreError(
                     f"cannot open the monitoring store {self.uri}: {exc}"
                 ) from exc
@@ -178,20 +169,9 @@ class MonitoringStore:
                 cur.executemany(sql, rows)
 
     # -- the prediction log ------------------------------------------------------------------
-    def log_predictions(self, rows: Iterable[tuple[Any, ...]]) -> int:
-        """Append prediction-log rows (the service's format; used by batch replay and tests)."""
-        out = [
-            (
-                r[0],
-                self._time(r[1]) if isinstance(r[1], datetime) else r[1],
-                *r[2:6],
-                r[6] if isinstance(r[6], str) or r[6] is None else orjson.dumps(r[6]).decode(),
-                r[7] if isinstance(r[7], str) else orjson.dumps(r[7]).decode(),
-            )
-            for r in rows
-        ]
-        self._insert(PREDICTIONS, out)
-        return len(out)
+    def log_predictions(self, records: Iterable[PredictionRecord]) -> int:
+        """Append prediction-log records (the service's writer, on this store's connection)."""
+        return write_records(self.con, self.kind, records)
 
     def count_predictions(
         self,
@@ -250,7 +230,7 @@ class MonitoringStore:
             rows = self._sampled(cols, where, params, sample, seed)
         else:
             rows = self.query(f"SELECT {cols} FROM {PREDICTIONS} WHERE {where}", params)
-        return _decode(usecase, start, end, rows)
+        return decode(usecase, start, end, rows)
 
     def _sampled(
         self, cols: str, where: str, params: list[Any], sample: int, seed: int
@@ -430,49 +410,6 @@ class MonitoringStore:
         for c in ("reasons", "detail"):
             frame[c] = [json.loads(v) if isinstance(v, str) else v for v in frame[c]]
         return frame
-
-
-def _loads(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, (dict, list)):  # PostgreSQL's JSONB arrives decoded
-        return value
-    return orjson.loads(value)
-
-
-def _decode(
-    usecase: str, start: datetime, end: datetime, rows: list[tuple[Any, ...]]
-) -> PredictionWindow:
-    frame = pd.DataFrame(
-        [r[:5] for r in rows],
-        columns=["request_id", "ts", "model_version", "entity_key", "entity_id"],
-    )
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
-    feats = [_loads(r[5]) for r in rows]
-    outs = [_loads(r[6]) for r in rows]
-    return PredictionWindow(
-        usecase, start, end, frame, _records(feats, len(rows)), _records(outs, len(rows))
-    )
-
-
-def _records(values: list[Any], n: int) -> pd.DataFrame:
-    """Dicts (one per row) to a frame. When every dict has the same keys in the same order
-    (one model version's features), the values are stacked as one float matrix, which is many
-    times faster than building the frame from dicts."""
-    dicts = [v if isinstance(v, dict) else {} for v in values]
-    if not dicts:
-        return pd.DataFrame(index=range(n))
-    first = list(dicts[0])
-    if first and all(len(d) == len(first) for d in dicts):
-        keys = tuple(first)
-        same = all(tuple(d) == keys for d in dicts)
-        if same:
-            try:
-                matrix = np.array([list(d.values()) for d in dicts], dtype="float64")
-                return pd.DataFrame(matrix, columns=list(keys))
-            except (TypeError, ValueError):
-                pass
-    return pd.DataFrame.from_records(dicts, index=range(n))
 
 
 def open_store(settings: Any) -> MonitoringStore:

@@ -5,6 +5,6 @@
 PostgreSQL (``redis_store``, ``postgres_store``, chosen by ``open_store``) share the interface.
 """
 
-from shopml.online.store import OnlineStore, SQLiteOnlineStore, open_store
+from shopml.online.store import ONLINE_ENTITIES, OnlineStore, SQLiteOnlineStore, open_store
 
-__all__ = ["OnlineStore", "SQLiteOnlineStore", "open_store"]
+__all__ = ["ONLINE_ENTITIES", "OnlineStore", "SQLiteOnlineStore", "open_store"]

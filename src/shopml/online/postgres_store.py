@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from shopml.online.store import _NAME, Features, OnlineStore, OnlineStoreError, _jsonable
+from shopml.online.store import Features, OnlineStore, _jsonable, check_frame
 
 _POINTERS = "shopml_online_entities"
 
@@ -44,13 +44,7 @@ class PostgresOnlineStore(OnlineStore):
         )
 
     def write(self, entity: str, frame: pd.DataFrame, key: str, as_of: datetime) -> int:
-        if not _NAME.match(entity):
-            raise OnlineStoreError(f"entity name {entity!r} must be a plain identifier")
-        if key not in frame.columns:
-            raise OnlineStoreError(f"{entity}: the frame has no key column {key!r}")
-        if frame[key].duplicated().any():
-            raise OnlineStoreError(f"{entity}: key {key!r} is not unique in the frame")
-        columns = [c for c in frame.columns if c != key]
+        columns = check_frame(entity, frame, key)
         table = f"fs_{entity}_{uuid.uuid4().hex[:10]}".lower()
         records = frame[columns].to_dict(orient="records")
         self._con.execute(f'CREATE TABLE "{table}" (id TEXT PRIMARY KEY, features TEXT NOT NULL)')

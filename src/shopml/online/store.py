@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 Features = dict[str, Any]
 
+# The entities the pipeline materialises for lookups at request time.
+ONLINE_ENTITIES = ("customers", "products", "sellers")
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -46,6 +49,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, pd.Timestamp | datetime | date):
         return value.isoformat()
     return value
+
+
+def check_frame(entity: str, frame: pd.DataFrame, key: str) -> list[str]:
+    """Refuse what no store can write (an entity name that is not a plain identifier, a key
+    column missing or not unique); returns the feature columns (all but the key)."""
+    if not _NAME.match(entity):
+        raise OnlineStoreError(f"entity name {entity!r} must be a plain identifier")
+    if key not in frame.columns:
+        raise OnlineStoreError(f"{entity}: the frame has no key column {key!r}")
+    if frame[key].duplicated().any():
+        raise OnlineStoreError(f"{entity}: key {key!r} is not unique in the frame")
+    return [c for c in frame.columns if c != key]
 
 
 class OnlineStore(ABC):
@@ -106,13 +121,7 @@ class SQLiteOnlineStore(OnlineStore):
             self._con.execute("COMMIT")
 
     def write(self, entity: str, frame: pd.DataFrame, key: str, as_of: datetime) -> int:
-        if not _NAME.match(entity):
-            raise OnlineStoreError(f"entity name {entity!r} must be a plain identifier")
-        if key not in frame.columns:
-            raise OnlineStoreError(f"{entity}: the frame has no key column {key!r}")
-        if frame[key].duplicated().any():
-            raise OnlineStoreError(f"{entity}: key {key!r} is not unique in the frame")
-        columns = [c for c in frame.columns if c != key]
+        columns = check_frame(entity, frame, key)
         table = f"fs_{entity}_{uuid.uuid4().hex[:10]}"
         records = frame[columns].to_dict(orient="records")
         rows = [

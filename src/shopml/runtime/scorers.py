@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,13 @@ class Scorer:
     features: list[str]
     outputs: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    # Outputs an answer carries beside the numeric ones (a segment's name beside its id),
+    # made by :meth:`describe` from the numeric ones.
+    described_outputs: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The :attr:`described_outputs` for one answer's numeric ``outputs`` (by name)."""
+        return {}
 
     def to_matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """Columns in training order as float64; a missing column is all-missing (NaN)."""
@@ -193,8 +200,18 @@ class SegmentScorer(Scorer):
         nearest = d.argmin(axis=1)
         return np.asarray(self.segment_ids, dtype="float64")[nearest]
 
+    described_outputs: ClassVar[tuple[str, ...]] = ("segment_name",)
+
     def name_of(self, segment_id: int) -> str:
         return self.segment_names[self.segment_ids.index(int(segment_id))]
+
+    def describe(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The segment's name (None for a missing or unknown id)."""
+        first = outputs.get(self.outputs[0]) if self.outputs else None
+        try:
+            return {"segment_name": self.name_of(int(first)) if first is not None else None}
+        except (ValueError, IndexError):
+            return {"segment_name": None}
 
 
 @dataclass

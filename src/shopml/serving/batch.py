@@ -28,13 +28,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shopml.serving.features import Lookup, lookups_for
+from shopml.runtime.answers import Lookup, lookups_for
 from shopml.serving.models import CHAMPION, LoadedModel, MlflowSource, ModelSource
 
 if TYPE_CHECKING:
+    from shopml.data.warehouse import Warehouse
     from shopml.online.store import OnlineStore
     from shopml.settings import Settings
     from shopml.usecases.base import UseCase
+
+# How many label horizons the latest rows may step back (use cases whose rows are defined by
+# what happens after the cutoff, such as orders to deliver, have none at the data's end).
+LATEST_STEPS = 4
 
 Progress = Callable[[int, int | None], None]
 # Columns named in a message before "and N more".
@@ -333,10 +338,10 @@ def cutoff_dataset(
 
     wh = Warehouse.open(settings, read_only=True)
     try:
-        row = wh.con.execute("SELECT min(purchased_at), max(purchased_at) FROM orders").fetchone()
-        if not row or row[0] is None:
+        span = wh.order_span()
+        if span is None:
             raise BatchError("the warehouse has no orders; load data first (`shopml ingest`)")
-        start, end = row[0], row[1] + timedelta(days=1)
+        start, end = span[0], span[1] + timedelta(days=1)
         if not start < cutoff <= end:
             raise BatchError(
                 f"--cutoff {cutoff:%Y-%m-%d %H:%M} is outside the warehouse's orders "
@@ -348,6 +353,24 @@ def cutoff_dataset(
     if not len(data):
         raise BatchError(f"{uc.name}: no rows at --cutoff {cutoff:%Y-%m-%d %H:%M}")
     return data.frame[[*data.keys, *data.features]].reset_index(drop=True), list(data.keys)
+
+
+def latest_rows(
+    uc: UseCase, wh: Warehouse, end: datetime | None = None
+) -> tuple[pd.DataFrame, list[str], datetime]:
+    """The latest rows a use case can build (keys and features): its dataset at the data's
+    end (or ``end``), else at the latest cutoff, one label horizon back at a time, that has
+    rows. Labels are not used."""
+    end = end or uc.data_end(wh)
+    for step in range(LATEST_STEPS):
+        cutoff = end - timedelta(days=uc.horizon_days * step)
+        data = uc.dataset(wh, cutoff)
+        if len(data):
+            frame = data.frame[[*data.keys, *data.features]].reset_index(drop=True)
+            return frame, list(data.keys), cutoff
+    raise BatchError(
+        f"{uc.name}: no rows to score in the last {LATEST_STEPS * uc.horizon_days} days"
+    )
 
 
 # -- the output -------------------------------------------------------------------------------
@@ -488,12 +511,15 @@ def score_batch(
     store: OnlineStore | None = None,
     version: str | None = None,
     cutoff: datetime | None = None,
+    latest: bool = False,
 ) -> BatchResult:
     """Score every input row and write the outputs (ids first).
 
     The model is the champion, or ``version``. Features the rows lack come from the online
     store, or with ``cutoff`` from the warehouse as of that time; with a ``cutoff`` and no
-    input, the rows are the use case's own rows at the cutoff.
+    input, the rows are the use case's own rows at the cutoff. ``latest`` scores the use
+    case's latest rows (:func:`latest_rows`, up to ``cutoff`` when given): what the pipeline
+    scores after training.
     """
     import time
 
@@ -505,7 +531,12 @@ def score_batch(
     warnings: list[str] = []
     cutoff_rows: pd.DataFrame | None = None
     keys = [uc.key]
-    if cutoff is not None:
+    if latest:
+        from shopml.data.warehouse import Warehouse
+
+        with Warehouse.open(settings, read_only=True) as wh:
+            cutoff_rows, keys, cutoff = latest_rows(uc, wh, cutoff)
+    elif cutoff is not None:
         cutoff_rows, keys = cutoff_dataset(settings, uc, cutoff)
     if cutoff_rows is not None and input_path is None and table is None:
         rows_in = cutoff_rows
@@ -527,7 +558,7 @@ def score_batch(
                 if version is not None
                 else load_champion(settings, usecase)
             )
-        if cutoff is not None:
+        if cutoff is not None and not latest:
             trained = model.info.tags.get("shopml.cutoff")
             if trained and trained > cutoff.isoformat():
                 warnings.append(
@@ -548,29 +579,28 @@ def score_batch(
                     warnings.append(f"online store unavailable ({_reason(exc)})")
                     store = None
             source = OnlineFeatures(lookups_for(uc.entity, uc.key), store)
-        ranks = hasattr(model.scorer, "recommend")
-        suggests = hasattr(model.scorer, "suggest")
-        coverage = _Coverage([] if ranks or suggests else model.features)
+        # The model's outputs per row (a predict answer) go through the matrix path; other
+        # answers (rankings, prices) are the scorer's own frame answer.
+        matrix = uc.answer.model_outputs
+        coverage = _Coverage(model.features if matrix else [])
         rows = looked_up = 0
         for chunk in chunks:
             if chunk.empty:
                 continue
             frame = chunk.reset_index(drop=True)
-            ids = [
-                c
-                for c in (*keys, *source.id_fields, "customer_id", "product_id")
-                if c in frame.columns
-            ]
+            ids = [c for c in (*keys, uc.key, *source.id_fields) if c in frame.columns]
             ids = list(dict.fromkeys(ids))
-            if ranks or suggests:
-                needed = "customer_id" if ranks else "product_id"
-                has_features = suggests and any(f in frame.columns for f in model.features)
-                if needed not in frame.columns and not has_features:
+            if not matrix:
+                has_features = any(f in frame.columns for f in model.features)
+                try:
+                    if uc.key not in frame.columns and not has_features:
+                        raise KeyError(uc.key)
+                    out = model.scorer.predict_frame(frame)
+                except KeyError as exc:
                     raise BatchError(
-                        f"{name}: no feature found: {usecase} needs a {needed} column "
+                        f"{name}: no feature found: {usecase} needs a {exc.args[0]} column "
                         f"(columns: {_names([str(c) for c in frame.columns])})"
-                    )
-                out = model.scorer.predict_frame(frame)
+                    ) from None
             else:
                 looked_up += source.fill(frame, model.features)
                 coverage.check(frame, name, source.id_fields)

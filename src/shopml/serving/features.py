@@ -1,7 +1,9 @@
-"""Online feature lookup for requests: which entities an instance can name, and a small cache.
+"""Online feature lookup for requests: a small cache over the online store.
 
-An instance names its own entity (``customer_id`` for a customer use case, ``order_item_id``
-for returns) and, for order-level use cases, the related customer, product and seller. The
+Which ids an instance may name is the predict answer kind's
+(:func:`shopml.runtime.answers.lookups_for`): an instance names its own entity (``customer_id``
+for a customer use case, ``order_item_id`` for returns) and, for order-level use cases, the
+related customer, product and seller. The
 entity's own features fill model features of the same name; a related entity's fill the
 model's features named ``<entity>_<column>`` (``product_return_rate`` from the product's
 ``return_rate``), which is how the offline feature builders name them. Explicit features in the
@@ -11,53 +13,13 @@ request override both.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+from shopml.runtime.answers import Lookup, MissingEntity
+
 if TYPE_CHECKING:
     from shopml.online.store import OnlineStore
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """One id an instance may carry: the request field, the online entity, the column prefix
-    under which its columns feed the model ('' for the use case's own entity)."""
-
-    field: str
-    entity: str
-    prefix: str
-    # Whether the pipeline materialises this entity online. An order or an order line is new
-    # when it is scored: its id names the instance (and the prediction-log row) and its own
-    # features come in the request, while its customer, product and seller are looked up.
-    online: bool = True
-
-
-# What the pipeline materialises into the online store (flows.tasks.ONLINE_ENTITIES).
-ONLINE_ENTITIES = frozenset({"customers", "products", "sellers"})
-
-
-# Related entities per use-case entity: an order line knows its customer, product and seller.
-_RELATED: dict[str, tuple[str, ...]] = {
-    "order_item": ("customer", "product", "seller"),
-    "order": ("customer",),
-}
-
-
-def lookups_for(entity: str, key: str) -> tuple[Lookup, ...]:
-    """The ids an instance of a use case on ``entity`` (keyed by ``key``) may name."""
-    own = Lookup(key, f"{entity}s", "", online=f"{entity}s" in ONLINE_ENTITIES)
-    related = tuple(Lookup(f"{e}_id", f"{e}s", f"{e}_") for e in _RELATED.get(entity, ()))
-    return (own, *related)
-
-
-class MissingEntity(LookupError):
-    """An id the online store does not know; the service answers 404 naming it."""
-
-    def __init__(self, field: str, value: str) -> None:
-        super().__init__(f"{field} {value!r} is not in the online feature store")
-        self.field = field
-        self.value = value
 
 
 class FeatureLookup:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterable
 from functools import lru_cache
 
 from shopml.usecases.base import UseCase
@@ -41,6 +42,17 @@ def get_usecases() -> dict[str, UseCase]:
                 found[obj.name] = obj()
     ranked = sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     return {n: found[n] for n in ranked}
+
+
+def select_usecases(names: Iterable[str] | None) -> list[str]:
+    """The use cases named (all of them for None or none named), checked: a ``ValueError``
+    names the unknown ones and lists the known."""
+    known = list(get_usecases())
+    chosen = list(names or known)
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ValueError(f"unknown use case(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return chosen
 
 
 def get_usecase(name: str) -> UseCase:

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from shopml.runtime.answers import AnswerKind, Predict
 from shopml.runtime.scorers import Scorer
 
 if TYPE_CHECKING:
     import optuna
 
     from shopml.data.warehouse import Warehouse
+    from shopml.usecases._live import LiveContext, LiveFigure
 
 
 class BaselineUnavailable(RuntimeError):
@@ -249,6 +251,10 @@ class UseCase(ABC):
     metrics: ClassVar[tuple[str, ...]]
     gate: ClassVar[GatePolicy]
     monitoring: ClassVar[MonitorSpec] = MonitorSpec()
+    # How it answers, with its parameters (shopml.runtime.answers): the kind owns the route
+    # (POST /v1/<name>/<verb>), its schemas and examples, the prediction record and how a
+    # replay builds requests. The model's outputs per instance by default.
+    answer: ClassVar[AnswerKind] = Predict()
 
     # Whether ``fit`` takes ``previous=`` (the current champion's scorer, or None), for models
     # that must stay consistent across retrains (stable segment ids).
@@ -301,21 +307,15 @@ class UseCase(ABC):
         return bool(row and row[0])
 
     def data_end(self, wh: Warehouse) -> datetime:
-        row = wh.con.execute("SELECT max(purchased_at) FROM orders").fetchone()
-        if not row or row[0] is None:
-            raise ValueError("no orders in the warehouse")
-        end: datetime = row[0]
-        return datetime(end.year, end.month, end.day) + timedelta(days=1)
+        """Midnight after the last order (:meth:`Warehouse.data_end`)."""
+        return wh.data_end()
 
     def data_start(self, wh: Warehouse | None) -> datetime | None:
-        """The day of the first order (None when the data has no orders table)."""
-        if wh is None or not wh.exists("orders"):
+        """The day of the first order (None when the data has no orders)."""
+        span = wh.order_span() if wh is not None else None
+        if span is None:
             return None
-        row = wh.con.execute("SELECT min(purchased_at) FROM orders").fetchone()
-        if not row or row[0] is None:
-            return None
-        start: datetime = row[0]
-        return datetime(start.year, start.month, start.day)
+        return datetime(span[0].year, span[0].month, span[0].day)
 
     def split(self, wh: Warehouse, end: datetime | None = None) -> SplitPlan:
         """The training split: the test window is the last label horizon before ``end`` (the
@@ -483,6 +483,12 @@ class UseCase(ABC):
         if spec.higher_is_better is not None:
             return metric, spec.higher_is_better
         return metric, self.gate.higher_is_better
+
+    def live_checks(self, live: LiveContext) -> list[LiveFigure]:
+        """What monitoring watches in the served answers beyond drift and delayed-label
+        performance (``shopml.usecases._live``: a recommender's coverage, a price's
+        guardrails); none by default. Monitoring stores and shows the figures."""
+        return []
 
     def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame | None:
         """The entities a shop scores between ``start`` and ``end``, as they come (one column,

@@ -67,15 +67,16 @@ price the shop set, so an elasticity fitted on them would mostly measure who buy
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from shopml.runtime.answers import Suggest
 from shopml.runtime.scorers import PricingScorer, Scorer
-from shopml.usecases import _metrics, _plots
+from shopml.usecases import _live, _metrics, _plots
 from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ class Pricing(UseCase):
         label_delay_days=7,
         performance_metric="poisson_deviance",
     )
+    answer = Suggest()
     horizon_days = WEEKS * 7
     train_cutoffs = 18
     train_step_days = WEEKS * 7
@@ -144,6 +146,60 @@ class Pricing(UseCase):
         if objective not in ("revenue", "margin"):
             raise ValueError(f"objective must be 'revenue' or 'margin', not {objective!r}")
         self.objective = objective
+
+    def live_checks(self, live: _live.LiveContext) -> list[_live.LiveFigure]:
+        """Guardrail violations among the served suggestions, and for suggestions a week old
+        the revenue realised against the revenue the model expected at the price charged."""
+        window = live.history(live.window.start - timedelta(days=self.horizon_days))
+        out = window.outputs
+        if not len(window) or "suggested_price" not in out.columns:
+            return []
+        g = pd.json_normalize([v if isinstance(v, dict) else {} for v in out.get("guardrails", [])])
+
+        def number(frame: pd.DataFrame, col: str) -> np.ndarray:
+            return pd.to_numeric(frame.get(col), errors="coerce").to_numpy(dtype="float64")
+
+        price, current = number(out, "suggested_price"), number(out, "current_price")
+        lo = number(g, "min_price") if len(g) else price
+        hi = number(g, "max_price") if len(g) else price
+        conflict = g.get("conflict", pd.Series(False, index=g.index)).fillna(False).to_numpy()
+        tol = 0.011  # suggestions are rounded to the cent
+        bad = (price < lo - tol) | (price > hi + tol)
+        if len(g):
+            step = number(g, "max_change")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bad |= (np.abs(price - current) > step * current + tol) & ~conflict.astype(bool)
+        figures = [
+            _live.LiveFigure("guardrail_violations", float(bad.sum()), n=len(out)),
+            _live.LiveFigure("guardrail_violation_rate", float(bad.mean()), n=len(out)),
+        ]
+        week = timedelta(days=7)
+        frame = window.frame.assign(day=_live.days_of(window.frame["ts"]))
+        done = (frame["day"] + week <= pd.Timestamp(live.now)).to_numpy()
+        if done.any():
+            expected = (current * number(out, "expected_units_current"))[done] * 7
+            sub = frame[done]
+            first, last = sub["day"].min().to_pydatetime(), sub["day"].max().to_pydatetime()
+            sold = _live.purchases(live.wh, first, last + week)
+            realised = []
+            by_product = {p: grp for p, grp in sold.groupby("product_id")}
+            for pid, day in zip(sub["entity_id"], sub["day"], strict=True):
+                grp = by_product.get(pid)
+                if grp is None:
+                    realised.append(0.0)
+                    continue
+                m = (grp["purchased_at"] >= day) & (grp["purchased_at"] < day + week)
+                realised.append(float(grp.loc[m, "revenue"].sum()))
+            total = float(np.nansum(expected))
+            figures.append(
+                _live.LiveFigure(
+                    "revenue_realised_vs_expected",
+                    float(np.sum(realised)) / total if total else float("nan"),
+                    n=int(done.sum()),
+                    detail={"realised": float(np.sum(realised)), "expected": total},
+                )
+            )
+        return figures
 
     # -- data ----------------------------------------------------------------------------------
     def skip_reason(self, wh: Warehouse) -> str | None:

@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from shopml.runtime.answers import Recommend
 from shopml.runtime.scorers import RecommenderScorer, Scorer
-from shopml.usecases import _metrics, _plots
+from shopml.usecases import _live, _metrics, _plots
 from shopml.usecases.base import GatePolicy, LabelledData, MonitorSpec, Predictions, UseCase
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ class Recommender(UseCase):
         label_delay_days=30,
         performance_metric="ndcg_at_10",
     )
+    answer = Recommend(k=K)
     horizon_days = 30
     # ALS learns from the interactions before the latest cutoff it is given, not from the
     # training rows' labels: one training cutoff is enough (it picks the baseline's window).
@@ -173,6 +175,10 @@ class Recommender(UseCase):
 
     def __init__(self) -> None:
         self._interactions: dict[tuple[str, datetime], pd.DataFrame] = {}
+
+    def live_checks(self, live: _live.LiveContext) -> list[_live.LiveFigure]:
+        """Catalogue coverage, novelty, and precision and hit rate once a month has passed."""
+        return _live.ranking_checks(self, live, self.answer.output)
 
     # -- data --------------------------------------------------------------------------------
     def arrivals(self, wh: Warehouse, start: datetime, end: datetime) -> pd.DataFrame:

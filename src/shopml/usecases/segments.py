@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from shopml.runtime.scorers import Scorer, SegmentScorer
-from shopml.usecases import _metrics, _plots
+from shopml.usecases import _live, _metrics, _plots
 from shopml.usecases.base import (
     GatePolicy,
     LabelledData,
@@ -161,6 +161,10 @@ class Segments(UseCase):
     horizon_days = 30
     # fit accepts ``previous=<champion scorer>``; read by the lifecycle once it passes it.
     uses_previous = True
+
+    def live_checks(self, live: _live.LiveContext) -> list[_live.LiveFigure]:
+        """Each segment's share of the served answers and its largest move from training."""
+        return _live.cluster_shares(self, live)
 
     # -- data --------------------------------------------------------------------------------
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:

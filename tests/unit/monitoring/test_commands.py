@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +251,59 @@ def test_specifics_of_recommender_pricing_and_segments(
     # Asked by id only: no model inputs in the log, so no drift figure rather than a 0%.
     assert checks["recommender"]["drift"] is None
     assert any("no model inputs" in n for n in checks["recommender"]["notes"])
+
+
+def _stored(uri: str, home: Path, name: str, days: int) -> list[tuple[str, str, str, str]]:
+    """What the prediction log holds for ``name``: (time, entity, inputs, output) as JSON,
+    sorted (request ids differ between modes; nothing else may)."""
+    store = MonitoringStore(uri, home)
+    try:
+        window = store.predictions(name, AS_OF, AS_OF + timedelta(days=days))
+    finally:
+        store.close()
+
+    def dumps(frame: Any) -> list[str]:
+        records = frame.to_dict("records") if len(frame.columns) else [{}] * len(window)
+        return [json.dumps(r, sort_keys=True, default=str) for r in records]
+
+    return sorted(
+        zip(
+            window.frame["ts"].astype(str),
+            window.frame["entity_id"],
+            dumps(window.features),
+            dumps(window.outputs),
+            strict=True,
+        )
+    )
+
+
+def test_batch_and_api_replays_store_the_same_answers(
+    other_kinds_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both modes answer through the same answer kinds and write the same records: the
+    recommendations and the prices themselves, not the requests' parameters."""
+    from shopml.monitoring.replay import replay
+    from shopml.settings import Settings, reset_settings
+
+    monkeypatch.setenv("SHOPML_HOME", str(other_kinds_home))
+    reset_settings()
+    names = ["recommender", "pricing", "segments"]
+    stored: dict[str, dict[str, Any]] = {}
+    for mode in ("batch", "api"):
+        uri = f"sqlite:///{tmp_path / mode}.sqlite"
+        settings = Settings(home=other_kinds_home, monitoring_store_uri=uri)
+        result = replay(
+            AS_OF, 2, mode=mode, monitor_every=7, max_per_day=15, act=False, settings=settings
+        )
+        assert all(result.requests[n] > 0 for n in names), (mode, result.requests)
+        stored[mode] = {n: _stored(uri, tmp_path, n, 2) for n in names}
+        stored[mode]["requests"] = result.requests
+    assert stored["batch"]["requests"] == stored["api"]["requests"]
+    for name in names:
+        assert stored["batch"][name] == stored["api"][name], name
+    recommended = [json.loads(r[3]) for r in stored["batch"]["recommender"]]
+    assert all(set(r) == {"products"} and len(r["products"]) == 10 for r in recommended)
+    priced = [json.loads(r[3]) for r in stored["batch"]["pricing"]]
+    assert all(r["suggested_price"] > 0 and "guardrails" in r for r in priced)
+    segments = [json.loads(r[3]) for r in stored["batch"]["segments"]]
+    assert all(isinstance(r["segment_name"], str) for r in segments)

@@ -14,22 +14,23 @@ from shopml.monitoring.alerts import LocalWebhook, build_payload, send_alert
 from shopml.monitoring.drift import compute_drift
 from shopml.monitoring.policy import Findings, Policy, decide, policy_for, reasons_for
 from shopml.monitoring.store import MetricRow, MonitoringStore
+from shopml.runtime.predictions import PredictionRecord
 
 T0 = datetime(2024, 3, 1)
 
 
-def _log_rows(n: int, start: datetime, version: str = "3") -> list[tuple[Any, ...]]:
+def _log_rows(n: int, start: datetime, version: str = "3") -> list[PredictionRecord]:
     rng = np.random.default_rng(0)
     return [
-        (
+        PredictionRecord(
             f"r{i}",
-            (start + timedelta(minutes=i)).replace(tzinfo=UTC),
+            (start + timedelta(minutes=i)).replace(tzinfo=UTC).timestamp(),
             "delivery-time",
             version,
             "order_id",
             f"o{i}",
-            {"distance_km": float(rng.normal(500, 100)), "carrier_code": int(i % 3)},
             {"days_p50": float(rng.normal(5, 1)), "days_p90": 9.0},
+            {"distance_km": float(rng.normal(500, 100)), "carrier_code": int(i % 3)},
         )
         for i in range(n)
     ]
