@@ -175,7 +175,6 @@ class LoadedModel:
         # One preallocated row: requests are handled on the event loop thread and the row is
         # filled and scored without an await in between, so it is never shared concurrently.
         self.row = np.empty((1, len(self.features)), dtype="float64")
-        self.name_of: Callable[[int], str] | None = getattr(self.scorer, "name_of", None)
         # LightGBM boosters score that row through the single-row fast C API.
         try:
             fast_rows(self.scorer, self.row)

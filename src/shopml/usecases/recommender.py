@@ -157,7 +157,6 @@ class Recommender(UseCase):
         label_delay_days=30,
         performance_metric="ndcg_at_10",
     )
-    answer = Recommend(k=K)
     horizon_days = 30
     # ALS learns from the interactions before the latest cutoff it is given, not from the
     # training rows' labels: one training cutoff is enough (it picks the baseline's window).
@@ -172,6 +171,12 @@ class Recommender(UseCase):
                          "description": "Leave out products the customer bought before (default: "
                                         "the model's, chosen on validation)."},
     }  # fmt: skip
+    # Its answer: ranked products, the request taking the parameters above.
+    answer = Recommend(
+        k=parameters["k"]["default"],
+        max_k=parameters["k"]["maximum"],
+        exclude_seen=None,  # "model": the fitted model's own choice (scorer.meta)
+    )
 
     def __init__(self) -> None:
         self._interactions: dict[tuple[str, datetime], pd.DataFrame] = {}
