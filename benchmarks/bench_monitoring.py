@@ -5,8 +5,9 @@ lifecycle (``TrainConfig(trials=0)``) as of a day ``now`` early enough that the 
 week before it are final inside the simulated data; the model's training reference is logged
 with it. Then 1,000,000 prediction-log rows for its champion over the 7 days before ``now``,
 written as the service's own records (:class:`shopml.runtime.predictions.PredictionRecord`)
-through its writer into ``<home>/monitoring.sqlite``: each day's rows are drawn (with replacement) from the entities the
-use case scores that day (its labelled dataset at that day, so that labels can be joined back),
+through its writer into ``<home>/monitoring.sqlite``: each day's rows are drawn (with
+replacement) from the entities the use case scores that day (its labelled dataset at that
+day, so that labels can be joined back),
 with a real shift (half a standard deviation) added to four of its watched numeric features,
 and scored by the champion's own scorer.
 
