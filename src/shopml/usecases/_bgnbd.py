@@ -401,12 +401,14 @@ def fit_spend_baseline(
     horizon_days: float,
     *,
     output: str = "expected_spend",
+    simple: bool = False,
 ) -> BgNbdSpendScorer:
     """The classical expected-spend model on ``transactions`` (``customer_id``, ``at``,
     ``value``) up to ``observation_end``, falling back to simpler models when a piece cannot be
     fitted. ``meta["model"]`` names the model that answers and ``meta["steps"]`` what was tried,
-    with the reason for each fallback. Raises :class:`FitFailed` only when there is no purchase
-    at all."""
+    with the reason for each fallback. ``simple`` asks for the last fallback directly (each
+    customer's repeat rate times their mean spend: a baseline of its own). Raises
+    :class:`FitFailed` only when there is no purchase at all."""
     summary = rfm_summary(transactions, observation_end)
     if summary.empty:
         raise FitFailed(f"no purchase before {observation_end:%Y-%m-%d}")
@@ -440,10 +442,13 @@ def fit_spend_baseline(
         "mean_rate_per_day": mean_rate,
     }
     try:
+        if simple:
+            raise FitFailed("the simple model was asked for")
         bg = fit_bgnbd(summary)
     except FitFailed as exc:
         scorer.purchases, scorer.spend = "historical-rate", "mean"
-        steps.append(f"BG/NBD not used: {exc}")
+        if not simple:
+            steps.append(f"BG/NBD not used: {exc}")
         meta["model"] = "historical repeat rate x mean spend"
     else:
         scorer.r, scorer.alpha = bg.params["r"], bg.params["alpha"]

@@ -60,9 +60,15 @@ def train_booster(
     y_valid: np.ndarray | None = None,
     seed: int = 0,
     weight: np.ndarray | None = None,
+    init_score: np.ndarray | None = None,
+    init_score_valid: np.ndarray | None = None,
     **extra: Any,
 ) -> Any:
-    """Train one booster with early stopping on the validation rows when given."""
+    """Train one booster with early stopping on the validation rows when given.
+
+    ``init_score`` (and ``init_score_valid``) are per-row offsets on the objective's raw
+    scale (the log of an exposure or a prior mean for a log-link objective): the trees learn
+    the correction on top of them, and prediction adds them back (``raw_score=True``)."""
     import lightgbm as lgb
 
     p = {**DEFAULTS, **params}
@@ -77,11 +83,13 @@ def train_booster(
         "deterministic": True,
         "force_col_wise": True,
     }
-    dtrain = lgb.Dataset(x, label=y, weight=weight, free_raw_data=False)
+    dtrain = lgb.Dataset(x, label=y, weight=weight, init_score=init_score, free_raw_data=False)
     callbacks: list[Any] = []
     valid_sets = []
     if x_valid is not None and y_valid is not None and len(y_valid):
-        valid_sets = [lgb.Dataset(x_valid, label=y_valid, reference=dtrain)]
+        valid_sets = [
+            lgb.Dataset(x_valid, label=y_valid, init_score=init_score_valid, reference=dtrain)
+        ]
         callbacks.append(lgb.early_stopping(30, verbose=False))
     return lgb.train(
         lgb_params, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks

@@ -8,17 +8,25 @@ prediction is made (the next 90 days' season). The label is the goods value (uni
 quantity, no freight) of the customer's non-canceled orders placed in the 90 days from the
 cutoff, 0 for customers who do not buy.
 
-The model is two LightGBM regressions. The first gives ``predicted_spend_90d``, the point
-prediction the gate scores by MAE; its objective is a tuned choice among ``l1``, ``huber`` and
-``tweedie``, picked on the validation MAE. ``l1`` wins on simulated data, as expected: MAE is
-minimised by the conditional median, which is 0 for most customers, while ``tweedie`` and the
-BG/NBD model estimate the mean and pay for it in MAE (about 1.2x). A median badly underestimates
-totals, so the second booster (``tweedie``) gives ``expected_spend_90d``, the conditional mean,
-for budgets, sums and ranking by value. The baseline is the textbook CLV model: a BG/NBD
+The model is two LightGBM regressions on the customer's rates, recency, recent windows and
+value per order, plus what BG/NBD + Gamma-Gamma (fitted on the history before the row's cutoff)
+say of the customer: P(alive), expected purchases in 30 days, expected value of a purchase.
+Lifetime totals are left out (customers scored are older than those trained on, and trees read
+totals beyond their range as extremes), and so is the season unless the training windows span
+the year. The first booster gives ``predicted_spend_90d``, the point prediction the gate scores
+by MAE; its objective is a tuned choice among ``l1``, ``huber`` and ``tweedie``, picked on the
+validation MAE (a median is 0 for most customers and minimises MAE). A median badly
+underestimates totals, so the second booster gives ``expected_spend_90d``, the conditional
+mean, for budgets, sums and ranking by value: a tweedie booster started from the log of BG/NBD
+x Gamma-Gamma's expected spend, so it learns how far to correct the classical answer, customer
+by customer. After tuning, both are refitted on every window labelled before the test cutoff
+(rounds chosen by folds over customers). A long horizon on a short history (39 weeks after 39
+weeks of data) is learned on shorter labels and carried to the full horizon by BG/NBD
+(:meth:`CustomerLifetimeValue.final_fit`). The baselines are the textbook CLV model, a BG/NBD
 purchase model and a Gamma-Gamma spend model fitted by maximum likelihood on the RFM summary of
-the history before the test cutoff, predicting expected spend over the horizon
-(:mod:`shopml.usecases._bgnbd`: boundary fits evaluated as limits, simpler models where a piece
-cannot be fitted, and ``meta["steps"]`` saying which and why).
+the history before the test cutoff (:mod:`shopml.usecases._bgnbd`: boundary fits evaluated as
+limits, simpler models where a piece cannot be fitted, and ``meta["steps"]`` saying which and
+why), and ``historical-rate``: each customer's repeat rate times their mean spend.
 Metrics: MAE of the point prediction (decides); RMSE, normalised Gini, the share of actual spend
 in the top predicted decile and total predicted over total actual, of the expected value.
 """
@@ -26,6 +34,7 @@ in the top predicted decile and total predicted over total actual, of the expect
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from shopml.runtime.scorers import Scorer
+from shopml.runtime.scorers import BoosterScorer, Scorer
 from shopml.usecases import _bgnbd, _boosting, _metrics, _plots
 from shopml.usecases._bgnbd import BgNbdSpendScorer
 from shopml.usecases.base import (
@@ -58,9 +67,40 @@ ORACLE = "oracle_expected_spend"
 # and the mean spend of the repeat days.
 BG_COLUMNS = ["bg_frequency", "bg_recency", "bg_T", "bg_monetary"]
 DERIVED = ["repeat_rate", "recency_over_gap", "cutoff_doy_sin", "cutoff_doy_cos"]
+# What BG/NBD and Gamma-Gamma, fitted on the history before the row's cutoff, say about the
+# customer, in terms that do not depend on the horizon (so a model trained on a shorter label
+# horizon reads them the same way): P(alive), expected purchases in the next 30 days, expected
+# value of a purchase.
+BGNBD_FEATURES = ["bgnbd_p_alive", "bgnbd_purchases_30d", "bgnbd_expected_value"]
+# BG/NBD x Gamma-Gamma's expected spend over the row's own horizon: not a feature but the
+# offset the mean model corrects (its log is the booster's starting point).
+OFFSET = "bgnbd_expected_spend"
+# Spend below this is treated as this for the offset's log (a customer BG/NBD gives nothing).
+OFFSET_FLOOR = 1e-2
+# Lifetime totals grow with a customer's age, and the customers a model scores are older than
+# those of the windows it was trained on (by the horizon at least; by months when a long
+# horizon is learned on a short history, and for a whole cohort that joined together): trees
+# read such totals beyond their training range as the most extreme customers seen. The boosters
+# describe a customer by rates, recency, recent windows, value per order and what BG/NBD makes
+# of the totals (P(alive), expected purchases), which stay in range as customers age.
+LIFETIME_TOTALS = frozenset(
+    {
+        "tenure_days", "days_since_first_order", "frequency_orders", "monetary_total",
+        "items_total", "units_total", "distinct_products", "distinct_categories", "n_returns",
+        "returned_items", "refund_total", "bg_frequency", "bg_recency", "bg_T",
+        "sessions_total", "campaigns_received", "campaign_responses", "n_reviews",
+        "orders_365d", "spend_365d", "sessions_365d",
+    }
+)  # fmt: skip
+# Where in the year the window starts: used only when the training windows start in every
+# season (otherwise trees map an unseen season onto the nearest one seen).
+SEASON = ("cutoff_doy_sin", "cutoff_doy_cos")
+SEASON_SPAN_DAYS = 300
+# Folds (by customer) that choose the final refit's number of boosting rounds.
+REFIT_FOLDS = 3
 # Not features: the key, and coordinates (where a customer lives says little about how much
 # they spend here and would only let trees memorise places).
-NON_FEATURES = {"customer_id", "lat", "lon"}
+NON_FEATURES = {"customer_id", "lat", "lon", OFFSET}
 OBJECTIVES = ("l1", "huber", "tweedie")
 # The point prediction (scored by MAE) and the expected value (scored by RMSE, Gini, capture).
 OUTPUTS = ("predicted_spend_90d", "expected_spend_90d")
@@ -106,6 +146,27 @@ class CustomerLifetimeValue(UseCase):
     train_cutoffs = 10
     train_step_days = 30
     objectives: ClassVar[tuple[str, ...]] = OBJECTIVES
+    # A long horizon on a short history (39 weeks after 39 weeks of data) is learned on a
+    # shorter label horizon: the mean model's BG/NBD offset and the point model's BG/NBD ratio
+    # carry it to the full one (see :meth:`final_fit`).
+    extrapolates_horizon: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._bgnbd: dict[tuple[str, datetime], BgNbdSpendScorer] = {}
+
+    def bgnbd_at(self, wh: Warehouse, cutoff: datetime) -> BgNbdSpendScorer:
+        """The classical model fitted on every order before ``cutoff`` (cached per data
+        version and cutoff: every training cutoff, tuning trial and baseline reuses it).
+        Raises :class:`BaselineUnavailable` when there is no order before the cutoff."""
+        from shopml.features._snapshot import as_cutoff
+
+        cutoff = as_cutoff(cutoff)
+        key = (f"{wh.path}@{wh.dataset_version(list(self.required_tables))}", cutoff)
+        if key not in self._bgnbd:
+            if len(self._bgnbd) >= 32:
+                self._bgnbd.pop(next(iter(self._bgnbd)))
+            self._bgnbd[key] = fit_bgnbd_gamma_gamma(wh, cutoff, self.horizon_days)
+        return self._bgnbd[key]
 
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         from shopml.features import customer_features
@@ -128,6 +189,14 @@ class CustomerLifetimeValue(UseCase):
             # pandas no longer downcasts silently.
             df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0).astype("int64")
         add_derived(df, cutoff)
+        if len(df):
+            bg = self.bgnbd_at(wh, cutoff)
+            columns = bgnbd_columns(bg, df[BG_COLUMNS].to_numpy(dtype="float64"), self.horizon_days)
+            for name, values in columns.items():
+                df[name] = values
+        else:
+            for name in [*BGNBD_FEATURES, OFFSET]:
+                df[name] = pd.Series(dtype="float64")
         oracle: list[str] = []
         truth = oracle_spend(wh, cutoff, self.horizon_days)
         if truth is not None:
@@ -153,32 +222,81 @@ class CustomerLifetimeValue(UseCase):
         params: Mapping[str, Any],
         seed: int = 0,
     ) -> Scorer:
-        p = dict(params)
-        objective = str(p.pop("objective", "l1"))
-        extra: dict[str, Any] = {}
-        if objective == "huber":
-            # Huber's delta is in the label's units: about a typical order value, so small
-            # errors are squared and large spenders' errors count linearly.
-            extra["alpha"] = float(np.median(train.y[train.y > 0])) if (train.y > 0).any() else 1.0
-        elif objective == "tweedie":
-            extra["tweedie_variance_power"] = 1.5
-        # Two boosters: the point prediction the gate scores (MAE), and the conditional mean
-        # (tweedie) for what a median cannot give: totals, budgets and value ranking.
-        scorer = _boosting.fit_booster_scorer(
+        # The classical model as known at the latest cutoff whose rows this model will be
+        # judged on (the validation cutoff in tuning).
+        at = max(valid.cutoffs) if valid is not None and valid.cutoffs else max(train.cutoffs)
+        return fit_hybrid(
+            train, valid, params, seed, self.bgnbd_at(wh, at), self.horizon_days, refit=None
+        )
+
+    def final_fit(
+        self,
+        wh: Warehouse,
+        train: LabelledData,
+        valid: LabelledData | None,
+        params: Mapping[str, Any],
+        seed: int = 0,
+        *,
+        as_of: datetime,
+        **kwargs: Any,
+    ) -> Scorer:
+        """The model as served from ``as_of``: its boosters' rounds found by early stopping on
+        the validation window, then refitted on every window labelled before ``as_of`` (the
+        training windows, those between the last of them and the validation cutoff, which
+        tuning had to leave out, and the validation window), with the classical model fitted
+        on everything before ``as_of``.
+
+        With ``label_horizon_days`` shorter than :attr:`horizon_days` (a long horizon on a
+        short history) the windows are labelled over that shorter horizon and the answers are
+        carried to the full one by BG/NBD: the mean model's offset is the expected spend over
+        the full horizon, and the point prediction is scaled by each customer's ratio of
+        expected spend over the full and the shorter horizon."""
+        label_h = int(kwargs.pop("label_horizon_days", None) or self.horizon_days)
+        learner = self.with_horizon(label_h)
+        extra: list[LabelledData] = []
+        if valid is not None and valid.cutoffs and train.cutoffs:
+            last, step = max(train.cutoffs), timedelta(days=self.train_step_days)
+            c = max(valid.cutoffs) - step
+            while c > last and c + timedelta(days=label_h) <= as_of:
+                rows = learner.dataset(wh, c)
+                if len(rows):
+                    extra.append(rows)
+                c -= step
+        return fit_hybrid(
             train,
             valid,
-            p,
-            [(objective, extra), ("tweedie", {"tweedie_variance_power": 1.5})],
-            list(OUTPUTS),
-            seed=seed,
-            kind="value",
-            clip=(0.0, None),
+            params,
+            seed,
+            self.bgnbd_at(wh, as_of),
+            self.horizon_days,
+            label_horizon_days=label_h,
+            refit=extra,
         )
-        scorer.meta["objective"] = objective
-        return scorer
 
     def baseline(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> Scorer:
-        return fit_bgnbd_gamma_gamma(wh, cutoff, self.horizon_days)
+        bg = self.bgnbd_at(wh, cutoff)
+        return replace(bg, horizon_days=float(self.horizon_days), meta=dict(bg.meta))
+
+    def baselines(self, wh: Warehouse, train: LabelledData, cutoff: datetime) -> dict[str, Any]:
+        """``bgnbd`` (BG/NBD x Gamma-Gamma, or the simpler model it fell back to, as its meta
+        says) and ``historical-rate`` (each customer's repeat purchase rate times their mean
+        spend: what a spreadsheet would do)."""
+        from shopml.features._snapshot import as_cutoff
+
+        out: dict[str, Any] = {}
+        try:
+            out["bgnbd"] = self.baseline(wh, train, cutoff)
+        except BaselineUnavailable as exc:
+            out["bgnbd"] = exc
+        try:
+            c = as_cutoff(cutoff)
+            out["historical-rate"] = _bgnbd.fit_spend_baseline(
+                transactions(wh, c), observation_end(c), self.horizon_days,
+                output=OUTPUTS[1], simple=True,
+            )  # fmt: skip
+        except _bgnbd.FitFailed as exc:
+            out["historical-rate"] = BaselineUnavailable(f"historical rate: {exc}")
+        return out
 
     def score(self, data: LabelledData, predictions: Predictions) -> dict[str, float]:
         p = predictions.values.to_numpy(dtype="float64")
@@ -349,3 +467,193 @@ def fit_bgnbd_gamma_gamma(wh: Warehouse, cutoff: datetime, horizon_days: int) ->
         )
     except _bgnbd.FitFailed as exc:
         raise BaselineUnavailable(f"BG/NBD + Gamma-Gamma: {exc}") from exc
+
+
+# -- the model: boosters on top of BG/NBD -----------------------------------------------------
+
+
+def bgnbd_columns(bg: BgNbdSpendScorer, summary: np.ndarray, horizon_days: float) -> dict[str, Any]:
+    """:data:`BGNBD_FEATURES` and the :data:`OFFSET` (expected spend over ``horizon_days``)
+    for rows of the BG/NBD summary (``bg_frequency``, ``bg_recency``, ``bg_T``,
+    ``bg_monetary``) under the fitted classical model ``bg``."""
+    month = replace(bg, horizon_days=30.0).components(summary)
+    spend = replace(bg, horizon_days=float(horizon_days)).components(summary)["expected_spend"]
+    return {
+        "bgnbd_p_alive": month["p_alive"],
+        "bgnbd_purchases_30d": month["expected_purchases"],
+        "bgnbd_expected_value": month["expected_value"],
+        OFFSET: spend,
+    }
+
+
+@dataclass
+class HybridSpendScorer(Scorer):
+    """Two boosters on the customer's features and what BG/NBD + Gamma-Gamma say of them.
+
+    The point prediction (``outputs[0]``, scored by MAE) is a booster of the tuned objective
+    on the spend over ``label_horizon_days``, scaled to ``horizon_days`` by the customer's
+    ratio of BG/NBD expected spend over the two horizons (1 when they are equal). The expected
+    spend (``outputs[1]``) is a tweedie booster whose starting point is the log of BG/NBD's
+    expected spend over ``horizon_days``: it learns how far to correct the classical answer,
+    customer by customer, and keeps its time shape for any horizon.
+
+    ``features`` are the scorer's inputs, in the order of the matrix :meth:`predict_matrix`
+    takes (the serving contract): the boosters' customer features and the BG/NBD summary
+    (``bg_*``). The BG/NBD features, the offset and the ratio are computed from the summary
+    with the classical model fitted when this model was.
+    """
+
+    booster: BoosterScorer | None = None
+    bgnbd: BgNbdSpendScorer | None = None
+    offsets: list[bool] = field(default_factory=list)  # per booster: starts at the log offset
+    horizon_days: float = 90.0
+    label_horizon_days: float = 90.0
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        assert self.booster is not None and self.bgnbd is not None
+        x = np.asarray(x, dtype="float64").reshape(-1, len(self.features))
+        index = {f: i for i, f in enumerate(self.features)}
+        summary = x[:, [index[c] for c in BG_COLUMNS]]
+        cols = bgnbd_columns(self.bgnbd, summary, self.horizon_days)
+        xb = np.column_stack(
+            [cols[f] if f in BGNBD_FEATURES else x[:, index[f]] for f in self.booster.features]
+        ).reshape(len(x), len(self.booster.features))
+        spend = cols[OFFSET]
+        ratio = np.ones(len(x))
+        if self.label_horizon_days != self.horizon_days:
+            short = bgnbd_columns(self.bgnbd, summary, self.label_horizon_days)[OFFSET]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(
+                    short > 0, spend / short, self.horizon_days / self.label_horizon_days
+                )
+        log_offset = np.log(np.maximum(spend, OFFSET_FLOOR))
+        out = []
+        for booster, offset in zip(self.booster.boosters, self.offsets, strict=True):
+            if offset:
+                raw = booster.predict(xb, num_threads=1, raw_score=True)
+                out.append(np.exp(np.minimum(raw + log_offset, 700.0)))
+            else:
+                out.append(booster.predict(xb, num_threads=1) * ratio)
+        return np.maximum(np.column_stack(out), 0.0)
+
+
+def fit_hybrid(
+    train: LabelledData,
+    valid: LabelledData | None,
+    params: Mapping[str, Any],
+    seed: int,
+    bgnbd: BgNbdSpendScorer,
+    horizon_days: int,
+    *,
+    label_horizon_days: int | None = None,
+    refit: list[LabelledData] | None = None,
+) -> HybridSpendScorer:
+    """The point and mean boosters on ``train`` (early stopping on ``valid``). With ``refit``
+    (a list of more labelled windows, possibly empty) they are then refitted on ``train``,
+    those windows and ``valid`` together, with the rounds early stopping found; with None the
+    boosters are those judged on ``valid`` (tuning). ``bgnbd`` is the classical model the
+    scorer computes its BG/NBD features with."""
+    p = dict(params)
+    objective = str(p.pop("objective", "l1"))
+    y = train.y.to_numpy(dtype="float64")
+    extra: dict[str, Any] = {}
+    if objective == "huber":
+        # Huber's delta is in the label's units: about a typical order value, so small
+        # errors are squared and large spenders' errors count linearly.
+        extra["alpha"] = float(np.median(y[y > 0])) if (y > 0).any() else 1.0
+    elif objective == "tweedie":
+        extra["tweedie_variance_power"] = 1.5
+    # Two boosters: the point prediction the gate scores (MAE), and the conditional mean
+    # (tweedie, from BG/NBD's answer) for what a median cannot give: totals, budgets, ranking.
+    plan = [(objective, extra, False), ("tweedie", {"tweedie_variance_power": 1.5}, True)]
+    all_rows = [train, *(refit or ()), *([valid] if valid is not None and len(valid) else [])]
+    features = model_features(train.features, [c for d in all_rows for c in d.cutoffs])
+    inner = BoosterScorer(features=features, outputs=list(OUTPUTS), kind="value")
+
+    def matrix(d: LabelledData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            inner.to_matrix(d.frame),
+            d.y.to_numpy(dtype="float64"),
+            np.log(np.maximum(d.frame[OFFSET].to_numpy(dtype="float64"), OFFSET_FLOOR)),
+        )
+
+    x, y, off = matrix(train)
+    _boosting.check_learnable(y, train.labels[0])
+    final = refit is not None and len(all_rows) > 1
+    if final:  # every labelled window, folds by customer choose the rounds
+        everything = LabelledData.concat(all_rows)
+        x, y, off = matrix(everything)
+        fold = customer_folds(everything.frame["customer_id"], REFIT_FOLDS)
+    xv, yv, offv = matrix(valid) if valid is not None and len(valid) else (None, None, None)
+    rounds = []
+    for obj, kw, offset in plan:
+        if final:
+            found = []
+            for k in range(REFIT_FOLDS):
+                fit_rows, held = fold != k, fold == k
+                probe = _boosting.train_booster(
+                    x[fit_rows], y[fit_rows], p, obj, x[held], y[held], seed=seed,
+                    init_score=off[fit_rows] if offset else None,
+                    init_score_valid=off[held] if offset else None,
+                    **kw,
+                )  # fmt: skip
+                found.append(int(probe.best_iteration or probe.current_iteration()))
+            n = max(int(np.median(found)), 1)
+            booster = _boosting.train_booster(
+                x, y, {**p, "num_boost_round": n}, obj, seed=seed,
+                init_score=off if offset else None, **kw,
+            )  # fmt: skip
+        else:
+            booster = _boosting.train_booster(
+                x, y, p, obj, xv, yv, seed=seed,
+                init_score=off if offset else None,
+                init_score_valid=offv if offset else None,
+                **kw,
+            )  # fmt: skip
+            n = int(booster.best_iteration or booster.current_iteration())
+        rounds.append(n)
+        inner.models.append(booster.model_to_string(num_iteration=n))
+    label_h = float(label_horizon_days or horizon_days)
+    # The scorer's inputs: the boosters' features less those it computes, plus the summary.
+    inputs = [f for f in features if f not in BGNBD_FEATURES]
+    inputs += [c for c in BG_COLUMNS if c not in inputs]
+    scorer = HybridSpendScorer(
+        features=inputs,
+        outputs=list(OUTPUTS),
+        booster=inner,
+        bgnbd=replace(bgnbd, horizon_days=float(horizon_days), meta=dict(bgnbd.meta)),
+        offsets=[o for _, _, o in plan],
+        horizon_days=float(horizon_days),
+        label_horizon_days=label_h,
+    )
+    scorer.meta.update(
+        {
+            "name": "LightGBM on customer features and BG/NBD (mean: a correction of it)",
+            "objective": objective,
+            "feature_importance": _boosting.feature_importance(inner),
+            "rounds": rounds,
+            "bgnbd_model": bgnbd.meta.get("model"),
+            "bgnbd_fitted_on": bgnbd.meta.get("fitted_on"),
+            "horizon_days": float(horizon_days),
+            "label_horizon_days": label_h,
+            "rows": sum(len(d) for d in all_rows) if refit is not None else len(train),
+        }
+    )
+    if refit is not None:
+        scorer.meta["refit_windows"] = sorted(c.isoformat() for d in all_rows for c in d.cutoffs)
+    return scorer
+
+
+def model_features(features: list[str], cutoffs: list[datetime]) -> list[str]:
+    """The boosters' features: ``features`` less :data:`LIFETIME_TOTALS`, and less
+    :data:`SEASON` unless the windows' cutoffs span :data:`SEASON_SPAN_DAYS`."""
+    span = (max(cutoffs) - min(cutoffs)).days if cutoffs else 0
+    drop = set(LIFETIME_TOTALS) | (set(SEASON) if span < SEASON_SPAN_DAYS else set())
+    return [f for f in features if f not in drop]
+
+
+def customer_folds(customers: pd.Series, folds: int) -> np.ndarray:
+    """A fold per row, the same for every row of a customer (a customer's windows overlap in
+    time: splitting them would let a fold be judged on purchases it was trained on)."""
+    codes = pd.util.hash_pandas_object(customers.astype(str), index=False).to_numpy()
+    return (codes % np.uint64(folds)).astype(int)

@@ -274,3 +274,17 @@ def test_cdnow_calibration_fit_matches_the_published_estimates() -> None:
     assert bg["a"] == pytest.approx(0.793, abs=0.001)
     assert bg["b"] == pytest.approx(2.426, abs=0.002)
     assert (gg["p"], gg["q"], gg["v"]) == pytest.approx((6.25, 3.74, 15.44), abs=0.01)
+
+
+def test_the_simple_model_on_request_is_each_customers_rate_times_their_spend() -> None:
+    rows = [("a", 0, 10), ("a", 100, 30), ("a", 200, 50), ("b", 300, 99)]
+    rows += [(f"c{i}", d, 5.0) for i in range(12) for d in (0, 50)]
+    scorer = fit_spend_baseline(_tx(rows), END, 73, simple=True)
+    assert scorer.meta["model"] == "historical repeat rate x mean spend"
+    assert scorer.meta["steps"] == []
+    s = rfm_summary(_tx(rows), END).set_index("customer_id")
+    got = scorer.predict_matrix(_matrix(s.reset_index()))
+    a = s.index.get_loc("a")
+    # Two repeat days in 365 days, 73 days ahead: 0.4 purchases worth 40 each.
+    assert got[a] == pytest.approx(2 / 365 * 73 * 40.0)
+    assert got[s.index.get_loc("b")] == 0.0  # one purchase, no repeat yet
