@@ -1224,6 +1224,58 @@ def test_the_kustomization_lists_every_manifest_and_image() -> None:
     assert {i["name"] for i in k["images"]} == used == {"shopml-serve", "shopml-worker"}
 
 
+def _kustomize_build() -> list[dict[str, Any]]:
+    """What `kubectl apply -k deploy/` would send: kustomize's own rendering (the standalone
+    binary, or the one built into kubectl; both need no cluster)."""
+    if shutil.which("kustomize"):
+        cmd = ["kustomize", "build", str(DEPLOY)]
+    elif shutil.which("kubectl"):
+        cmd = ["kubectl", "kustomize", str(DEPLOY)]
+    else:
+        pytest.skip("neither kustomize nor kubectl is installed")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return [o for o in yaml.safe_load_all(out.stdout) if o]
+
+
+def test_kustomize_renders_what_the_tests_read(tmp_path: Path) -> None:
+    rendered = _kustomize_build()
+    kinds = {f"{o['kind']}/{o['metadata']['name']}": o for o in rendered}
+    (configmap,) = [o for o in rendered if o["kind"] == "ConfigMap"]
+    # The generated ConfigMap carries a content hash in its name, and every reference to it
+    # was rewritten to that name (a new profile rolls the pods).
+    assert configmap["metadata"]["name"].startswith("shopml-config-")
+    assert configmap["data"] == _generated_configmap()["data"]
+    refs = {
+        e["configMapRef"]["name"]
+        for o in rendered
+        for c in _containers(o)
+        for e in c.get("envFrom", [])
+        if "configMapRef" in e
+    }
+    assert refs == {configmap["metadata"]["name"]}
+    # Every manifest is in, in the namespace, with the images' tags and the common label.
+    assert set(kinds) - {f"ConfigMap/{configmap['metadata']['name']}"} == set(_kube())
+    k = _kustomization()
+    tags = {i["name"]: i["newTag"] for i in k["images"]}
+    for o in rendered:
+        if o["kind"] != "Namespace":
+            assert o["metadata"]["namespace"] == k["namespace"], o["metadata"]
+        assert o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "shopml"
+        for c in _containers(o):
+            name, _, tag = c["image"].partition(":")
+            assert tag == tags[name], c["image"]
+    # And the rendering itself passes the schemas.
+    (tmp_path / "rendered.yaml").write_text(yaml.safe_dump_all(rendered))
+    out = subprocess.run(
+        [_tool("kubernetes-validate"), "--strict", "--quiet", str(tmp_path / "rendered.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
     if obj["kind"] == "CronJob":
         return dict(obj["spec"]["jobTemplate"]["spec"]["template"]["spec"])
