@@ -122,10 +122,11 @@ class CustomerLifetimeValue(UseCase):
         output_range=(0.0, None),
     )
     monitoring = MonitorSpec(
+        # Inputs of the model (it reads rates and the BG/NBD summary, not lifetime totals).
         features=(
             "recency_days",
-            "frequency_orders",
-            "monetary_total",
+            "bg_recency",
+            "bg_monetary",
             "spend_90d",
             "orders_90d",
             "avg_order_value",

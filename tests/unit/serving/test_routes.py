@@ -30,10 +30,11 @@ def test_explicit_features_override_looked_up_ones(client: Any, served_home: Pat
         json={
             "customer_id": cid,
             "features": {
-                "monetary_total": 0.0,
-                "frequency_orders": 0.0,
-                "spend_365d": 0.0,
+                # Inputs of the model (CLV reads rates and the BG/NBD summary, not totals).
+                "bg_frequency": 0.0,
+                "bg_monetary": 0.0,
                 "spend_90d": 0.0,
+                "recency_days": 400.0,
             },
         },
     ).json()
