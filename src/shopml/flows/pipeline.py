@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import MissingContextError
 
 from shopml.flows import tasks as t
 from shopml.flows.progress import report
@@ -25,7 +26,7 @@ DEFAULT_TIMEOUT_S = 45.0
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     try:
         return get_run_logger()
-    except Exception:  # outside a run context (called as a plain function)
+    except MissingContextError:  # outside a run context (called as a plain function)
         return logging.getLogger("shopml.flows")
 
 

@@ -371,7 +371,7 @@ def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any])
         state.result()
     except TransientFailure:
         return True
-    except Exception:
+    except Exception:  # any other failure is deterministic: not worth a retry
         return False
     return False
 

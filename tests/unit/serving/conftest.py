@@ -17,9 +17,23 @@ SERVED = ["returns", "clv", "segments", "recommender", "pricing"]
 AS_OF = datetime(2025, 1, 1)
 
 
+_BUILT: list[Path] = []  # the session's served home, shared with tests/integration
+
+
 @pytest.fixture(scope="session")
 def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with a small simulated shop, champions for :data:`SERVED` and online features."""
+    return build_served_home(tmp_path_factory)
+
+
+def build_served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`served_home`, built once per test session whichever folder asks first."""
+    if not _BUILT:
+        _BUILT.append(_build(tmp_path_factory))
+    return _BUILT[0]
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import os
 
     from shopml.data.simulator import SimConfig, simulate

@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 
 from tests.support.services import free_port, wait_http
-from tests.unit.serving.conftest import SERVED, serving_settings
+from tests.unit.serving.conftest import SERVED, build_served_home, serving_settings
 
 KEY = "fuzz-key-0b9e"
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The serving unit tests' trained home (built once per session, whoever asks first)."""
+    return build_served_home(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,18 @@ from typing import Any
 import pytest
 
 from tests.support.services import free_port, wait_http
-from tests.unit.serving.conftest import a_customer
+from tests.unit.serving.conftest import a_customer, build_served_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 KEY, ADMIN = "live-key-5d1e", "live-admin-93af"
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The serving unit tests' trained home (built once per session, whoever asks first)."""
+    return build_served_home(tmp_path_factory)
 
 
 @dataclass
