@@ -192,41 +192,57 @@ class Fitted:
     cutoff: datetime
 
 
-@pytest.fixture(scope="module")
-def fitted(shop: Path) -> dict[str, Fitted]:
-    """Every use case fitted on the shop's time split (default parameters, no tuning)."""
-    from shopml.lifecycle.train import build_splits, fit_model
+class Fits:
+    """Each use case fitted on the shop's time split (default parameters, no tuning), when a
+    test first asks for it."""
 
-    out = {}
-    with Warehouse(shop, read_only=True) as wh:
-        for uc in USECASES:
-            plan = uc.split(wh)
-            splits = build_splits(uc, wh, plan)
-            scorer = fit_model(uc, wh, splits, uc.default_params(), seed=0)
-            out[uc.name] = Fitted(uc, scorer, splits.test, plan.test_cutoff)
-    return out
+    def __init__(self, shop: Path) -> None:
+        self.shop = shop
+        self.done: dict[str, Fitted] = {}
+
+    def __call__(self, uc: UseCase) -> Fitted:
+        from shopml.lifecycle.train import build_splits, fit_model
+
+        if uc.name not in self.done:
+            with Warehouse(self.shop, read_only=True) as wh:
+                plan = uc.split(wh)
+                splits = build_splits(uc, wh, plan)
+                scorer = fit_model(uc, wh, splits, uc.default_params(), seed=0)
+            self.done[uc.name] = Fitted(uc, scorer, splits.test, plan.test_cutoff)
+        return self.done[uc.name]
+
+
+@pytest.fixture(scope="module")
+def fits(shop: Path) -> Fits:
+    return Fits(shop)
 
 
 class Registry:
-    """The fitted scorers as the service's model source (version 1 of each)."""
+    """The fitted scorers as the service's model source (version 1 of each fitted one)."""
 
-    def __init__(self, fitted: dict[str, Fitted]) -> None:
-        self.fitted = fitted
+    def __init__(self, fits: Fits) -> None:
+        self.fits = fits
 
     def alias_version(self, usecase: str, alias: str) -> Any:
         from shopml.serving.models import VersionInfo
 
-        return VersionInfo("1") if usecase in self.fitted else None
+        return VersionInfo("1") if usecase in self.fits.done else None
 
     def load(self, usecase: str, version: str) -> Scorer:
-        return self.fitted[usecase].scorer
+        return self.fits.done[usecase].scorer
+
+
+@dataclass
+class Served:
+    client: Any
+    home: Path
+    spec: dict[str, Any]
+    now: datetime
 
 
 @pytest.fixture(scope="module")
-def served(
-    shop: Path, fitted: dict[str, Fitted], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Any, Path, dict[str, Any]]]:
-    """The service on every use case (the ninth one too), its clock at the latest test cutoff,
+def served(shop: Path, fits: Fits, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The service on every use case (the ninth one too), its clock at the shop's last day,
     its online store holding the features as of then."""
     from fastapi.testclient import TestClient
 
@@ -237,22 +253,22 @@ def served(
     from shopml.settings import Settings
 
     home = tmp_path_factory.mktemp("served")
-    now = max(f.cutoff for f in fitted.values())
     keys = {"customers": "customer_id", "products": "product_id", "sellers": "seller_id"}
     store = SQLiteOnlineStore(home / "online.sqlite")
     with Warehouse(shop, read_only=True) as wh:
+        now = wh.data_end()
         for entity in ONLINE_ENTITIES:
             store.write(entity, build_features(wh, now, entity), keys[entity], now)
     store.close()
     app = create_app(
         Settings(home=home, prediction_log_flush_seconds=0.05),
-        source_factory=lambda: Registry(fitted),
+        source_factory=lambda: Registry(fits),
         usecases=USECASES,
         clock=lambda: now.replace(tzinfo=UTC).timestamp(),
         in_process=True,
     )
     with TestClient(app) as client:
-        yield client, home, app.openapi()
+        yield Served(client, home, app.openapi(), now)
 
 
 IDS = [uc.name for uc in USECASES]
@@ -281,14 +297,12 @@ def test_labelled_dataset_needs_nothing_after_its_horizon(
 
 
 @pytest.mark.parametrize("uc", USECASES, ids=IDS)
-def test_fits_and_survives_the_pyfunc_round_trip(
-    uc: UseCase, fitted: dict[str, Fitted], tmp_path: Path
-) -> None:
+def test_fits_and_survives_the_pyfunc_round_trip(uc: UseCase, fits: Fits, tmp_path: Path) -> None:
     import mlflow.pyfunc
 
     from shopml.runtime.pyfunc import SCORER_ARTIFACT, ShopmlModel, write_scorer
 
-    f = fitted[uc.name]
+    f = fits(uc)
     metrics = uc.evaluate(f.scorer, f.test)
     assert uc.gate.metric in metrics
     path = tmp_path / "model"
@@ -304,11 +318,8 @@ def test_fits_and_survives_the_pyfunc_round_trip(
 
 
 @pytest.mark.parametrize("uc", USECASES, ids=IDS)
-def test_its_route_is_built_with_examples_that_validate(
-    uc: UseCase, served: tuple[Any, Path, dict[str, Any]]
-) -> None:
-    _, _, spec = served
-    route = spec["paths"].get(uc.answer.path(uc))
+def test_its_route_is_built_with_examples_that_validate(uc: UseCase, served: Served) -> None:
+    route = served.spec["paths"].get(uc.answer.path(uc))
     assert route is not None, f"no route {uc.answer.path(uc)}"
     examples = route["post"]["requestBody"]["content"]["application/json"]["examples"]
     schemas = uc.answer.schemas(uc, 100)
@@ -319,17 +330,19 @@ def test_its_route_is_built_with_examples_that_validate(
 
 @pytest.mark.parametrize("uc", USECASES, ids=IDS)
 def test_answers_and_records_the_declared_shape_and_live_checks_run(
-    uc: UseCase, shop: Path, fitted: dict[str, Fitted], served: tuple[Any, Path, dict[str, Any]]
+    uc: UseCase, shop: Path, fits: Fits, served: Served
 ) -> None:
     from shopml.monitoring.store import MonitoringStore
 
-    client, home, _ = served
-    f = fitted[uc.name]
+    client, home, now = served.client, served.home, served.now
+    f = fits(uc)
+    client.app.state.shopml.models.refresh()  # the service loads what was just fitted
     kind = uc.answer
     cols = [uc.key, *f.test.features] if kind.needs_rows else [uc.key]
     arrivals = f.test.frame[cols].drop_duplicates(uc.key).head(5)
+    model = client.app.state.shopml.models.get(uc.name)
     answered = 0
-    for body, n in kind.requests(uc, arrivals, 100):
+    for body, n in kind.requests(uc, arrivals, 100, model):
         kind.schemas(uc, 100).adapter.validate_python(body)  # what a replay sends is valid
         r = client.post(kind.path(uc), json=body)
         assert r.status_code in (200, 404), r.text  # 404: an id the model or store lacks
@@ -339,12 +352,10 @@ def test_answers_and_records_the_declared_shape_and_live_checks_run(
     assert answered > 0, f"{uc.name}: no request answered"
 
     client.app.state.shopml.log.flush()
-    now = max(x.cutoff for x in fitted.values())
     with MonitoringStore(None, home) as store:
         window = store.predictions(uc.name, now - timedelta(days=1), now + timedelta(days=1))
     assert len(window) == answered
     assert set(window.frame["entity_key"]) == {uc.key}
-    model = client.app.state.shopml.models.get(uc.name)
     declared = kind.record_outputs(uc, model)
     assert set(declared) <= set(window.outputs.columns), (declared, list(window.outputs.columns))
 

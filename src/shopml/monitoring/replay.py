@@ -183,7 +183,9 @@ class _Traffic:
         needs rows); returns (answered, failed) instances."""
         ok = failed = 0
         kind = uc.answer
-        for body, n in kind.requests(uc, frame, self.settings.serve_max_batch):
+        models = self.app.state.shopml.models if self.app is not None else self.models
+        model = models.get(uc.name)  # what will answer: it says which inputs to send
+        for body, n in kind.requests(uc, frame, self.settings.serve_max_batch, model):
             if self.client is not None:
                 resp = self.client.post(kind.path(uc), json=body, headers=self.headers)
                 good = resp.status_code == 200

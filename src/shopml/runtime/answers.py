@@ -276,10 +276,15 @@ class AnswerKind:
         raise NotImplementedError
 
     def requests(
-        self, uc: UseCaseLike, frame: pd.DataFrame, max_batch: int
+        self,
+        uc: UseCaseLike,
+        frame: pd.DataFrame,
+        max_batch: int,
+        model: ServedModel | None = None,
     ) -> list[tuple[dict[str, Any], int]]:
         """A replay's requests for these arrivals (``frame``: the key column, plus feature
-        columns when :attr:`needs_rows`), each with the number of instances it carries."""
+        columns when :attr:`needs_rows`), each with the number of instances it carries.
+        ``model``: the model that will answer (its inputs are what a request may give)."""
         return [({uc.key: str(v)}, 1) for v in frame[uc.key]]
 
     def record_outputs(self, uc: UseCaseLike, model: ServedModel) -> tuple[str, ...]:
@@ -407,9 +412,15 @@ class Predict(AnswerKind):
         return (*model.outputs, *model.scorer.described_outputs)
 
     def requests(
-        self, uc: UseCaseLike, frame: pd.DataFrame, max_batch: int
+        self,
+        uc: UseCaseLike,
+        frame: pd.DataFrame,
+        max_batch: int,
+        model: ServedModel | None = None,
     ) -> list[tuple[dict[str, Any], int]]:
-        features = [c for c in frame.columns if c != uc.key]
+        # The model's own inputs only: a dataset may carry columns a model does not take.
+        taken = set(model.features) if model is not None else None
+        features = [c for c in frame.columns if c != uc.key and (taken is None or c in taken)]
         records = frame.to_dict("records")
         out = []
         for i in range(0, len(records), max_batch):
