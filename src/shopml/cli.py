@@ -1300,6 +1300,80 @@ def serve(
 
 
 @app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-dev",
+            help="Serve without API keys (open mode; loopback only). For your own machine.",
+        ),
+    ] = False,
+    screenshots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of serving: save screenshots of the overview and each trained use "
+            "case's page to this folder (headless Chromium), then exit.",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """The control tower: every model's state, drift and performance plots, the gate's history,
+    alerts, and promote / rollback / retrain for admin keys; at http://HOST:PORT/ui/.
+
+    Same keys as the API (SHOPML_API_KEYS read, SHOPML_ADMIN_KEYS act). The API can serve it
+    too, at /ui, with SHOPML_SERVE_UI=true.
+    """
+    import os
+
+    from shopml.serving import ServingConfigError
+    from shopml.settings import reset_settings
+
+    if insecure_dev:
+        os.environ["SHOPML_INSECURE_DEV"] = "1"
+        reset_settings()
+    settings = _settings()
+    if screenshots is not None:
+        from shopml.ui.screenshots import ScreenshotError, take_screenshots
+
+        try:
+            saved = take_screenshots(settings, screenshots)
+        except ScreenshotError as exc:
+            raise UserError(str(exc)) from None
+        for path in saved:
+            console.print(str(path), highlight=False)
+        return
+    from shopml.ui import standalone_app
+
+    try:
+        app_ = standalone_app(settings)
+    except ServingConfigError as exc:
+        raise UserError(str(exc).replace("shopml serve", "shopml ui")) from None
+    if not settings.api_keys and not settings.admin_keys and not _is_loopback(host):
+        raise UserError(
+            f"open mode (no API key) serves on loopback only, not --host {host}: use --host "
+            "127.0.0.1, or set SHOPML_API_KEYS=<key> to serve on other interfaces"
+        )
+    import uvicorn
+
+    from shopml.serving.http import MAX_HEAD_BYTES, SlowClientH11, log_config
+
+    console.print(f"control tower on http://{host}:{port}/ui/", highlight=False)
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=log_config(),
+        http=SlowClientH11,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        timeout_keep_alive=settings.serve_keepalive_seconds,
+        limit_concurrency=settings.serve_max_connections,
+    )
+
+
+@app.command()
 def score(
     usecase: Annotated[str, typer.Argument(help="Use case whose model scores the rows.")],
     output: Annotated[

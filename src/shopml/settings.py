@@ -111,6 +111,27 @@ class Settings(BaseSettings):
         default=200_000, ge=1, description="Queued log rows beyond which new ones are dropped."
     )
 
+    # The control tower (`shopml ui`, or mounted in the API at /ui).
+    serve_ui: bool = Field(
+        default=False,
+        description="Mount the control tower at /ui in the API (`shopml serve`); same keys.",
+    )
+    ui_mlflow_url: str | None = Field(
+        default=None,
+        description="MLflow UI the control tower links runs to; default the tracking server, "
+        "else http://127.0.0.1:5000 (`mlflow ui`).",
+    )
+    ui_prefect_url: str | None = Field(
+        default=None,
+        description="Prefect UI the control tower links flow runs to; default PREFECT_UI_URL, "
+        "else PREFECT_API_URL without /api, else http://127.0.0.1:4200.",
+    )
+    ui_api_url: str | None = Field(
+        default=None,
+        description="The API whose /metrics give the control tower live traffic and latency "
+        "when it runs on its own (`shopml ui`); mounted in the API, it reads them in-process.",
+    )
+
     # Orchestration (Prefect deployments made by `shopml deploy`, run by `shopml worker`).
     landing_s3_prefix: str | None = Field(
         default=None, description="s3://bucket/prefix/ watched instead of the landing folder."

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import uuid
@@ -385,6 +386,23 @@ def train_config(
     return config
 
 
+def _tag_flow_run(run_id: str) -> None:
+    """Record this flow run on the MLflow run the training made, so that each can be found
+    from the other (the control tower links them); a failure here never fails a training."""
+    from prefect.runtime import flow_run
+
+    from shopml.lifecycle.tracking import FLOW_RUN_TAG, configure
+
+    if not flow_run.id:
+        return
+    try:
+        configure(settings()).set_tag(run_id, FLOW_RUN_TAG, str(flow_run.id))
+    except Exception as exc:  # the tag is a convenience: the training stands without it
+        logging.getLogger("shopml.flows").warning(
+            "could not tag run %s with its flow run: %s", run_id, exc
+        )
+
+
 @task(
     name="train-usecase",
     cache_key_fn=_cache_key,
@@ -418,6 +436,8 @@ def train_one(
     cfg = TrainConfig(**values)
     with open_warehouse() as wh:
         result = train_usecase(uc, wh, settings(), cfg, report)
+    if result.run_id and result.status in ("promoted", "challenger", "registered", "logged"):
+        _tag_flow_run(result.run_id)
     if result.status == "failed":
         if any(marker in result.reason for marker in _TRANSIENT_MARKERS):
             raise TransientFailure(result)

@@ -188,6 +188,13 @@ class VersionSummary:
     unit: str | None = None
     interval: dict[str, Any] | None = None
     difference: dict[str, Any] | None = None
+    # The main baseline's test figures, when the gate decided, and the champion moves recorded
+    # on the version (a manual override, a promotion, a rollback to it).
+    baseline: dict[str, float] = field(default_factory=dict)
+    decided_at: str | None = None
+    override: dict[str, Any] | None = None
+    promotion: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
 
 
 @dataclass
@@ -220,6 +227,11 @@ def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | 
         unit=tags.get("shopml.gate.unit"),
         interval=_json_or_none(tags.get("shopml.gate.interval")),
         difference=_json_or_none(tags.get("shopml.gate.difference")),
+        baseline=json.loads(tags.get("shopml.baseline_metrics", "{}")),
+        decided_at=tags.get("shopml.gate.decided_at"),
+        override=_json_or_none(tags.get("shopml.gate.override")),
+        promotion=_json_or_none(tags.get("shopml.promotion")),
+        rollback=_json_or_none(tags.get("shopml.rollback")),
     )
 
 
@@ -249,3 +261,16 @@ def describe(client: MlflowClient, usecase: str) -> ModelSummary:
         _summary(client, alias_version(client, usecase, CHALLENGER) if versions else None),
         len(versions),
     )
+
+
+def history(client: MlflowClient, usecase: str, limit: int = 50) -> list[VersionSummary]:
+    """Every registered version of a use case, newest first (at most ``limit``): the gate's
+    verdict and reasons on each, and the champion moves recorded on it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{model_name(usecase)}'")
+    except MlflowException:
+        return []
+    newest = sorted(found, key=lambda mv: int(mv.version), reverse=True)[:limit]
+    return [s for mv in newest if (s := _summary(client, mv)) is not None]

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from shopml.settings import Settings
 
 
+# The Prefect flow run that made an MLflow run (set by the flows; absent for `shopml train`).
+FLOW_RUN_TAG = "shopml.prefect.flow_run_id"
+
+
 def model_name(usecase: str) -> str:
     """The registered model's name for a use case."""
     return f"shopml-{usecase}"

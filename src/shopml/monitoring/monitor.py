@@ -40,6 +40,7 @@ from shopml.monitoring.policy import (
     decide,
     policy_for,
 )
+from shopml.monitoring.reports import drift_report_path
 from shopml.monitoring.store import MetricRow, MonitoringStore
 from shopml.runtime.predictions import PredictionWindow
 from shopml.usecases._live import LiveContext
@@ -188,10 +189,9 @@ def _save_reports(
     out: dict[str, str] = {}
     if drift is None or drift.snapshot is None or not settings.monitor_reports:
         return out
-    folder = settings.reports_dir / "monitoring" / usecase
+    html = drift_report_path(settings.reports_dir, usecase, now)
+    folder = html.parent
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = f"{now:%Y%m%dT%H%M%S}"
-    html = folder / f"drift-{stamp}.html"
     tmp = html.with_name(f".{html.name}.tmp")
     drift.snapshot.save_html(str(tmp))
     tmp.replace(html)

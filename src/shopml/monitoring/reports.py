@@ -31,6 +31,11 @@ def atomic_json(value: Any, path: Path) -> Path:
     return path
 
 
+def drift_report_path(reports_dir: Path, usecase: str, when: datetime) -> Path:
+    """Where the HTML drift report of the check of ``usecase`` at ``when`` is written."""
+    return reports_dir / "monitoring" / usecase / f"drift-{when:%Y%m%dT%H%M%S}.html"
+
+
 def data_quality(wh: Warehouse, now: datetime | None = None) -> dict[str, Any]:
     """Freshness and quality of the warehouse: rows, quarantined share and age per table."""
     now = now or datetime.now(UTC).replace(tzinfo=None)

@@ -184,6 +184,13 @@ class MonitoringStore:
         rows = self.query(f"SELECT count(*) FROM {PREDICTIONS} WHERE {where}", params)
         return int(rows[0][0])
 
+    def last_prediction_time(self, usecase: str) -> datetime | None:
+        """When ``usecase`` last answered (the newest logged prediction), or None."""
+        value = self.query(f"SELECT max(ts) FROM {PREDICTIONS} WHERE usecase = ?", [usecase])[0][0]
+        if value is None:
+            return None
+        return utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
     def _window_where(
         self,
         usecase: str,
@@ -336,12 +343,15 @@ class MonitoringStore:
         kind: str | None = None,
         metric: str | None = None,
         since: datetime | None = None,
+        with_detail: bool = False,
     ) -> pd.DataFrame:
-        """The monitoring time series (optionally filtered), oldest first."""
+        """The monitoring time series (optionally filtered), oldest first; ``with_detail``
+        adds each row's ``detail`` (a drift score's method, threshold and noise floor)."""
         where, params = self._filters(usecase=usecase, kind=kind, metric=metric, since=since)
         rows = self.query(
             f"SELECT run_id, ts, usecase, model_version, kind, metric, feature, value, "
-            f"window_start, window_end, n FROM {METRICS} WHERE {' AND '.join(where)} ORDER BY ts",
+            f"window_start, window_end, n{', detail' if with_detail else ''} FROM {METRICS} "
+            f"WHERE {' AND '.join(where)} ORDER BY ts",
             params,
         )
         cols = [
@@ -357,6 +367,9 @@ class MonitoringStore:
             "window_end",
             "n",
         ]
+        if with_detail:
+            cols.append("detail")
+            rows = [(*r[:-1], json.loads(r[-1]) if isinstance(r[-1], str) else r[-1]) for r in rows]
         frame = pd.DataFrame(rows, columns=cols)
         for c in ("ts", "window_start", "window_end"):
             frame[c] = pd.to_datetime(frame[c], utc=True, format="ISO8601")

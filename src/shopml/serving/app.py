@@ -421,6 +421,21 @@ def no_key_message(settings: "Settings") -> str:
     )
 
 
+def auth_from_settings(settings: "Settings", in_process: bool = False) -> Auth:
+    """The API keys of the settings, or ``ServingConfigError`` when none is configured and
+    open mode was not opted into (``in_process``: an app never bound to a socket)."""
+    api_keys = [k.get_secret_value() for k in settings.api_keys]
+    admin_keys = [k.get_secret_value() for k in settings.admin_keys]
+    if not in_process and (
+        (settings.env == "production" and not api_keys)
+        or not (api_keys or admin_keys or settings.open_mode_allowed)
+    ):
+        raise ServingConfigError(no_key_message(settings))
+    if not api_keys and not admin_keys:
+        log.warning("no API keys configured: serving without authentication (open mode)")
+    return Auth(api_keys, admin_keys, open_=not api_keys and not admin_keys)
+
+
 def _usecases(selected: "Sequence[str | UseCase] | None") -> "list[UseCase]":
     """The use cases to serve: names of registered ones, or use-case objects themselves (a
     use case defined elsewhere, a test's); default every registered one."""
@@ -571,16 +586,7 @@ def create_app(
     from shopml.settings import get_settings
 
     settings = settings or get_settings()
-    api_keys = [k.get_secret_value() for k in settings.api_keys]
-    admin_keys = [k.get_secret_value() for k in settings.admin_keys]
-    if not in_process and (
-        (settings.env == "production" and not api_keys)
-        or not (api_keys or admin_keys or settings.open_mode_allowed)
-    ):
-        raise ServingConfigError(no_key_message(settings))
-    if not api_keys and not admin_keys:
-        log.warning("no API keys configured: serving without authentication (open mode)")
-    auth = Auth(api_keys, admin_keys, open_=not api_keys and not admin_keys)
+    auth = auth_from_settings(settings, in_process)
     served = _usecases(usecases)
     names = [uc.name for uc in served]
     state = _service_state(settings, names, source_factory, online_store_factory, clock)
@@ -618,6 +624,12 @@ def create_app(
     app.include_router(admin_router(state, names, auth.admin_dep()))
     for uc in served:
         add_answer_route(app, fast, auth, state, uc, settings.serve_max_batch)
+    if settings.serve_ui:
+        # Imported only when asked for: the scoring service never loads the control tower
+        # otherwise (it reads the registry and the monitoring store; no training libraries).
+        from shopml.ui import mount_ui
+
+        mount_ui(app, settings, auth, state, served)
     return app
 
 

@@ -1,0 +1,64 @@
+"""The retrain job the control tower starts: ``python -m shopml.ui.retrain USECASE``.
+
+Runs the monitor's retrain (:mod:`shopml.flows.retraining`: the ``retrain`` flow in this
+process, or the ``retrain/shopml`` deployment when ``SHOPML_MONITOR_RETRAIN=deployment``) and
+records its outcome (the gate's verdict, the new version) in the job's state file, which the
+tower reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from shopml.ui.actions import _state_path, write_state
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Retrain one use case and record the outcome; exit 0 when the retrain ran (whatever the
+    gate said), 1 when it failed."""
+    parser = argparse.ArgumentParser(prog="python -m shopml.ui.retrain")
+    parser.add_argument("usecase")
+    parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+    from shopml.flows.retraining import retrain_deployment, retrain_inline
+    from shopml.monitoring.run import RETRAIN_TIMEOUT_S, RETRAIN_TRIALS
+    from shopml.settings import get_settings
+
+    settings = get_settings()
+    path = _state_path(settings, args.usecase)
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        state = {"usecase": args.usecase, "pid": os.getpid()}
+    trials = RETRAIN_TRIALS if args.trials is None else args.trials
+    timeout = RETRAIN_TIMEOUT_S if args.timeout is None else args.timeout
+    # The way the monitor retrains, whether or not the monitor itself may ("off" only stops the
+    # loop from retraining by itself; someone asked for this one).
+    if settings.monitor_retrain == "deployment":
+        retrain = retrain_deployment(trials, timeout)
+    else:
+        retrain = retrain_inline(trials, timeout)
+    try:
+        outcome = retrain(args.usecase, None)
+        state["state"] = "failed" if outcome.get("status") == "failed" else "finished"
+    except Exception as exc:  # recorded for the page, and printed to the job's log
+        outcome = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        state["state"] = "failed"
+        print(f"retrain of {args.usecase} failed: {outcome['reason']}", file=sys.stderr)
+    state["outcome"] = outcome
+    state["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    write_state(path, state)
+    print(json.dumps(outcome, default=str))
+    return 0 if state["state"] == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
