@@ -188,7 +188,7 @@ def start_retrain(
             env={**os.environ, "SHOPML_HOME": str(settings.home)},
         )
     _CHILDREN[child.pid] = child
-    state = {
+    state: dict[str, Any] = {
         "usecase": usecase,
         "state": "running",
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
