@@ -1244,8 +1244,9 @@ def serve(
 
     import uvicorn
 
+    from shopml.api import create_app as create_api
     from shopml.lifeline import SUPERVISOR_ENV, owned_dir, remove_stale_dirs
-    from shopml.serving import ServingConfigError, create_app
+    from shopml.serving import ServingConfigError
     from shopml.settings import reset_settings
 
     if insecure_dev:
@@ -1253,7 +1254,7 @@ def serve(
         reset_settings()
     settings = _settings()
     try:  # fail here, with one line, rather than in every worker
-        create_app(settings)
+        create_api(settings)
     except ServingConfigError as exc:
         raise UserError(str(exc)) from None
     if not settings.api_keys and not settings.admin_keys and not _is_loopback(host):
@@ -1276,7 +1277,7 @@ def serve(
 
     try:
         uvicorn.run(
-            "shopml.lifeline:serve_app" if workers > 1 else "shopml.serving:create_app",
+            "shopml.lifeline:serve_app" if workers > 1 else "shopml.api:create_app",
             factory=True,
             host=host,
             port=port,

@@ -170,9 +170,10 @@ def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> threading.Thread:
 
 
 def serve_app() -> Any:
-    """The service for a ``shopml serve`` worker: :func:`shopml.serving.create_app`, with the
-    worker set to shut down if the supervising ``shopml serve`` process dies."""
-    from shopml.serving import create_app
+    """The service for a ``shopml serve`` worker: :func:`shopml.api.create_app` (the control
+    tower too when ``SHOPML_SERVE_UI``), with the worker set to shut down if the supervising
+    ``shopml serve`` process dies."""
+    from shopml.api import create_app
 
     supervisor = os.environ.get(SUPERVISOR_ENV, "")
     if supervisor.isdigit() and int(supervisor) == os.getppid():

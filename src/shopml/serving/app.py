@@ -624,12 +624,6 @@ def create_app(
     app.include_router(admin_router(state, names, auth.admin_dep()))
     for uc in served:
         add_answer_route(app, fast, auth, state, uc, settings.serve_max_batch)
-    if settings.serve_ui:
-        # Imported only when asked for: the scoring service never loads the control tower
-        # otherwise (it reads the registry and the monitoring store; no training libraries).
-        from shopml.ui import mount_ui
-
-        mount_ui(app, settings, auth, state, served)
     return app
 
 

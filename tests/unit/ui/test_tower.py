@@ -282,7 +282,7 @@ def test_retrain_is_refused_while_one_runs(tmp_path: Path) -> None:
 
 
 def test_mounted_in_the_api_with_its_keys() -> None:
-    from shopml.serving import create_app
+    from shopml.api import create_app
 
     settings = Settings(serve_ui=True, api_keys=[SCORE], admin_keys=[ADMIN])
     app = create_app(settings, usecases=[])
@@ -302,7 +302,7 @@ def test_the_tower_loads_no_training_or_orchestration_library() -> None:
     code = (
         "import sys\n"
         "from shopml.settings import Settings\n"
-        "from shopml.serving import create_app\n"
+        "from shopml.api import create_app\n"
         "from fastapi.testclient import TestClient\n"
         "app = create_app(Settings(serve_ui=True, api_keys=['k']))\n"
         "with TestClient(app) as c:\n"
