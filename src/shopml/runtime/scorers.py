@@ -54,6 +54,10 @@ class Scorer:
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def parts(self) -> list[Scorer]:
+        """The scorers this one is built on (serving speeds up their boosters)."""
+        return []
+
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = self.predict_matrix(self.to_matrix(frame))
         if out.ndim == 1:
@@ -122,6 +126,9 @@ class UpliftScorer(Scorer):
         pt = np.asarray(self.treated.predict_matrix(x)).reshape(-1)
         pc = np.asarray(self.control.predict_matrix(x)).reshape(-1)
         return np.column_stack([pt, pc, pt - pc])
+
+    def parts(self) -> list[Scorer]:
+        return [s for s in (self.treated, self.control) if s is not None]
 
 
 @dataclass

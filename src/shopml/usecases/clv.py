@@ -537,6 +537,9 @@ class HybridSpendScorer(Scorer):
                 out.append(booster.predict(xb, num_threads=1) * ratio)
         return np.maximum(np.column_stack(out), 0.0)
 
+    def parts(self) -> list[Scorer]:
+        return [self.booster] if self.booster is not None else []
+
 
 def fit_hybrid(
     train: LabelledData,

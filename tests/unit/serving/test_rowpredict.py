@@ -18,6 +18,12 @@ def rows(rng: np.random.Generator, n: int, ncol: int) -> np.ndarray:
     return x
 
 
+def boosters_of(scorer: Any) -> list[Any]:
+    """The boosters of a scorer and of the scorers it is built on."""
+    own = list(scorer.boosters) if hasattr(scorer, "boosters") else []
+    return own + [b for part in scorer.parts() for b in boosters_of(part)]
+
+
 def same_numbers(model: Any, plain: Any, x: np.ndarray) -> None:
     for r in x:
         model.row[0] = r  # the service's path: its preallocated row
@@ -41,8 +47,8 @@ def test_served_champions_score_the_same(served_home: Path) -> None:
         assert info is not None
         model = LoadedModel(usecase, source.load(usecase, info.version), info)
         plain = source.load(usecase, info.version)  # unpickled again: not wrapped
-        assert any(isinstance(b, RowBooster) for b in model.scorer.boosters), usecase
-        assert not any(isinstance(b, RowBooster) for b in plain.boosters)
+        assert any(isinstance(b, RowBooster) for b in boosters_of(model.scorer)), usecase
+        assert not any(isinstance(b, RowBooster) for b in boosters_of(plain))
         same_numbers(model, plain, rows(rng, 200, len(model.features)))
 
 
