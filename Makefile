@@ -35,6 +35,22 @@ $(PROM_TOOLS): | $(STAMP)
 	  rm -rf $$tmp; test -x $@ || echo "$$name not fetched: the tests that need it will skip"; \
 	else echo "no $$name and no apt-get: the tests that need it will skip"; fi
 
+# The control tower's browser tests (and `shopml ui --screenshots`) drive Debian's chromium with
+# Playwright (Playwright's own browser download is not used). Where chromium is not on PATH it is
+# installed from Debian's package when this runs as root with apt-get; otherwise the browser
+# tests skip and say why. .venv/bin/chromium points at it.
+$(BIN)/chromium: | $(STAMP)
+	@found=$$(command -v chromium || command -v chromium-browser); \
+	if [ -z "$$found" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)); \
+	  found=$$(command -v chromium); \
+	fi; \
+	if [ -n "$$found" ]; then ln -sf "$$found" $@; \
+	else echo "no chromium (apt-get install chromium): the browser tests will skip"; fi
+
 # checkov scans deploy/ (Dockerfiles, compose, Kubernetes) and .github/workflows. Its own pins
 # (an old boto3, packaging, networkx) would downgrade shopml's, so it lives in a venv of its own.
 TOOLS := .venv-tools
@@ -47,7 +63,7 @@ install: $(STAMP) ## Create .venv and install shopml with every extra (re-runs w
 run: $(STAMP) ## Run the main job on the embedded default (simulated shop, local stores)
 	$(BIN)/shopml run
 
-test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov ## Run the whole test suite (slow and integration tests included)
+test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov $(BIN)/chromium ## Run the whole test suite (slow and integration tests included)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## Run the tests not marked slow

@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,12 +39,14 @@ class ScreenshotError(RuntimeError):
 
 
 def chromium_path() -> str | None:
-    """Debian's chromium (``SHOPML_CHROMIUM`` overrides), or None."""
+    """Debian's chromium (``SHOPML_CHROMIUM`` overrides): on PATH, else beside this Python
+    (``make test`` links it into ``.venv/bin``); None when there is none."""
     configured = os.environ.get("SHOPML_CHROMIUM")
     if configured:
         return configured if Path(configured).exists() else None
+    beside = str(Path(sys.executable).parent)
     for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
+        found = shutil.which(name) or shutil.which(name, path=beside)
         if found:
             return found
     return None

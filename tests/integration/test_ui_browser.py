@@ -1,0 +1,278 @@
+"""The control tower in a real browser: headless Chromium (Debian's ``chromium``) driven by
+Playwright, against the API with the tower mounted (``SHOPML_SERVE_UI=true``) on the session's
+trained shop.
+
+The shop is a copy of the served home (its champions, registry and online features), so the
+moves made here leave the other tests' registry alone; its monitoring history (two checks of
+``returns``) is written through the monitoring store's own functions, as ``shopml monitor``
+writes it. One browser for the whole session; one context (cookies) per test.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopml.lifecycle import registry
+from shopml.lifecycle.tracking import configure, model_name
+from shopml.monitoring.store import MetricRow, MonitoringStore
+from shopml.settings import Settings
+from tests.support.services import free_port, wait_http
+from tests.unit.serving.conftest import SERVED, build_served_home, serving_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCORE, ADMIN = "browser-score-5d1c", "browser-admin-8e2a"
+USECASE = "returns"
+# The service loads only these (loading every champion would double the start-up): the overview
+# has a row for each.
+TOWER = ["returns", "segments"]
+PLOTS = ("chart-drift-features", "chart-drift-time", "chart-performance")
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The serving unit tests' trained home (built once per session, whoever asks first)."""
+    return build_served_home(tmp_path_factory)
+
+
+@dataclass
+class Tower:
+    url: str
+    settings: Settings
+
+
+def _history(home: Path) -> None:
+    """Two checks of ``returns`` a week apart, the second one alerting: drift per feature,
+    drift share and output drift, live performance against the served version's test figure
+    and the oracle's, and a decision each."""
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        end = con.execute("SELECT max(purchased_at) FROM orders").fetchone()[0]
+    finally:
+        con.close()
+    store = MonitoringStore(None, home)
+    try:
+        for i, (share, auc, alert) in enumerate(((0.1, 0.71, False), (0.6, 0.63, True))):
+            when = end - timedelta(days=7 * (1 - i))
+            rows = [
+                MetricRow("drift", "share", share, n=400),
+                MetricRow("drift", "score", 2 * share, feature="price", detail={"threshold": 0.1}),
+                MetricRow("drift", "score", 0.04, feature="freight", detail={"threshold": 0.1}),
+                MetricRow("prediction_drift", "score", share / 2, feature="output.probability"),
+                MetricRow("performance", "auc", auc, n=320),
+                MetricRow("reference", "auc", 0.71),
+                MetricRow("oracle", "auc", 0.8, n=320),
+            ]
+            run = store.write_metrics(USECASE, "1", when, (when - timedelta(days=7), when), rows)
+            store.write_decision(
+                run,
+                USECASE,
+                "1",
+                when,
+                alert,
+                "alert" if alert else "none",
+                "alerted" if alert else "",
+                ["drift: 60% of watched features"] if alert else [],
+                {"findings": {"rows": 400}, "alert": {"delivered": False, "url": None}},
+            )
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def tower(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tower]:
+    """The API with the tower, on a copy of the served home with a second ``returns`` version
+    (registered from the champion's own run) to promote and roll back."""
+    import uvicorn
+
+    from shopml.api import create_app
+
+    home = tmp_path_factory.mktemp("tower") / "home"
+    shutil.copytree(served_home, home, ignore=shutil.ignore_patterns("monitoring.sqlite*", "ui"))
+    _history(home)
+    settings = serving_settings(home, api_keys=[SCORE], admin_keys=[ADMIN], serve_ui=True)
+    client = configure(settings)
+    champion = registry.alias_version(client, USECASE, registry.CHAMPION)
+    assert champion is not None
+    client.create_model_version(model_name(USECASE), champion.source, champion.run_id)
+    app = create_app(settings, usecases=TOWER)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health", timeout=180)
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield Tower(url, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the session (skipped, saying why, where there is none)."""
+    from shopml.ui.screenshots import ScreenshotError, browser
+
+    try:
+        with browser() as b:
+            yield b
+    except ScreenshotError as exc:
+        pytest.skip(f"{exc} (`make test` installs Debian's chromium)")
+
+
+@dataclass
+class Page:
+    page: Any
+    errors: list[str]  # console errors and uncaught exceptions, as they happened
+
+
+@pytest.fixture
+def open_page(chromium: Any) -> Iterator[Any]:
+    """``open_page() -> Page``: a fresh context (no cookies) whose console errors are kept."""
+    contexts: list[Any] = []
+
+    def make() -> Page:
+        context = chromium.new_context(viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(60_000)  # a loaded shared machine, not a hung page
+        contexts.append(context)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+        return Page(page, errors)
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def sign_in(p: Page, url: str, key: str, target: str = "/ui/") -> None:
+    """Sign in through the form, as a person does."""
+    p.page.goto(f"{url}{target}")
+    assert "/ui/login" in p.page.url  # sent to sign in first
+    p.page.fill("input[name=key]", key)
+    p.page.click("button[type=submit]")
+    p.page.wait_for_url(re.compile(re.escape(f"{url}{target}") + r"$"))
+
+
+def champion_of(settings: Settings) -> str:
+    mv = registry.alias_version(configure(settings), USECASE, registry.CHAMPION)
+    assert mv is not None
+    return str(mv.version)
+
+
+def test_overview_loads_with_a_row_per_use_case(tower: Tower, open_page: Any) -> None:
+    from shopml.usecases import get_usecases
+
+    p = open_page()
+    sign_in(p, tower.url, SCORE)
+    table = p.page.locator("[data-testid=overview]")
+    table.wait_for()
+    rows = table.locator("tbody tr")
+    assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.usecase)")) == sorted(TOWER)
+    assert set(TOWER) <= set(SERVED) <= set(get_usecases())
+    returns = table.locator(f"tr[data-usecase={USECASE}]")
+    assert returns.locator(".status").inner_text() == "alert"
+    assert "v1" in returns.inner_text()
+    assert "read only" in p.page.locator("[data-testid=who]").inner_text()
+    assert p.errors == []
+
+
+def test_each_plot_renders_with_data(tower: Tower, open_page: Any) -> None:
+    p = open_page()
+    sign_in(p, tower.url, SCORE, f"/ui/u/{USECASE}")
+    for plot in PLOTS:
+        canvas = p.page.locator(f"[data-testid={plot}]")
+        canvas.wait_for()
+        # The chart Chart.js drew on this canvas, and how many points each of its series has.
+        points = canvas.evaluate(
+            "c => { const chart = Chart.getChart(c);"
+            " return chart ? chart.data.datasets.map(d => d.data.length) : null; }"
+        )
+        assert points, f"{plot}: no chart drawn"
+        assert all(n > 0 for n in points), (plot, points)
+        box = canvas.bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 100, (plot, box)
+        # Something was painted: not every pixel of the canvas is the same.
+        painted = canvas.evaluate(
+            "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " for (let i = 4; i < d.length; i += 4) { if (d[i + 3] !== d[3]) return true; }"
+            " return false; }"
+        )
+        assert painted, f"{plot}: blank canvas"
+    series = p.page.locator("[data-testid=chart-performance]").evaluate(
+        "c => Chart.getChart(c).data.datasets.map(d => d.label)"
+    )
+    assert set(series) == {"live", "at test", "oracle"}
+    assert p.page.locator("[data-testid=alerts] tbody tr").count() == 1
+    assert p.page.locator("[data-testid=link-mlflow]").get_attribute("href")
+    assert p.errors == []
+
+
+def test_a_scoring_key_cannot_act(tower: Tower, open_page: Any) -> None:
+    before = champion_of(tower.settings)
+    p = open_page()
+    sign_in(p, tower.url, SCORE, f"/ui/u/{USECASE}")
+    assert p.page.locator("[data-testid=no-actions]").is_visible()
+    assert p.page.locator("[data-testid=actions]").count() == 0
+    # Asking for the confirmation page directly: refused, on a page that says why.
+    response = p.page.goto(f"{tower.url}/ui/u/{USECASE}/confirm?action=rollback")
+    assert response is not None and response.status == 403
+    assert "admin" in p.page.locator("[data-testid=error]").inner_text()
+    # Posting the action from the signed-in page (a forged form): refused too.
+    status = p.page.evaluate(
+        "async ([url]) => (await fetch(url, {method: 'POST', body: new URLSearchParams("
+        "{confirm: 'yes', version: '2'})})).status",
+        [f"{tower.url}/ui/u/{USECASE}/promote"],
+    )
+    assert status == 403
+    assert champion_of(tower.settings) == before
+
+
+def test_an_admin_promotes_and_rolls_back(tower: Tower, open_page: Any) -> None:
+    assert champion_of(tower.settings) == "1"
+    p = open_page()
+    sign_in(p, tower.url, ADMIN, f"/ui/u/{USECASE}")
+    page = p.page
+    assert "admin" in page.locator("[data-testid=who]").inner_text()
+    # Promote v2: pick it, confirm with a reason, and land back on the page with the outcome.
+    page.select_option("[data-testid=promote-version]", "2")
+    page.click("[data-testid=promote]")
+    page.locator("[data-testid=confirm]").wait_for()
+    assert "Promote v2 of returns?" in page.locator("h1").inner_text()
+    page.fill("input[name=reason]", "browser test")
+    page.click("[data-testid=confirm-button]")
+    page.wait_for_url(re.compile(r"/ui/u/returns\?done="))
+    assert "v2 is now champion (was v1)" in page.locator("[data-testid=message]").inner_text()
+    assert page.locator("[data-testid=champion]").inner_text() == "v2"
+    assert champion_of(tower.settings) == "2"
+    mv = registry.alias_version(configure(tower.settings), USECASE, registry.CHAMPION)
+    assert mv is not None and "browser test" in mv.tags["shopml.gate.override"]
+    # The service in the same process serves the new champion at once.
+    ready = page.request.get(f"{tower.url}/ready", headers={"authorization": f"Bearer {SCORE}"})
+    assert str(ready.json()["models"][USECASE]) == "2", ready.text()
+    # Roll back: v1 again.
+    page.click("[data-testid=rollback]")
+    page.locator("[data-testid=confirm]").wait_for()
+    page.click("[data-testid=confirm-button]")
+    page.wait_for_url(re.compile(r"/ui/u/returns\?done="))
+    assert "rolled back from v2 to v1" in page.locator("[data-testid=message]").inner_text()
+    assert page.locator("[data-testid=champion]").inner_text() == "v1"
+    assert champion_of(tower.settings) == "1"
+    assert p.errors == []
