@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export OPENBLAS_NUM_THREADS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast lint format bench docs screenshots clean
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,5 +81,11 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 bench: $(STAMP) ## Run the benchmarks and update benchmarks/results
 	$(BIN)/python -m benchmarks
 
+docs: $(STAMP) ## Build the documentation site into site/ (strict: a broken link fails)
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+screenshots: $(STAMP) $(BIN)/chromium ## Retake the control tower's screenshots for the docs (from .shopml: `make run` first)
+	$(BIN)/shopml ui --screenshots docs/img/tower --usecase returns
+
 clean: ## Remove local state (.shopml) and caches, keep .venv
-	rm -rf .shopml .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .shopml .pytest_cache .ruff_cache .mypy_cache site

@@ -2,8 +2,9 @@
 
 Each benchmark module ``benchmarks/bench_<name>.py`` defines ``run(quick=False) -> Result``.
 ``python -m benchmarks [NAME ...] [--quick]`` runs them, writes
-``benchmarks/results/<name>.json`` and ``.md``, and rewrites the README between
-``<!-- bench:<name> -->`` and ``<!-- /bench:<name> -->``.
+``benchmarks/results/<name>.json`` and ``.md``, and rewrites the block between
+``<!-- bench:<name> -->`` and ``<!-- /bench:<name> -->`` in whichever page holds it (the README
+or a page of the documentation site under ``docs/``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+
+def DOC_FILES() -> list[Path]:
+    """The README and every page of the documentation site: where result blocks live."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 @dataclass
@@ -87,15 +94,17 @@ def save(result: Result) -> None:
     update_readme(result.name, block)
 
 
-def update_readme(name: str, block: str, readme: Path = README) -> bool:
-    """Replace the README's block for ``name``; returns False when the markers are absent."""
-    if not readme.exists():
-        return False
-    text = readme.read_text()
+def update_readme(name: str, block: str, readme: Path | None = None) -> bool:
+    """Replace the block for ``name`` in ``readme``, or else in whichever of the README and the
+    docs pages holds its markers; returns False when no file has them."""
     pattern = re.compile(
         rf"(<!-- bench:{re.escape(name)} -->)\n?.*?\n?(<!-- /bench:{re.escape(name)} -->)", re.S
     )
-    if not pattern.search(text):
-        return False
-    readme.write_text(pattern.sub(lambda m: f"{m.group(1)}\n{block}\n{m.group(2)}", text))
-    return True
+    for path in [readme] if readme is not None else DOC_FILES():
+        if not path.exists():
+            continue
+        text = path.read_text()
+        if pattern.search(text):
+            path.write_text(pattern.sub(lambda m: f"{m.group(1)}\n{block}\n{m.group(2)}", text))
+            return True
+    return False

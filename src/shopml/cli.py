@@ -1319,6 +1319,15 @@ def ui(
             file_okay=False,
         ),
     ] = None,
+    shot_usecases: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--usecase",
+            "-u",
+            help="With --screenshots: only these use cases' pages (repeatable; default every "
+            "trained one).",
+        ),
+    ] = None,
 ) -> None:
     """The control tower: every model's state, drift and performance plots, the gate's history,
     alerts, and promote / rollback / retrain for admin keys; at http://HOST:PORT/ui/.
@@ -1331,6 +1340,8 @@ def ui(
     from shopml.serving import ServingConfigError
     from shopml.settings import reset_settings
 
+    if shot_usecases and screenshots is None:
+        raise UserError("--usecase chooses the pages of --screenshots; give --screenshots DIR")
     if insecure_dev:
         os.environ["SHOPML_INSECURE_DEV"] = "1"
         reset_settings()
@@ -1339,7 +1350,7 @@ def ui(
         from shopml.ui.screenshots import ScreenshotError, take_screenshots
 
         try:
-            saved = take_screenshots(settings, screenshots)
+            saved = take_screenshots(settings, screenshots, shot_usecases or None)
         except ScreenshotError as exc:
             raise UserError(str(exc)) from None
         for path in saved:

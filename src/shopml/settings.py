@@ -44,7 +44,10 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    env: Literal["development", "production"] = "development"
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses placeholder secrets and always needs API keys.",
+    )
     insecure_dev: bool = Field(
         default=False,
         description="Serve without API keys (open mode, loopback only); `shopml serve "
@@ -64,19 +67,48 @@ class Settings(BaseSettings):
     )
 
     # Tracking and registry (used from the models issue on).
-    mlflow_tracking_uri: str | None = None
-    mlflow_registry_uri: str | None = None
-    mlflow_artifact_root: str | None = None
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking store; default sqlite:///<home>/mlflow.db, e.g. "
+        "postgresql+psycopg://user@host/db or http://mlflow:5000.",
+    )
+    mlflow_registry_uri: str | None = Field(
+        default=None, description="A separate model registry; default the tracking URI."
+    )
+    mlflow_artifact_root: str | None = Field(
+        default=None,
+        description="Where new experiments keep artifacts; default <home>/mlartifacts with "
+        "local stores, e.g. s3://bucket/mlflow.",
+    )
 
     # Object storage (s3:// outputs, artifacts); any S3-compatible endpoint.
-    s3_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Any S3-compatible endpoint (MinIO, moto, ...); default AWS.",
+    )
 
     # Serving.
     # NoDecode: the environment gives "k1,k2", not JSON; _split_keys parses it.
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    online_store_uri: str | None = None
-    monitoring_store_uri: str | None = None
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may score and read the control tower, comma-separated "
+        "(`Authorization: Bearer <key>`).",
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys that may also use /v1/admin/* and the control tower's actions, "
+        "comma-separated.",
+    )
+    online_store_uri: str | None = Field(
+        default=None,
+        description="Online features the API looks up by id; default SQLite under the home, "
+        "or redis://host:6379/0, or postgresql://...",
+    )
+    monitoring_store_uri: str | None = Field(
+        default=None,
+        description="Prediction log and monitoring results; default "
+        "sqlite:///<home>/monitoring.sqlite, postgresql://... in production.",
+    )
     serve_max_batch: int = Field(
         default=100, ge=1, le=10_000, description="Most instances in one predict request."
     )
@@ -136,7 +168,9 @@ class Settings(BaseSettings):
     landing_s3_prefix: str | None = Field(
         default=None, description="s3://bucket/prefix/ watched instead of the landing folder."
     )
-    landing_poll_seconds: float = 5.0
+    landing_poll_seconds: float = Field(
+        default=5.0, description="How often the landing folder or prefix is listed."
+    )
     scores_uri: str | None = Field(
         default=None,
         description="Where the pipeline's batch scores go: a folder, or s3://bucket/prefix/ "
@@ -148,8 +182,8 @@ class Settings(BaseSettings):
         description="Hourly monitoring report; empty: no schedule on the Prefect server "
         "(another scheduler runs the monitor/shopml deployment).",
     )
-    schedule_timezone: str = "UTC"
-    work_pool: str = "shopml"
+    schedule_timezone: str = Field(default="UTC", description="Time zone of both schedules.")
+    work_pool: str = Field(default="shopml", description="The Prefect process work pool.")
 
     # Monitoring (drift, delayed-label performance, alerts, the retrain loop).
     alert_webhook_url: str | None = Field(
@@ -178,7 +212,7 @@ class Settings(BaseSettings):
     )
 
     # Reproducibility.
-    seed: int = 42
+    seed: int = Field(default=42, description="Training seed.")
 
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod

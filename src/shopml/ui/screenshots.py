@@ -102,19 +102,32 @@ def serve(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def take_screenshots(settings: Settings, folder: Path) -> list[Path]:
-    """Save ``overview.png`` and ``<usecase>.png`` for each use case with a champion (the page
-    signed in with an admin key, so the actions show)."""
+def take_screenshots(
+    settings: Settings, folder: Path, usecases: list[str] | None = None
+) -> list[Path]:
+    """Save ``overview.png`` and ``<usecase>.png`` for each use case with a champion, or for
+    those named (the page signed in with an admin key, so the actions show)."""
     from shopml.lifecycle.registry import describe
     from shopml.lifecycle.tracking import configure
     from shopml.serving.app import Auth
     from shopml.ui.app import create_ui_app, standalone_app
     from shopml.usecases import get_usecases
 
+    known = list(get_usecases())
+    unknown = [n for n in usecases or [] if n not in known]
+    if unknown:
+        raise ScreenshotError(f"no use case {', '.join(unknown)}; known: {', '.join(known)}")
     client = configure(settings)
-    trained = [n for n in get_usecases() if describe(client, n).champion is not None]
+    trained = [n for n in known if describe(client, n).champion is not None]
     if not trained:
         raise ScreenshotError("no use case has a champion here: train first (`shopml run`)")
+    if usecases:
+        untrained = [n for n in usecases if n not in trained]
+        if untrained:
+            raise ScreenshotError(
+                f"no champion for {', '.join(untrained)} here: train it first (`shopml train`)"
+            )
+        trained = [n for n in known if n in usecases]
     folder.mkdir(parents=True, exist_ok=True)
     # A one-off admin key, known to this process only: the pages as an admin sees them, and
     # nobody else on the machine can use the short-lived server.
