@@ -62,7 +62,8 @@ class Origin:
     ``status`` is ``ok``, ``skipped`` (the data cannot hold this cutoff and horizon: the reason
     says what was needed) or ``failed`` (the model itself failed: the reason is the error).
     ``differences`` are paired intervals of the model's decisive metric minus each baseline's
-    (positive means a higher metric for the model, whichever way is better).
+    (positive means a higher metric for the model, whichever way is better); ``paired`` has
+    the same for every metric (baseline -> metric -> interval).
     """
 
     cutoff: datetime
@@ -80,6 +81,7 @@ class Origin:
     baselines: dict[str, dict[str, Interval]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     differences: dict[str, Interval] = field(default_factory=dict)
+    paired: dict[str, dict[str, Interval]] = field(default_factory=dict)
     oracle: dict[str, float] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
@@ -117,6 +119,10 @@ class Origin:
             },
             "unavailable": self.unavailable,
             "differences": {k: v.to_dict() for k, v in self.differences.items()},
+            "paired": {
+                name: {k: v.to_dict() for k, v in metrics.items()}
+                for name, metrics in self.paired.items()
+            },
             "oracle": self.oracle,
             "params": self.params,
             "run_id": self.run_id,
@@ -349,7 +355,13 @@ def _origin(
     origin.unavailable = dict(evaluation.unavailable)
     for name in evaluation.baselines:
         origin.baselines[name] = boot.intervals(BASELINE_PREFIX + name)
-        origin.differences[name] = boot.difference(MODEL, BASELINE_PREFIX + name, uc.gate.metric)
+        origin.paired[name] = {
+            metric: boot.difference(MODEL, BASELINE_PREFIX + name, metric)
+            for metric in boot.metrics(MODEL)
+        }
+        origin.differences[name] = origin.paired[name].get(
+            uc.gate.metric, boot.difference(MODEL, BASELINE_PREFIX + name, uc.gate.metric)
+        )
     origin.oracle = evaluation.oracle
     if log:
         log_evaluation(uc, splits, evaluation, boot, tuning.params, config)

@@ -55,11 +55,16 @@ def test_rolling_origin_with_intervals_and_paired_differences(wh) -> None:
     assert first.unavailable == {"bgnbd": "every customer bought once: nothing to fit"}
     assert first.differences["constant"].above(0.2)  # paired: model AUC minus 0.5
     assert first.verdict("constant", higher_is_better=True) == "better"
+    # Every metric is paired too, the decisive one being ``differences``.
+    assert set(first.paired["constant"]) == set(first.model)
+    assert first.paired["constant"]["auc"] == first.differences["constant"]
+    assert first.paired["constant"]["log_loss"].below(0.0)  # the model's log loss is lower
     (comparison,) = result.comparisons()
     assert (comparison.baseline, comparison.origins, comparison.better) == ("constant", 2, 2)
     payload = result.to_dict()
     assert payload["summary"]["completed"] == 2
     assert payload["origins"][0]["differences"]["constant"]["low"] > 0
+    assert payload["origins"][0]["paired"]["constant"]["log_loss"]["high"] < 0
 
 
 def test_a_backtest_logs_to_its_own_experiment_and_leaves_the_registry_alone(wh) -> None:
