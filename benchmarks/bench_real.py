@@ -371,7 +371,8 @@ def judge(goal: Goal, outcome: Outcome) -> Verdict:
         return Verdict(goal, p, "missed", diff, f"{goal.baseline} is better on this window")
     n = outcome.origin.get("n", 0)
     unit = outcome.origin.get("unit", "rows")
-    return Verdict(goal, p, "not shown", diff, f"the interval straddles 0: {n:,} {unit} cannot tell")
+    why = f"the interval straddles 0: {n:,} {unit} cannot tell"
+    return Verdict(goal, p, "not shown", diff, why)
 
 
 def verdicts(outcomes: Sequence[Outcome]) -> list[Verdict]:
