@@ -96,6 +96,10 @@ LIFETIME_TOTALS = frozenset(
 # season (otherwise trees map an unseen season onto the nearest one seen).
 SEASON = ("cutoff_doy_sin", "cutoff_doy_cos")
 SEASON_SPAN_DAYS = 300
+# The mean model's leaves hold enough customers that their mean spend is known to 30% (relative
+# standard error), with at least this L2 penalty (see :func:`mean_params`).
+LEAF_RELATIVE_SE = 0.3
+MEAN_MIN_L2 = 10.0
 # Folds (by customer) that choose the final refit's number of boosting rounds.
 REFIT_FOLDS = 3
 # Not features: the key, and coordinates (where a customer lives says little about how much
@@ -589,8 +593,10 @@ def fit_hybrid(
         x, y, off = matrix(everything)
         fold = customer_folds(everything.frame["customer_id"], REFIT_FOLDS)
     xv, yv, offv = matrix(valid) if valid is not None and len(valid) else (None, None, None)
+    point_params, mean_p = p, mean_params(p, y)
     rounds = []
     for obj, kw, offset in plan:
+        p = mean_p if offset else point_params
         if final:
             found = []
             for k in range(REFIT_FOLDS):
@@ -636,6 +642,7 @@ def fit_hybrid(
             "objective": objective,
             "feature_importance": _boosting.feature_importance(inner),
             "rounds": rounds,
+            "mean_min_data_in_leaf": mean_p["min_data_in_leaf"],
             "bgnbd_model": bgnbd.meta.get("model"),
             "bgnbd_fitted_on": bgnbd.meta.get("fitted_on"),
             "horizon_days": float(horizon_days),
@@ -646,6 +653,24 @@ def fit_hybrid(
     if refit is not None:
         scorer.meta["refit_windows"] = sorted(c.isoformat() for d in all_rows for c in d.cutoffs)
     return scorer
+
+
+def mean_params(params: Mapping[str, Any], y: np.ndarray) -> dict[str, Any]:
+    """The mean booster's parameters: ``params`` (tuned for the point model's MAE) with leaves
+    large enough that a leaf's mean spend is known to :data:`LEAF_RELATIVE_SE` (for labels
+    whose coefficient of variation is ``cv``, that takes ``(cv / LEAF_RELATIVE_SE) ** 2``
+    customers) and at least :data:`MEAN_MIN_L2` of L2 penalty: spend is heavy-tailed, and
+    small leaves let the correction of BG/NBD chase a few large spenders. Too few rows for
+    such a leaf leave the trees without splits: BG/NBD's answer, rescaled."""
+    out = {**_boosting.DEFAULTS, **params}
+    y = y[np.isfinite(y)]
+    mean = float(np.mean(y)) if len(y) else 0.0
+    if mean > 0:
+        cv = float(np.std(y)) / mean
+        need = int(np.ceil((cv / LEAF_RELATIVE_SE) ** 2))
+        out["min_data_in_leaf"] = max(int(out["min_data_in_leaf"]), need)
+    out["lambda_l2"] = max(float(out["lambda_l2"]), MEAN_MIN_L2)
+    return out
 
 
 def model_features(features: list[str], cutoffs: list[datetime]) -> list[str]:
