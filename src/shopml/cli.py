@@ -41,12 +41,41 @@ err_console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _use_engine(value: str | None) -> str | None:
+    """``--engine``: the engine for this command and everything it starts (SHOPML_ENGINE)."""
+    if value is None:
+        return None
+    import os
+
+    from shopml.settings import reset_settings
+
+    if value not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"choose duckdb or spark, not {value!r}")
+    os.environ["SHOPML_ENGINE"] = value
+    reset_settings()
+    return value
+
+
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="duckdb or spark: where features, datasets and batch scores are computed "
+        '(default SHOPML_ENGINE, else duckdb; README "Spark").',
+        callback=_use_engine,
+        is_eager=True,
+    ),
+]
+
+
 class UserError(Exception):
     """An error the user can fix; printed as one line, exit code 2."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from shopml.data.contracts import ContractError
+    from shopml.data.lake import LakeError
+    from shopml.data.spark import EngineError
     from shopml.data.warehouse import WarehouseError
     from shopml.lifecycle.registry import RegistryError
     from shopml.settings import SettingsError
@@ -55,6 +84,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         UserError,
         ContractError,
         WarehouseError,
+        EngineError,
+        LakeError,
         SettingsError,
         RegistryError,
     ]
@@ -504,6 +535,7 @@ def features(
     output: Annotated[
         Path | None, typer.Option(help="Write the feature table (parquet or csv).")
     ] = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build point-in-time features at a cutoff and summarise them (or write them to a file)."""
@@ -673,6 +705,7 @@ def train(
             "nothing later is used. For replays of the past.",
         ),
     ] = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate, register and gate use cases on the warehouse's data."""
@@ -719,6 +752,7 @@ def backtest(
     trials: Annotated[int, typer.Option(min=0, help="Tuning trials per cutoff.")] = 8,
     timeout: Annotated[float, typer.Option(min=0, help="Tuning seconds per cutoff.")] = 45.0,
     draws: Annotated[int, typer.Option(min=10, help="Bootstrap resamples per interval.")] = 400,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Backtest a use case at past cutoffs against every baseline, with 95% intervals.
@@ -1025,6 +1059,7 @@ def run(
     force: Annotated[
         bool, typer.Option(help="Redo every step even when its inputs are unchanged.")
     ] = False,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The main job: the `pipeline` flow in-process (Prefect's ephemeral mode, no server).
@@ -1415,6 +1450,7 @@ def score(
         ),
     ] = None,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Batch-score rows with a model (the champion, or --version) and the online features,

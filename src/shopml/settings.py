@@ -66,6 +66,31 @@ class Settings(BaseSettings):
         default=None, description="Folder watched for new files; default <home>/landing."
     )
 
+    # The engine that builds features, labelled datasets and batch scores (README "Spark").
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="duckdb (one machine, the warehouse file) or spark (the canonical tables "
+        "as Parquet in the lake, read by Spark); `--engine` on the commands that read data.",
+    )
+    lake_uri: str | None = Field(
+        default=None,
+        description="Where the Spark engine reads the canonical tables: a folder or "
+        "s3://bucket/prefix/ of Parquet; default <home>/lake.",
+    )
+    spark_master: str = Field(
+        default="local[2]",
+        description="Spark master URL (local[N], spark://host:7077, yarn, k8s://...).",
+    )
+    spark_remote: str | None = Field(
+        default=None,
+        description="A Spark Connect server (sc://host:15002) used instead of a local driver.",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='More Spark settings, e.g. {"spark.driver.memory": "8g"} '
+        "(SHOPML_SPARK_CONF as JSON).",
+    )
+
     # Tracking and registry (used from the models issue on).
     mlflow_tracking_uri: str | None = Field(
         default=None,
@@ -263,6 +288,11 @@ class Settings(BaseSettings):
     @property
     def landing(self) -> Path:
         return self.landing_dir or self.home / "landing"
+
+    @property
+    def lake_location(self) -> str:
+        """The Spark engine's Parquet lake: a folder or ``s3://`` prefix (see ``lake_uri``)."""
+        return self.lake_uri or str((self.home / "lake").resolve())
 
     @property
     def scores_location(self) -> str:

@@ -43,13 +43,17 @@ from shopml.data.contracts import (
     required_tables,
     validate,
 )
+from shopml.data.versions import digest_batches, schema_of, version_of
 
 if TYPE_CHECKING:
-    import ibis.backends.duckdb
-
+    from shopml.data.lake import Lake
     from shopml.settings import Settings
 
 WriteMode = Literal["dataset", "replace", "upsert"]
+Engine = Literal["duckdb", "spark"]
+
+# Rows per Arrow batch when a table's content is hashed (bounded memory on large tables).
+_HASH_BATCH = 262_144
 
 _META_DDL = (
     """CREATE TABLE IF NOT EXISTS _shopml_versions (
@@ -158,10 +162,20 @@ def _now() -> datetime:
 class Warehouse:
     """A DuckDB warehouse file. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        engine: Engine = "duckdb",
+        settings: Settings | None = None,
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.engine: Engine = engine
+        self.settings = settings
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._spark_backend: Any = None
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, read_only: bool = False) -> Warehouse:
@@ -175,7 +189,7 @@ class Warehouse:
             )
         if not read_only:
             s.ensure_home()
-        return cls(s.warehouse, read_only=read_only)
+        return cls(s.warehouse, read_only=read_only, engine=s.engine, settings=s)
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -263,11 +277,45 @@ class Warehouse:
     def sql(self, query: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.con.execute(query, params or []).df()
 
-    def ibis(self) -> ibis.backends.duckdb.Backend:
-        """An Ibis backend on this warehouse; feature queries are written against it."""
+    def ibis(self) -> Any:
+        """An Ibis backend on this warehouse's engine; feature queries are written against it.
+
+        ``duckdb``: the warehouse file itself. ``spark``: the canonical tables as published to
+        the lake (:mod:`shopml.data.lake`, brought up to date with the warehouse first), as
+        views of the process's Spark session (:mod:`shopml.data.spark`).
+        """
         import ibis
 
+        if self.engine == "spark":
+            return self.spark_ibis()
         return ibis.duckdb.from_connection(self.con)
+
+    def lake(self) -> Lake:
+        """The lake the Spark engine reads (``SHOPML_LAKE_URI``)."""
+        from shopml.data.lake import Lake
+        from shopml.settings import get_settings
+
+        s = self.settings or get_settings()
+        return Lake(s.lake_location, s)
+
+    def spark_ibis(self) -> Any:
+        """An Ibis backend on Spark over the lake, after publishing what changed there."""
+        import ibis
+
+        from shopml.data.spark import get_spark
+        from shopml.settings import get_settings
+
+        s = self.settings or get_settings()
+        spark = get_spark(s)
+        lake = self.lake()
+        # Views are the session's: registered again on every call, since another warehouse
+        # (another lake) may have registered its own under the same names meanwhile.
+        if self.path.exists() or self._con is not None:
+            lake.sync(self)
+        lake.register(spark)
+        if self._spark_backend is None:
+            self._spark_backend = ibis.pyspark.connect(spark)
+        return self._spark_backend
 
     def table_names(self) -> list[str]:
         rows = self.con.execute(
@@ -624,24 +672,15 @@ class Warehouse:
 
     @staticmethod
     def _version(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int]:
-        # An order-independent digest of every row (keys are unique, so rows cannot cancel out),
-        # plus the schema: the same content gives the same version however it was written.
-        # Only the contract's columns count: the id keys are derived from them.
+        # The engine-independent content hash of shopml.data.versions: the same content gives
+        # the same version however it was written, and the Spark engine's lake computes the
+        # same one from its Parquet files. Only the contract's columns count: the id keys are
+        # derived from them.
         names = CONTRACTS[table].column_names if table in CONTRACTS else list(_columns(con, table))
         cols = ", ".join(f'"{c}"' for c in names)
-        row = con.execute(
-            f"SELECT count(*), coalesce(bit_xor(hash(t)), 0), coalesce(sum(hash(t)), 0) "
-            f'FROM (SELECT {cols} FROM "{table}") AS t'
-        ).fetchone()
-        assert row is not None
-        schema = con.execute(
-            "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) "
-            "FROM information_schema.columns "
-            "WHERE table_name = ? AND list_contains(?, column_name)",
-            [table, names],
-        ).fetchone()
-        blob = f"{table}|{schema[0] if schema else ''}|{row[0]}|{row[1]}|{row[2]}".encode()
-        return hashlib.sha256(blob).hexdigest()[:16], int(row[0])
+        reader = con.execute(f'SELECT {cols} FROM "{table}"').to_arrow_reader(_HASH_BATCH)
+        d = digest_batches(reader, names)
+        return version_of(table, schema_of(table, names, reader.schema), d), d.rows
 
 
 def row_keys(table: str, rows: pd.DataFrame) -> list[str]:

@@ -47,12 +47,23 @@ def canonical_schema(table: str) -> ibis.Schema:
     return ibis.schema({c.name: _IBIS_TYPES[c.dtype] for c in get_contract(table).columns})
 
 
+def epoch_seconds(at: ir.Value) -> ir.IntegerValue:
+    """Whole seconds since 1970 (null if ``at`` is): the same integer on every backend.
+
+    DuckDB's ``epoch`` keeps the fraction of a second and Spark's ``unix_timestamp`` drops it;
+    flooring both makes durations exact and equal on both to the second (every source shopml
+    reads records whole seconds or coarser; a cutoff's fraction of a second is ignored).
+    """
+    return at.epoch_seconds().floor()
+
+
 def days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
     """Fractional days from ``earlier`` to ``later`` (null if either is null)."""
-    # Epoch seconds rather than interval types: the arithmetic then means the same on every
-    # backend Ibis compiles to (DuckDB, Spark).
-    diff = later.epoch_seconds() - earlier.epoch_seconds()
-    return diff / SECONDS_PER_DAY
+    # Epoch seconds rather than interval types, and a float division (Spark would divide an
+    # integer by the literal as a decimal, rounded to 6 places): the arithmetic then means the
+    # same on every backend Ibis compiles to (DuckDB, Spark).
+    diff = epoch_seconds(later) - epoch_seconds(earlier)
+    return diff.cast("float64") / SECONDS_PER_DAY
 
 
 def ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:

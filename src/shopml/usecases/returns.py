@@ -104,6 +104,7 @@ class Returns(_boosting.BoostedParams, UseCase):
         import ibis
 
         from shopml.features import FEATURE_SETS, order_item_features
+        from shopml.features._snapshot import days_between
         from shopml.features.lines import LINE_HISTORY_COLUMNS, line_history_as_of
 
         b = wh.ibis()
@@ -137,15 +138,8 @@ class Returns(_boosting.BoostedParams, UseCase):
         if delivered:
             delivery = orders.select(
                 "order_id",
-                delivery_days=(
-                    orders.delivered_at.epoch_seconds() - orders.purchased_at.epoch_seconds()
-                )
-                / 86400.0,
-                delivery_delay_days=(
-                    orders.delivered_at.epoch_seconds()
-                    - orders.estimated_delivery_at.epoch_seconds()
-                )
-                / 86400.0,
+                delivery_days=days_between(orders.delivered_at, orders.purchased_at),
+                delivery_delay_days=days_between(orders.delivered_at, orders.estimated_delivery_at),
             )
         else:  # unknown, not zero: the purchase stands in for the delivery only as a date
             unknown = ibis.null().cast("float64")
