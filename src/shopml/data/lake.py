@@ -65,7 +65,7 @@ class Lake:
         self.settings = settings
         self.s3 = self.uri.startswith("s3://")
         if self.s3:
-            from shopml.serving.batch import s3_filesystem
+            from shopml.data.objectstore import s3_filesystem
             from shopml.settings import get_settings
 
             self.fs: Any = s3_filesystem(settings or get_settings())
