@@ -1305,6 +1305,9 @@ def serve(
     if workers > 1:
         # Workers shut down if this process is killed (they would keep serving, orphaned).
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    from shopml.serving.models import fail_fast_registry
+
+    fail_fast_registry()  # this process and its workers only serve: registry calls fail fast
     console.print(
         f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs", highlight=False
     )

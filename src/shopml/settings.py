@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     registry_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the service checks the champion aliases."
     )
+    registry_start_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest the service's start waits for the registry before serving the "
+        "champions in its serving cache (and retrying in the background).",
+    )
     feature_max_age_hours: float = Field(
         default=48.0, gt=0, description="Online features older than this are flagged stale."
     )

@@ -43,7 +43,13 @@ from shopml.runtime.answers import AnswerError, Schemas
 from shopml.runtime.predictions import PredictionRecord
 from shopml.serving import metrics
 from shopml.serving.features import FeatureLookup
-from shopml.serving.models import LoadedModel, MlflowSource, ModelSource, ModelStore
+from shopml.serving.models import (
+    LoadedModel,
+    MlflowSource,
+    ModelSource,
+    ModelStore,
+    ServingCache,
+)
 from shopml.serving.predlog import PredictionLog, open_writer
 
 if TYPE_CHECKING:
@@ -650,6 +656,8 @@ def _service_state(
         source_factory or default_source,
         settings.registry_poll_seconds,
         on_swap=metrics.model_swapped,
+        cache=ServingCache(settings.home / "serving-cache"),
+        start_seconds=settings.registry_start_seconds,
     )
     home = settings.home
     metrics.watch_monitoring(settings.monitoring_store_uri, home)
