@@ -153,7 +153,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How often the service checks the champion aliases."
     )
     registry_start_seconds: float = Field(
-        default=15.0,
+        default=30.0,
         gt=0,
         description="Longest the service's start waits for the registry before serving the "
         "champions in its serving cache (and retrying in the background).",

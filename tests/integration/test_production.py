@@ -10,10 +10,14 @@ Prometheus with a node exporter as in compose. Then, as an operator would:
 ``shopml doctor`` -> ``shopml deploy`` -> the pipeline deployment run through the worker
 (a tiny simulated shop) -> predictions from the API with features from Redis -> the monitor
 deployment -> Prometheus scrapes the API and the monitor's gauges -> a file dropped into the S3
-landing prefix is ingested -> ``shopml doctor`` with the MLflow server stopped names it.
+landing prefix is ingested -> ``shopml doctor`` with the MLflow server stopped names it -> the
+API restarted while the registry is down answers from its serving cache (``/ready`` degraded,
+with the reason), also when pointed at a PostgreSQL registry that cannot be reached.
 
 Every server runs in its own process group and is stopped by a finalizer, also when the test
-fails; the test checks that none is left.
+fails; the test checks that none is left. Servers are waited for by readiness with generous
+bounds (the machine may be busy), and the process answering on a port is checked to be the one
+started there (``services.Processes.start_server``).
 """
 
 from __future__ import annotations
@@ -450,8 +454,9 @@ def test_the_production_profile_end_to_end(stack: dict[str, Any]) -> None:
 
     # 9. The registry down, the service restarted: it answers with the champions in its
     #    serving cache, and /ready says degraded and why.
-    served = _get(f"{base}/ready", timeout=30)["models"]
-    assert set(served) == set(USECASES) and all(served.values()), served
+    models = _get(f"{base}/ready", timeout=30)["models"]  # every use case: None if untrained
+    served = {uc: v for uc, v in models.items() if v is not None}
+    assert set(served) == set(USECASES), models
     body = s3.get_object(Bucket=BUCKET, Key="scores/segments.parquet")["Body"].read()
     latest = pd.read_parquet(io.BytesIO(body))["customer_id"].astype(str).tolist()[:3]
 
@@ -468,7 +473,7 @@ def test_the_production_profile_end_to_end(stack: dict[str, Any]) -> None:
         _wait("API ready from its cache", lambda: _ready(url), 120, lambda: procs.log("api"))
         ready = _get(f"{url}/ready", timeout=30)
         assert ready["status"] == "degraded" and ready["registry"]["ok"] is False, ready
-        assert ready["models"] == served, ready
+        assert ready["models"] == models, ready
         for customer in latest:
             code, answer = _post(f"{url}/v1/segments/predict", {"customer_id": customer}, API_KEY)
             assert code == 200 and answer["model_version"] == served["segments"], answer

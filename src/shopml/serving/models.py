@@ -47,8 +47,10 @@ CHAMPION = "champion"
 # A service's registry calls fail fast: the poller's next round is the retry, and a request
 # stuck in MLflow's own retries (minutes) would hold the poller and an admin reload.
 REGISTRY_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-# How long start-up waits for the registry by default before serving from the cache.
-START_SECONDS = 15.0
+# How long start-up waits for the registry by default before serving from the cache, and at
+# most for the source to be made (MLflow imported, a SQL registry probed) before that.
+START_SECONDS = 30.0
+SOURCE_SECONDS = 120.0
 # SQL registries: the default port of each scheme, for the reachability probe.
 _SQL_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
@@ -373,6 +375,7 @@ class ModelStore:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._answered = threading.Event()  # the first registry round has answered or failed
+        self._source_made = threading.Event()  # the source exists (or could not be made)
         self._lock = threading.Lock()  # one refresh at a time (poller and admin reload)
         self._cache_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -421,7 +424,10 @@ class ModelStore:
         with self._lock:
             try:
                 if self.source is None:
-                    self.source = self._source_factory()
+                    try:
+                        self.source = self._source_factory()
+                    finally:
+                        self._source_made.set()
                 source = self.source
                 wanted = {uc: source.alias_version(uc, CHAMPION) for uc in self.usecases}
             except Exception as exc:
@@ -472,11 +478,14 @@ class ModelStore:
     def start(self) -> None:
         """Load what the registry has now, then watch it from a daemon thread.
 
-        Waits for the registry's first answer at most ``start_seconds``; without one, the
-        cached champions are served (``registry_error`` says why) while the thread keeps
-        trying. Once the registry has answered, the start waits for its champions to load."""
+        Waits for the registry's first answer at most ``start_seconds`` (counted once the
+        source exists: importing MLflow on a busy machine is not the registry being slow; a
+        source's own making is bounded, see :func:`probe_registry`); without one, the cached
+        champions are served (``registry_error`` says why) while the thread keeps trying.
+        Once the registry has answered, the start waits for its champions to load."""
         self._thread = threading.Thread(target=self._run, name="shopml-model-watch", daemon=True)
         self._thread.start()
+        self._source_made.wait(max(self.start_seconds, SOURCE_SECONDS))
         if not self._answered.wait(self.start_seconds):
             self._outage(f"no answer within {self.start_seconds:g} s at start-up (still trying)")
             return
