@@ -596,6 +596,8 @@ def create_app(
     served = _usecases(usecases)
     names = [uc.name for uc in served]
     state = _service_state(settings, names, source_factory, online_store_factory, clock)
+    if in_process:  # a replay drives it: it waits for the registry as long as it takes
+        state.models.start_seconds = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

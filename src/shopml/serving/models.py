@@ -47,9 +47,8 @@ CHAMPION = "champion"
 # A service's registry calls fail fast: the poller's next round is the retry, and a request
 # stuck in MLflow's own retries (minutes) would hold the poller and an admin reload.
 REGISTRY_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-# How long start-up waits for the registry by default before serving from the cache, and at
-# most for the source to be made (MLflow imported, a SQL registry probed) before that.
-START_SECONDS = 30.0
+# How long a bounded start-up waits at most for the source to be made (MLflow imported, a SQL
+# registry probed) before it counts the registry's own bound.
 SOURCE_SECONDS = 120.0
 # SQL registries: the default port of each scheme, for the reachability probe.
 _SQL_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
@@ -356,7 +355,7 @@ class ModelStore:
         poll_seconds: float = 30.0,
         on_swap: Callable[[str, str | None, str], None] | None = None,
         cache: ServingCache | None = None,
-        start_seconds: float = START_SECONDS,
+        start_seconds: float | None = None,
     ) -> None:
         self.usecases = list(usecases)
         self._source_factory = source_factory
@@ -478,14 +477,18 @@ class ModelStore:
     def start(self) -> None:
         """Load what the registry has now, then watch it from a daemon thread.
 
-        Waits for the registry's first answer at most ``start_seconds`` (counted once the
-        source exists: importing MLflow on a busy machine is not the registry being slow; a
-        source's own making is bounded, see :func:`probe_registry`); without one, the cached
-        champions are served (``registry_error`` says why) while the thread keeps trying.
-        Once the registry has answered, the start waits for its champions to load."""
+        Waits for the registry's first answer at most ``start_seconds`` (None: as long as it
+        takes; counted once the source exists: importing MLflow on a busy machine is not the
+        registry being slow, and a source's own making is bounded, see
+        :func:`probe_registry`); without one, the cached champions are served
+        (``registry_error`` says why) while the thread keeps trying. Once the registry has
+        answered, the start waits for its champions to load."""
         self._thread = threading.Thread(target=self._run, name="shopml-model-watch", daemon=True)
         self._thread.start()
-        self._source_made.wait(max(self.start_seconds, SOURCE_SECONDS))
+        if self.start_seconds is None:
+            self._answered.wait()
+        else:
+            self._source_made.wait(max(self.start_seconds, SOURCE_SECONDS))
         if not self._answered.wait(self.start_seconds):
             self._outage(f"no answer within {self.start_seconds:g} s at start-up (still trying)")
             return
