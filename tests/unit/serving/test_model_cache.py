@@ -181,7 +181,7 @@ def test_an_unreachable_sql_registry_is_refused_in_seconds(tmp_path: Path) -> No
 def test_an_unreadable_sqlite_registry_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(RegistryUnreachable, match="mlflow.db"):
+    with pytest.raises(RegistryUnreachable, match=r"mlflow\.db"):
         probe_registry(f"sqlite:///{db}", timeout=1)
     probe_registry(f"sqlite:///{tmp_path / 'new.db'}")  # MLflow creates a missing one
     probe_registry("http://127.0.0.1:1")  # HTTP fails fast in the service's requests instead
