@@ -437,31 +437,53 @@ class ModelStore:
             self.last_poll = time.time()
             self._answered.set()
             for uc, info in wanted.items():
-                current = self.models.get(uc)
                 if info is None:
-                    if current is None:
+                    if self.models.get(uc) is None:
                         self.errors[uc] = "no champion in the registry"
                     continue
-                if current is not None and current.version == info.version:
-                    self.from_cache.pop(uc, None)
-                    self._remember(uc, info)
-                    continue
-                try:
-                    loaded = LoadedModel(uc, source.load(uc, info.version), info)
-                except Exception as exc:
-                    self.errors[uc] = f"v{info.version} failed to load: {str(exc)[:200]}"
-                    log.exception("loading %s v%s failed", uc, info.version)
-                    continue
-                self.models[uc] = loaded  # the swap: one assignment
-                self.from_cache.pop(uc, None)
-                self.errors.pop(uc, None)
-                self._remember(uc, info)
-                old = current.version if current else None
-                changes[uc] = f"{'v' + old if old else 'none'} -> v{info.version}"
-                log.info("%s: serving v%s (was %s)", uc, info.version, old or "none")
-                if self.on_swap is not None:
-                    self.on_swap(uc, old, info.version)
+                self._swap_in(uc, info, source, changes)
         return changes
+
+    def adopt(self, wanted: dict[str, VersionInfo]) -> dict[str, str]:
+        """Serve exactly these versions (another worker's reload, ``serving.swap``), loaded
+        from the serving cache that worker filled: no registry call when they are there."""
+        changes: dict[str, str] = {}
+        with self._lock:
+            if self.source is None:
+                try:
+                    self.source = self._source_factory()
+                finally:
+                    self._source_made.set()
+            for uc, info in wanted.items():
+                if uc in self.usecases:
+                    self._swap_in(uc, info, self.source, changes)
+        return changes
+
+    def _swap_in(
+        self, uc: str, info: VersionInfo, source: ModelSource, changes: dict[str, str]
+    ) -> None:
+        """Load ``info``'s version of ``uc`` unless it is served already, and swap it in
+        (``changes`` gets what moved)."""
+        current = self.models.get(uc)
+        if current is not None and current.version == info.version:
+            self.from_cache.pop(uc, None)
+            self._remember(uc, info)
+            return
+        try:
+            loaded = LoadedModel(uc, source.load(uc, info.version), info)
+        except Exception as exc:
+            self.errors[uc] = f"v{info.version} failed to load: {str(exc)[:200]}"
+            log.exception("loading %s v%s failed", uc, info.version)
+            return
+        self.models[uc] = loaded  # the swap: one assignment
+        self.from_cache.pop(uc, None)
+        self.errors.pop(uc, None)
+        self._remember(uc, info)
+        old = current.version if current else None
+        changes[uc] = f"{'v' + old if old else 'none'} -> v{info.version}"
+        log.info("%s: serving v%s (was %s)", uc, info.version, old or "none")
+        if self.on_swap is not None:
+            self.on_swap(uc, old, info.version)
 
     def _remember(self, uc: str, info: VersionInfo) -> None:
         if self.cache is None:
