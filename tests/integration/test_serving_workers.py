@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +24,19 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_reload_reaches_every_worker(served_home: Path, tmp_path: Path) -> None:
+    import mlflow
     from mlflow import MlflowClient
 
-    mlc = MlflowClient(tracking_uri=serving_settings(served_home).tracking_uri)
+    uri = serving_settings(served_home).tracking_uri
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # a new version's source is resolved through it
+    try:
+        check_reloads(MlflowClient(tracking_uri=uri), served_home, tmp_path)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def check_reloads(mlc: Any, served_home: Path, tmp_path: Path) -> None:
     name = "shopml-segments"
     v1 = mlc.get_model_version_by_alias(name, "champion")
     cid = a_customer(served_home)

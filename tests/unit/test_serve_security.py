@@ -305,7 +305,8 @@ def test_shopml_serve_takes_a_body_cap(
 
     from shopml.settings import get_settings
 
-    monkeypatch.delenv("SHOPML_SERVE_MAX_BODY_BYTES", raising=False)
+    # Set here so that the test's end removes what `shopml serve` puts in the environment.
+    monkeypatch.setenv("SHOPML_SERVE_MAX_BODY_BYTES", "1m")
     code, _, err = shopml(["serve", "--insecure-dev", "--max-body", "256k"], capsys, monkeypatch)
     assert code == 0, err
     # The workers (fresh processes) read it from the environment.
@@ -313,7 +314,7 @@ def test_shopml_serve_takes_a_body_cap(
     assert get_settings().serve_max_body_bytes == 256 * 1024
     code, _, err = shopml(["serve", "--insecure-dev", "--max-body", "lots"], capsys, monkeypatch)
     assert code == 2 and "serve_max_body_bytes" in err and "'lots' is not a size" in err, err
-    monkeypatch.delenv("SHOPML_SERVE_MAX_BODY_BYTES")
+    monkeypatch.setenv("SHOPML_SERVE_MAX_BODY_BYTES", "1m")
     reset_settings()
 
 
