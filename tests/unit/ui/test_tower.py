@@ -183,6 +183,16 @@ def test_the_reads_show_registry_and_monitoring(toy_home: Settings) -> None:
     assert len(detail.alerts) == 1 and detail.alerts[0].triggered
     assert detail.links["3"]["mlflow"].startswith("http://127.0.0.1:5000/#/experiments/")
     assert "prefect" not in detail.links["3"]  # trained by `train_usecase`, not a flow
+    # A version a flow trained links to its flow run, on the configured Prefect UI.
+    from shopml.lifecycle.tracking import FLOW_RUN_TAG
+
+    run_id = detail.history[2].run_id
+    assert run_id is not None
+    configure(toy_home).set_tag(run_id, FLOW_RUN_TAG, "0f1e2d")
+    settings = toy_home.model_copy(update={"ui_prefect_url": "http://prefect.internal:4200/"})
+    with Reader(settings) as reader:
+        links = reader.detail(ToyUseCase()).links
+    assert links["1"]["prefect"] == "http://prefect.internal:4200/runs/flow-run/0f1e2d"
     assert detail.rollout == "no rollout"
 
 
