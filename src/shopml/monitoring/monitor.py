@@ -368,7 +368,9 @@ def check_performance(
     # Three standard errors of the live figure, relative to what it is judged against: a
     # smaller distance is chance on this many labels. Three, not two: a use case is checked
     # again and again, and two would cry wolf every few dozen checks.
-    noise = metric_noise(uc, joined, [metric, *(a[0] for a in spec.also)], seed=seed)
+    # The gate's decisive metric too: the control tower shows it live with its interval.
+    judged = dict.fromkeys([metric, *(a[0] for a in spec.also), uc.gate.metric])
+    noise = metric_noise(uc, joined, list(judged), seed=seed)
 
     def relative(name: str, reference: float) -> float | None:
         se = noise.get(name)

@@ -150,6 +150,9 @@ def test_replay_in_batch_then_monitor_on_demand(
     with_interval = [r for r in perf.itertuples() if r.detail and "low" in r.detail]
     assert with_interval, perf
     assert all(r.detail["low"] < r.value < r.detail["high"] for r in with_interval)
+    from shopml.usecases import get_usecase
+
+    assert get_usecase("delivery-time").gate.metric in {r.metric for r in with_interval}
 
 
 def test_replay_through_the_api(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
