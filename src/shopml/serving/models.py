@@ -142,6 +142,7 @@ class ServingCache:
     served last (``<usecase>/champion.json``), to start from when the registry is down."""
 
     POINTER = "champion.json"
+    KEEP = 3  # versions kept per use case: the champion and what a rollback most likely wants
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -173,6 +174,19 @@ class ServingCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self.prune(usecase, info.version)
+
+    def prune(self, usecase: str, champion: str) -> list[str]:
+        """Remove cached versions older than the ``KEEP`` newest (the champion always kept):
+        a daily retrain would otherwise pile up a scorer a day. Returns the removed versions."""
+        folder = self.folder / usecase
+        versions = sorted(
+            (p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int
+        )
+        removed = [v for v in versions[: -self.KEEP] if v != str(champion)]
+        for version in removed:
+            shutil.rmtree(folder / version, ignore_errors=True)
+        return removed
 
     def champion(self, usecase: str) -> VersionInfo | None:
         """The champion served last, if its scorer is still in the cache."""

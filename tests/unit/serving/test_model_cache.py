@@ -192,3 +192,16 @@ def test_the_source_leaves_the_process_environment_alone(tmp_path: Path) -> None
     before = {k: os.environ.get(k) for k in REGISTRY_FAIL_FAST}
     MlflowSource(Settings(home=tmp_path, mlflow_tracking_uri="http://127.0.0.1:1"))
     assert {k: os.environ.get(k) for k in REGISTRY_FAIL_FAST} == before
+
+
+def test_old_versions_are_pruned_from_the_cache(tmp_path: Path) -> None:
+    cache = ServingCache(tmp_path)
+    for version in ("1", "2", "3", "9", "10"):
+        path = cache.scorer_path("a", version)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(pickle.dumps(ConstantScorer(["x"], ["p"], values=[1.0])))
+    cache.remember("a", VersionInfo("2"))  # a rollback to an old version keeps it
+    assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_dir()) == ["10", "2", "3", "9"]
+    assert cache.champion("a") == VersionInfo("2")
+    cache.remember("a", VersionInfo("10"))
+    assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_dir()) == ["10", "3", "9"]
