@@ -44,7 +44,8 @@ import yaml
 from tests.support import services
 from tests.support.services import Processes
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+# A bound for a hung run, not a timing: 14-18 min were measured here at load 18-25.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
