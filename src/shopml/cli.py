@@ -1230,7 +1230,6 @@ def worker(
 
 # -- serving (issue 5: `serve` and `score`; owned by the serving work) -------------------------
 METRICS_PREFIX = "prometheus-"
-WORKER_HEALTHCHECK_SECONDS = 120
 
 
 def _is_loopback(host: str) -> bool:
@@ -1341,10 +1340,6 @@ def serve(
             log_level="info",
             log_config=log_config(),  # query strings redacted on the access log
             timeout_graceful_shutdown=30,
-            # A spawned worker answers the supervisor's health pings only once it has imported
-            # shopml's CLI (spawn re-imports the main module): seconds on a busy or throttled
-            # host. uvicorn's 5 s default killed and respawned such workers in an endless loop.
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             # Slow and greedy clients: deadlines for a request's head and body, a head size,
             # idle keep-alive and connections per worker (README "Hardening").
             http=SlowClientH11,
