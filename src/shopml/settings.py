@@ -50,7 +50,7 @@ def _config_file() -> Path:
 
 
 class Settings(BaseSettings):
-    """Configuration for every part of shopml; see README "Configuration" for the full list."""
+    """Configuration for every part of shopml; the docs' settings reference lists it all."""
 
     model_config = SettingsConfigDict(
         env_prefix="SHOPML_",
