@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 MANIFEST = "_shopml_manifest.json"
 # One publisher at a time in a process (a flow's tasks run in threads).
 _SYNC = threading.Lock()
+# The lake folder each temporary view reads, per Spark session (by id).
+_VIEWS: dict[int, dict[str, str]] = {}
 # Parquet files of at most this many rows: enough files for Spark to read in parallel.
 ROWS_PER_FILE = 1_000_000
 ROWS_PER_GROUP = 131_072
@@ -190,13 +192,26 @@ class Lake:
 
     # -- reading on Spark --------------------------------------------------------------------
     def register(self, spark: SparkSession) -> list[str]:
-        """Make every table of the manifest a temporary view of the session (by its name)."""
+        """Make every table of the manifest a temporary view of the session (by its name).
+
+        A view already pointing at the same folder in this session is kept: reading a folder's
+        Parquet footers again costs a Spark job per table, and the folder's content never
+        changes (its name is its data version)."""
         tables = self.manifest()
-        for name, t in tables.items():
-            try:
-                spark.read.parquet(self.location(t, spark=True)).createOrReplaceTempView(name)
-            except Exception as exc:
-                raise LakeError(_spark_read_error(self.uri, name, exc)) from exc
+        with _SYNC:
+            views = _VIEWS.setdefault(id(spark), {})
+            for name, t in tables.items():
+                where = self.location(t, spark=True)
+                if views.get(name) == where:
+                    continue
+                try:
+                    spark.read.parquet(where).createOrReplaceTempView(name)
+                except Exception as exc:
+                    raise LakeError(_spark_read_error(self.uri, name, exc)) from exc
+                views[name] = where
+            for name in [n for n in views if n not in tables]:
+                spark.catalog.dropTempView(name)
+                del views[name]
         return sorted(tables)
 
     def verify(self, spark: SparkSession) -> dict[str, str]:
@@ -208,6 +223,12 @@ class Lake:
             columns = CONTRACTS[name].column_names
             out[name] = version_of(name, schema_of(name, columns), spark_digest(df, columns))
         return out
+
+
+def forget_views() -> None:
+    """Forget the views registered so far (their session is stopping)."""
+    with _SYNC:
+        _VIEWS.clear()
 
 
 def spark_digest(df: Any, columns: list[str]) -> Digest:

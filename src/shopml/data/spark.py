@@ -168,6 +168,9 @@ def _start(settings: Settings) -> SparkSession:
 
 
 def _stop_locked() -> None:
+    from shopml.data.lake import forget_views
+
+    forget_views()
     if _State.session is not None:
         with contextlib.suppress(Exception):  # already gone with its JVM
             _State.session.stop()

@@ -188,8 +188,7 @@ def tune(
         direction="maximize" if uc.gate.higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed),
     )
-    for start in uc.starting_params():
-        study.enqueue_trial({**uc.default_params(), **start})
+    study.enqueue_trial(uc.default_params())
 
     def objective(trial: optuna.Trial) -> float:
         params = {**uc.default_params(), **uc.search_space(trial)}

@@ -16,7 +16,9 @@ of the model's features) raises :class:`BatchError` with one line naming what an
 
 from __future__ import annotations
 
+import copy
 import os
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -353,6 +355,71 @@ def latest_rows(
     )
 
 
+def _score_on_spark(
+    settings: Settings,
+    score: ChunkScorer,
+    rows: pd.DataFrame,
+    writer: _Writer,
+    chunk_rows: int,
+    progress: Progress | None,
+) -> int:
+    """Score ``rows`` on the Spark executors (``mapInPandas``, the scorer shipped once per
+    task) into Parquet parts, then stream the parts into ``writer``; returns the rows scored.
+
+    The rows already carry their features (they are the use case's dataset at a cutoff), so
+    the partitions look nothing up. A sample is scored here first: its columns are the
+    output's schema, and a model that cannot score these rows fails before any job starts.
+    """
+    import math
+    import shutil
+    import tempfile
+
+    import pyarrow.parquet as pq
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from shopml.data.spark import get_spark
+
+    spark = get_spark(settings)
+    sample = score(rows.head(64))
+    schema = pa.Schema.from_pandas(sample, preserve_index=False)
+    # The scorer without the rows it was built with: each task gets the model, not the data.
+    remote = copy.copy(score)
+    remote.source = CutoffFeatures(rows.iloc[:0], score.keys)
+    parts = max(1, math.ceil(len(rows) / chunk_rows))
+    frame = spark.createDataFrame(rows).repartition(parts)
+
+    def score_partition(frames: Any) -> Any:
+        for f in frames:
+            out = remote(f)
+            yield pa.Table.from_pandas(out, preserve_index=False).cast(schema).to_pandas()
+
+    # The parts go where the executors and this driver both see them: a local folder for a
+    # local driver, else the lake's staging area (a cluster's shared storage).
+    from shopml.data.lake import Lake
+
+    local = settings.spark_master.startswith("local") and not settings.spark_remote
+    lake = Lake(tempfile.mkdtemp(prefix="shopml-scores-") if local else settings.lake_location)
+    staging = f"_staging/scores-{uuid.uuid4().hex[:12]}"
+    try:
+        spark_schema = from_arrow_schema(schema, prefer_timestamp_ntz=True)
+        scored = frame.mapInPandas(score_partition, spark_schema)
+        scored.write.mode("overwrite").parquet(lake.spark_path(staging))
+        done = 0
+        for part in lake.files(staging, ".parquet"):
+            with lake.fs.open_input_file(part) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_rows):
+                    # Spark stores timestamps in microseconds: back to the scorer's own types.
+                    writer.write(pa.Table.from_batches([batch]).cast(schema).to_pandas())
+                    done += batch.num_rows
+                    if progress is not None:
+                        progress(done, len(rows))
+        return done
+    finally:
+        lake.remove(staging)
+        if local:
+            shutil.rmtree(lake.root, ignore_errors=True)
+
+
 # -- the output -------------------------------------------------------------------------------
 class _Writer:
     """Appends chunks to a Parquet or CSV file under a temporary name, renamed (or, for
@@ -478,6 +545,61 @@ class _Coverage:
             self.rows_without += int(frame[present].isna().all(axis=1).sum())
 
 
+class ChunkScorer:
+    """Scores one chunk of rows as the batch does: features filled from ``source``, then the
+    model; the ids first, then the outputs, the model version and the cutoff. The same object
+    scores the chunks read here and, pickled, the partitions of a Spark DataFrame."""
+
+    def __init__(
+        self,
+        uc: UseCase,
+        model: LoadedModel,
+        source: OnlineFeatures | CutoffFeatures,
+        keys: list[str],
+        name: str,
+        cutoff: datetime | None,
+        coverage: _Coverage,
+    ) -> None:
+        self.uc = uc
+        self.model = model
+        self.source = source
+        self.keys = keys
+        self.name = name
+        self.cutoff = cutoff
+        self.coverage = coverage
+        self.looked_up = 0
+
+    def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        uc, model, source = self.uc, self.model, self.source
+        frame = chunk.reset_index(drop=True)
+        ids = [c for c in (*self.keys, uc.key, *source.id_fields) if c in frame.columns]
+        ids = list(dict.fromkeys(ids))
+        self.looked_up = 0
+        if not uc.answer.model_outputs:
+            # Rankings and prices: the scorer's own frame answer.
+            has_features = any(f in frame.columns for f in model.features)
+            try:
+                if uc.key not in frame.columns and not has_features:
+                    raise KeyError(uc.key)
+                out = model.scorer.predict_frame(frame)
+            except KeyError as exc:
+                raise BatchError(
+                    f"{self.name}: no feature found: {uc.name} needs a {exc.args[0]} column "
+                    f"(columns: {_names([str(c) for c in frame.columns])})"
+                ) from None
+        else:
+            self.looked_up = source.fill(frame, model.features)
+            self.coverage.check(frame, self.name, source.id_fields)
+            x = model.scorer.to_matrix(frame)
+            pred = np.asarray(model.scorer.predict_matrix(x))
+            out = pd.DataFrame(pred.reshape(len(frame), -1), columns=model.outputs)
+        result = pd.concat([frame[ids], out.reset_index(drop=True)], axis=1)
+        result["model_version"] = model.version
+        if self.cutoff is not None:
+            result["as_of"] = self.cutoff
+        return result
+
+
 def score_batch(
     settings: Settings,
     usecase: str,
@@ -518,6 +640,7 @@ def score_batch(
             cutoff_rows, keys, cutoff = latest_rows(uc, wh, cutoff)
     elif cutoff is not None:
         cutoff_rows, keys = cutoff_dataset(settings, uc, cutoff)
+    rows_in: pd.DataFrame | None = None
     if cutoff_rows is not None and input_path is None and table is None:
         rows_in = cutoff_rows
         chunks: Iterator[pd.DataFrame] = (
@@ -528,6 +651,10 @@ def score_batch(
     else:
         chunks, total = read_chunks(settings, input_path, table, chunk_rows)
         name = input_path or f"table {table}"
+    # The use case's rows at a cutoff (what the pipeline scores) are scored on the Spark
+    # executors when the engine is Spark; rows from a file or a table, whose features may come
+    # from the online store, are scored here in chunks.
+    distributed = settings.engine == "spark" and cutoff_rows is not None and rows_in is not None
     writer = _Writer(output, settings)
     own_store = False
     ok = False
@@ -564,35 +691,17 @@ def score_batch(
         matrix = uc.answer.model_outputs
         coverage = _Coverage(model.features if matrix else [])
         rows = looked_up = 0
-        for chunk in chunks:
+        score = ChunkScorer(uc, model, source, keys, name, cutoff, coverage)
+        if distributed:
+            assert rows_in is not None
+            rows = _score_on_spark(settings, score, rows_in, writer, chunk_rows, progress)
+        for chunk in chunks if not distributed else ():
             if chunk.empty:
                 continue
-            frame = chunk.reset_index(drop=True)
-            ids = [c for c in (*keys, uc.key, *source.id_fields) if c in frame.columns]
-            ids = list(dict.fromkeys(ids))
-            if not matrix:
-                has_features = any(f in frame.columns for f in model.features)
-                try:
-                    if uc.key not in frame.columns and not has_features:
-                        raise KeyError(uc.key)
-                    out = model.scorer.predict_frame(frame)
-                except KeyError as exc:
-                    raise BatchError(
-                        f"{name}: no feature found: {usecase} needs a {exc.args[0]} column "
-                        f"(columns: {_names([str(c) for c in frame.columns])})"
-                    ) from None
-            else:
-                looked_up += source.fill(frame, model.features)
-                coverage.check(frame, name, source.id_fields)
-                x = model.scorer.to_matrix(frame)
-                pred = np.asarray(model.scorer.predict_matrix(x))
-                out = pd.DataFrame(pred.reshape(len(frame), -1), columns=model.outputs)
-            result = pd.concat([frame[ids], out.reset_index(drop=True)], axis=1)
-            result["model_version"] = model.version
-            if cutoff is not None:
-                result["as_of"] = cutoff
+            result = score(chunk)
+            looked_up += score.looked_up
             writer.write(result)
-            rows += len(frame)
+            rows += len(result)
             if progress is not None:
                 progress(rows, total)
         if rows == 0:

@@ -99,3 +99,23 @@ def test_versions_are_the_same_for_the_same_content_however_written(
     a.close()
     b.close()
     assert json.dumps(Warehouse(tmp_path / "a.duckdb", read_only=True).versions())
+
+
+def test_without_java_the_engine_flag_fails_in_one_line(tmp_path: Path, tables: dict) -> None:
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    load_warehouse(home / "warehouse.duckdb", tables).close()
+    env = {**os.environ, "SHOPML_HOME": str(home), "JAVA_HOME": str(tmp_path / "no-jdk")}
+    env.pop("SHOPML_ENGINE", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "shopml.cli", "features", "customers", "--engine", "spark"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "needs Java 17" in lines[0] and "Traceback" not in out.stderr
+    assert not (home / "lake").exists()  # nothing published for an engine that cannot start
