@@ -175,7 +175,7 @@ PROTOCOLS: tuple[Protocol, ...] = (
             Shown("ndcg_at_10", "NDCG@10 (repeats allowed)", True),
             Shown("ndcg_at_10_new", "NDCG@10, products new to the customer", True),
             Shown("recall_at_10", "recall@10", True),
-            Shown("catalogue_coverage", "catalogue coverage", None),
+            Shown("precision_at_10", "precision@10", True),
         ),
         (
             Goal("ndcg_at_10", "buy-again", "Recommender NDCG@10 above buy-again"),

@@ -84,6 +84,8 @@ def cli_reference() -> str:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(f"`{v}`" for v in typing.get_args(annotation))
     text = str(annotation) if typing.get_origin(annotation) else annotation.__name__
     return (
         text.replace("typing.", "")

@@ -1268,6 +1268,14 @@ def serve(
             help="Serve without API keys (open mode; loopback only). For your own machine.",
         ),
     ] = False,
+    max_body: Annotated[
+        str | None,
+        typer.Option(
+            "--max-body",
+            help="Largest request body: bytes, or 512k, 4m (default SHOPML_SERVE_MAX_BODY_BYTES, "
+            "1m); larger ones are answered 413 as they stream in.",
+        ),
+    ] = None,
 ) -> None:
     """Serve every use case's champion over HTTP (FastAPI; docs at /docs).
 
@@ -1287,6 +1295,9 @@ def serve(
     if insecure_dev:
         os.environ["SHOPML_INSECURE_DEV"] = "1"  # the workers read their settings again
         reset_settings()
+    if max_body is not None:
+        os.environ["SHOPML_SERVE_MAX_BODY_BYTES"] = max_body  # checked by _settings() below
+        reset_settings()
     settings = _settings()
     try:  # fail here, with one line, rather than in every worker
         create_api(settings)
@@ -1299,12 +1310,20 @@ def serve(
         )
     # Metrics folders are named after the service that owns them: a killed one's goes here.
     remove_stale_dirs(settings.home, METRICS_PREFIX)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its samples to shared files so /metrics adds them all up.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(owned_dir(settings.home, METRICS_PREFIX))
+    shared = None
+    if workers > 1:
+        # The workers' shared folder: reloads reach them all (serving.swap), and unless the
+        # environment names another, each writes its metric samples there so /metrics adds
+        # them all up.
+        shared = owned_dir(settings.home, METRICS_PREFIX)
+        os.environ["SHOPML_SERVE_SHARED_DIR"] = str(shared)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(shared))
     if workers > 1:
         # Workers shut down if this process is killed (they would keep serving, orphaned).
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    from shopml.serving.models import fail_fast_registry
+
+    fail_fast_registry()  # this process and its workers only serve: registry calls fail fast
     console.print(
         f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs", highlight=False
     )
@@ -1327,12 +1346,13 @@ def serve(
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             timeout_keep_alive=settings.serve_keepalive_seconds,
             limit_concurrency=settings.serve_max_connections,
+            # A worker loading its models on a busy host can hold the interpreter for more
+            # than uvicorn's 5 s health-check ping: it was killed and restarted in a loop.
+            timeout_worker_healthcheck=120,
         )
     finally:
-        if workers > 1 and os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").startswith(
-            str(settings.home)
-        ):
-            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 @app.command()

@@ -536,11 +536,39 @@ def _target(name: str, settings: Any) -> str:
     }.get(name, "")
 
 
+def _preload(settings: Any) -> None:
+    """Import the client libraries the checks will use before their clocks start: on a busy
+    machine importing boto3 or psycopg takes seconds, which is not a server failing to answer."""
+    import contextlib
+    import importlib
+
+    uris = " ".join(
+        str(u or "")
+        for u in (
+            settings.tracking_uri,
+            settings.mlflow_artifact_root,
+            settings.online_store_uri,
+            settings.monitoring_store_uri,
+            settings.landing_s3_prefix,
+            settings.scores_uri,
+        )
+    )
+    wanted = {"postgres": "psycopg", "redis": "redis", "s3://": "boto3", "duckdb": "duckdb"}
+    for marker, module in wanted.items():
+        if marker in uris or module == "duckdb":
+            # Not installed: the check itself says it cannot check here.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+    _prefect_api()
+
+
 def diagnose(settings: Any, timeout: float = 5.0, only: list[str] | None = None) -> list[Check]:
     """Run every check at once; each answers within about ``timeout`` seconds (a check still
-    running after ``2 * timeout + 1`` is reported as timed out and left behind)."""
+    running after ``2 * timeout + 1`` is reported as timed out and left behind). The client
+    libraries are imported first, outside that bound."""
     names = [n for n in CHECKS if not only or n in only]
     results: dict[str, Check] = {}
+    _preload(settings)
 
     def work(name: str) -> None:
         results[name] = _run_one(name, CHECKS[name], settings, timeout)

@@ -176,7 +176,11 @@ def serve_app() -> Any:
     from shopml.api import create_app
 
     supervisor = os.environ.get(SUPERVISOR_ENV, "")
-    if supervisor.isdigit() and int(supervisor) == os.getppid():
+    if supervisor.isdigit():
+        if int(supervisor) != os.getppid():
+            # The supervisor died while this worker was still starting: nobody would stop it.
+            log.warning("supervisor %s is gone before this worker started: exiting", supervisor)
+            os._exit(0)
         exit_with_parent(int(supervisor))
     return create_app()
 

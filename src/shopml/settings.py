@@ -29,12 +29,28 @@ class SettingsError(ValueError):
     """A configuration value a user set is unusable."""
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024}
+_SIZE_UNITS.update({"m": 1024**2, "mb": 1024**2, "mib": 1024**2, "g": 1024**3, "gb": 1024**3})
+_SIZE_UNITS["gib"] = 1024**3
+
+
+def parse_size(text: str) -> int:
+    """``"1048576"``, ``"512k"``, ``"1MiB"``, ``"4m"`` as bytes (binary units: 1k = 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size: write bytes, or a number with k, m or g")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("SHOPML_CONFIG", "shopml.toml"))
 
 
 class Settings(BaseSettings):
-    """Configuration for every part of shopml; see README "Configuration" for the full list."""
+    """Configuration for every part of shopml; the docs' settings reference lists it all."""
 
     model_config = SettingsConfigDict(
         env_prefix="SHOPML_",
@@ -149,8 +165,25 @@ class Settings(BaseSettings):
     serve_max_connections: int = Field(
         default=1000, ge=1, description="Open connections per worker; beyond, 503."
     )
+    serve_shared_dir: Path | None = Field(
+        default=None,
+        description="Folder the workers of one `shopml serve --workers N` share (it sets it): "
+        "a reload reaches every worker through it.",
+    )
+    serve_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body (bytes; or 512k, 4m: binary units as nginx's "
+        "client_max_body_size); beyond, 413, refused while it streams in.",
+    )
     registry_poll_seconds: float = Field(
         default=30.0, gt=0, description="How often the service checks the champion aliases."
+    )
+    registry_start_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest the service's start waits for the registry before serving the "
+        "champions in its serving cache (and retrying in the background).",
     )
     feature_max_age_hours: float = Field(
         default=48.0, gt=0, description="Online features older than this are flagged stale."
@@ -246,6 +279,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("serve_max_body_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

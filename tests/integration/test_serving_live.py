@@ -1,5 +1,6 @@
 """`shopml serve` as real processes on loopback: two workers sharing metrics and the prediction
-log, a real SIGTERM that flushes the log, and the README's curl examples run as written."""
+log, a real SIGTERM that flushes the log, and the serving guide's curl examples
+(docs/how-to/serve.md) run as written."""
 
 from __future__ import annotations
 
@@ -228,12 +229,14 @@ def test_sigterm_flushes_the_prediction_log(
 
 # -- the README's examples -------------------------------------------------------------------
 def readme_commands() -> list[list[str]]:
-    """The shell commands of the README's serving example, as argument lists (comments, line
+    """The shell commands of the serving guide's example, as argument lists (comments, line
     continuations and quoting handled as the shell would; ``$VAR`` left for the caller)."""
-    text = (ROOT / "README.md").read_text()
+    from benchmarks.common import DOC_FILES
+
+    text = next(t for p in DOC_FILES() if "<!-- serving -->" in (t := p.read_text()))
     section = text[text.index("<!-- serving -->") : text.index("<!-- /serving -->")]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block is not None, "no bash example in the README's serving section"
+    assert block is not None, "no bash example in the serving guide"
     lexer = shlex.shlex(block.group(1).replace("\\\n", " "), posix=True, punctuation_chars=";&|\n")
     lexer.whitespace = " \t\r"
     lexer.whitespace_split = True
@@ -247,7 +250,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def shape_of(path: str, answer: Any) -> set[str]:
-    """The keys the README promises for an answer on ``path``."""
+    """The keys the serving guide promises for an answer on ``path``."""
     if path.endswith("/predict"):
         common = {"request_id", "usecase", "model_version"}
         if "predictions" in answer:
@@ -264,7 +267,7 @@ def shape_of(path: str, answer: Any) -> set[str]:
 
 @pytest.fixture(scope="module")
 def every_champion(served_home: Path) -> Path:
-    """The served home with a champion for all eight use cases (the README's examples touch
+    """The served home with a champion for all eight use cases (the guide's examples touch
     each one); a version the gate rejected on the small shop is made champion anyway."""
     from mlflow import MlflowClient
 
@@ -303,11 +306,11 @@ def test_readme_curl_examples_work(every_champion: Path, tmp_path: Path) -> None
                 name, value = argv[0].split("=", 1)
                 variables[name] = value
             elif argv[:2] == ["shopml", "serve"]:
-                # The README's own command line (and keys), on a free port.
+                # The guide's own command line (and keys), on a free port.
                 served = stack.enter_context(serve(every_champion, tmp_path, argv[2:], env))
                 wait_ready(served.url)
             elif argv[0] == "curl":
-                assert served is not None, "the README calls the service before starting it"
+                assert served is not None, "the guide calls the service before starting it"
                 args = [
                     re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], a).replace(
                         "localhost:8000", served.url.removeprefix("http://")

@@ -52,25 +52,47 @@ class Tower:
 
 
 def _history(home: Path) -> None:
-    """Two checks of ``returns`` a week apart, the second one alerting: drift per feature,
-    drift share and output drift, live performance against the served version's test figure
-    and the oracle's, and a decision each."""
+    """Two checks of ``returns`` a week apart, the second one alerting: drift measured by
+    Evidently on two windows (the second shifted) and stored as the monitor stores it, with its
+    HTML report; live performance against the served version's test figure and the oracle's;
+    and a decision each."""
     import duckdb
+    import numpy as np
+    import pandas as pd
+
+    from shopml.monitoring.drift import compute_drift
+    from shopml.monitoring.monitor import _drift_rows
+    from shopml.monitoring.reports import drift_report_path
 
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
         end = con.execute("SELECT max(purchased_at) FROM orders").fetchone()[0]
     finally:
         con.close()
+    rng = np.random.default_rng(7)
+
+    def window(shift: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "price": rng.lognormal(3.0 + shift, 0.5, 400),
+                "freight": rng.lognormal(1.5, 0.4, 400),
+                "probability": rng.beta(2 + 4 * shift, 8, 400),
+            }
+        )
+
+    reference = window(0.0)
     store = MonitoringStore(None, home)
     try:
-        for i, (share, auc, alert) in enumerate(((0.1, 0.71, False), (0.6, 0.63, True))):
+        for i, (shift, auc, alert) in enumerate(((0.0, 0.71, False), (0.8, 0.63, True))):
             when = end - timedelta(days=7 * (1 - i))
+            drift = compute_drift(
+                reference, window(shift), ["price", "freight"], ["probability"], calibrate=False
+            )
+            html = drift_report_path(Settings(home=home).reports_dir, USECASE, when)
+            html.parent.mkdir(parents=True, exist_ok=True)
+            drift.snapshot.save_html(str(html))
             rows = [
-                MetricRow("drift", "share", share, n=400),
-                MetricRow("drift", "score", 2 * share, feature="price", detail={"threshold": 0.1}),
-                MetricRow("drift", "score", 0.04, feature="freight", detail={"threshold": 0.1}),
-                MetricRow("prediction_drift", "score", share / 2, feature="output.probability"),
+                *_drift_rows(drift),
                 MetricRow("performance", "auc", auc, n=320),
                 MetricRow("reference", "auc", 0.71),
                 MetricRow("oracle", "auc", 0.8, n=320),
@@ -84,7 +106,7 @@ def _history(home: Path) -> None:
                 alert,
                 "alert" if alert else "none",
                 "alerted" if alert else "",
-                ["drift: 60% of watched features"] if alert else [],
+                [f"drift: {drift.share:.0%} of watched features"] if alert else [],
                 {"findings": {"rows": 400}, "alert": {"delivered": False, "url": None}},
             )
     finally:
@@ -223,6 +245,14 @@ def test_each_plot_renders_with_data(tower: Tower, open_page: Any) -> None:
     assert p.page.locator("[data-testid=alerts] tbody tr").count() == 1
     assert p.page.locator("[data-testid=link-mlflow]").get_attribute("href")
     assert p.errors == []
+    # The newest check's Evidently report opens, sandboxed (its own scripts, no tower cookie).
+    href = p.page.locator("[data-testid=link-evidently]").get_attribute("href")
+    assert href and href.startswith(f"/ui/u/{USECASE}/report/")
+    report = p.page.goto(tower.url + href)
+    assert report is not None and report.status == 200
+    assert report.headers["content-security-policy"].startswith("sandbox")
+    # Evidently's viewer draws the report in the page: the compared columns show.
+    p.page.wait_for_function("() => document.body.innerText.includes('price')")
 
 
 def test_a_scoring_key_cannot_act(tower: Tower, open_page: Any) -> None:

@@ -1,18 +1,27 @@
 """Real servers for integration tests: check the machine's services and start them if down,
-and start throwaway servers (an S3 endpoint, an MLflow tracking server) on loopback ports."""
+and start throwaway servers (an S3 endpoint, an MLflow tracking server) on loopback ports.
+
+A throwaway server runs in its own process group (stopped as a group, children included) and
+is waited for by readiness with a generous bound. Its port is picked free before it starts; on
+a busy machine a slow server can lose that port to another process before it binds it, and a
+readiness probe would then be answered by a stranger. :meth:`Processes.start_server` checks
+that the process answering is the one it started (Linux's /proc) and retries on another port.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,17 +41,198 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """The port picked for a server was taken by another process before the server bound it."""
+
+
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers with success; with ``proc``, fail as soon as it exits and
+    check that the answer came from it (or its children), not from another process that holds
+    the port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
+            with urllib.request.urlopen(url, timeout=5):
+                pass
         except Exception:
             time.sleep(0.3)
+            continue
+        if proc is not None:
+            _check_owner(url, proc)
+        return
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _check_owner(url: str, proc: subprocess.Popen) -> None:
+    port = urllib.parse.urlsplit(url).port
+    if port is None or not os.path.isdir("/proc/self/fd"):
+        return
+    owners = listening_pids(port)
+    if owners and not any(proc.pid in _ancestry(pid) for pid in owners):
+        raise PortTaken(f"port {port} is held by pid {sorted(owners)}, not by pid {proc.pid}")
+
+
+def listening_pids(port: int) -> set[int]:
+    """Processes with a socket listening on ``port`` (any address), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = set()
+    if not inodes:
+        return pids
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        pids.add(int(pid))
+                        break
+    return pids
+
+
+def _ancestry(pid: int) -> list[int]:
+    chain = [pid]
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        chain.append(pid)
+    return chain
+
+
+class Processes:
+    """Servers started in their own process groups, logged to files, stopped as groups (also
+    their children: uvicorn workers, job runners, flow runs)."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=self.logs,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_server(
+        self,
+        name: str,
+        cmd: Callable[[int], list[str]],
+        env: dict[str, str],
+        ready: str = "/",
+        timeout: float = 300.0,
+    ) -> int:
+        """Start ``cmd(port)`` on a free loopback port and wait until it answers ``ready``;
+        another port is tried when the picked one was lost before the server bound it.
+        Returns the port. The log and the state of the process are in the error otherwise."""
+        for attempt in range(3):
+            port = free_port()
+            proc = self.start(name, cmd(port), env)
+            try:
+                wait_http(f"http://127.0.0.1:{port}{ready}", timeout=timeout, proc=proc)
+                return port
+            except (PortTaken, RuntimeError) as exc:
+                self.stop(name)
+                lost = isinstance(exc, PortTaken) or "address already in use" in self.log(name)
+                if not lost or attempt == 2:
+                    raise AssertionError(f"{name}: {exc}\n{self.log(name)}") from None
+            except TimeoutError as exc:
+                alive = self.procs[name].poll() is None
+                raise AssertionError(
+                    f"{name}: {exc} (process {'running' if alive else 'exited'})\n{self.log(name)}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def log(self, name: str, tail: int = 4000) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def check(self, name: str) -> None:
+        """Fail with the server's log when it is no longer running."""
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+
+    def stop(self, name: str) -> None:
+        proc = self.procs[name]
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # The leader is gone; its children (uvicorn workers, flow runs) may not be yet.
+            if not group_alive(proc.pid):
+                break
+        if group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+
+    def alive(self) -> list[str]:
+        for p in self.procs.values():
+            p.poll()  # reap a finished leader: a zombie still counts for killpg
+        return [n for n, p in self.procs.items() if group_alive(p.pid)]
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left (its leader reaped by poll or wait first)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# MLflow's server starts a job runner and eight Huey consumers for GenAI jobs shopml never
+# submits (compose turns them off too): on a busy machine they only slow its start.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def mlflow_server_cmd(port: int, backend: str, artifacts: str, *extra: str) -> list[str]:
+    """``mlflow server`` on a loopback port, one worker, artifacts proxied by the server."""
+    return [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--workers",
+        "1",
+        *extra,
+    ]
 
 
 def _start(cmd: list[str], check: tuple[str, int], wait: float = 20.0) -> None:
@@ -113,19 +303,24 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def s3_server(bucket: str = "shopml") -> Iterator[str]:
+def s3_server(bucket: str = "shopml", logs: Path | None = None) -> Iterator[str]:
     """A moto S3 server on a loopback port with one bucket; yields its endpoint URL."""
+    import tempfile
+
     import boto3
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/moto-api/", proc=proc)
+    with contextlib.ExitStack() as stack:
+        folder = logs or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        procs = Processes(folder)
+        stack.callback(procs.stop_all)
+        port = procs.start_server(
+            "s3",
+            lambda p: [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(p)],
+            dict(os.environ),
+            ready="/moto-api/",
+            timeout=120,
+        )
+        url = f"http://127.0.0.1:{port}"
         boto3.client(
             "s3",
             endpoint_url=url,
@@ -134,46 +329,29 @@ def s3_server(bucket: str = "shopml") -> Iterator[str]:
             aws_secret_access_key="testing",
         ).create_bucket(Bucket=bucket)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
 def mlflow_server(workdir: Path, backend_uri: str | None = None) -> Iterator[str]:
-    """``mlflow server`` on a loopback port (artifacts proxied by the server)."""
-    port = free_port()
+    """``mlflow server`` on a loopback port (artifacts proxied by the server, into
+    ``workdir/server-artifacts``), stopped with its children afterwards; its log is
+    ``workdir/mlflow.log``."""
+    procs = Processes(workdir)
     backend = backend_uri or f"sqlite:///{workdir / 'server.db'}"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = (workdir / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(workdir / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=workdir,
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        **MLFLOW_SERVER_ENV,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     try:
-        wait_http(f"{url}/health", timeout=120, proc=proc)
-        yield url
+        port = procs.start_server(
+            "mlflow",
+            lambda p: mlflow_server_cmd(p, backend, str(workdir / "server-artifacts")),
+            env,
+            # Up once its store answers (the first request opens the database).
+            ready="/api/2.0/mlflow/experiments/search?max_results=1",
+            timeout=300,
+        )
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        procs.stop_all()

@@ -116,6 +116,44 @@ def test_one_component_down_is_named_and_fails_the_doctor(capsys, monkeypatch) -
     assert "failing: online-store" in lines[-1]
 
 
+@pytest.mark.parametrize(
+    ("variable", "uri", "failing"),
+    [
+        ("SHOPML_MLFLOW_TRACKING_URI", "http://127.0.0.1:{port}",
+         {"mlflow-tracking", "mlflow-artifacts"}),
+        ("SHOPML_MLFLOW_TRACKING_URI", "postgresql://postgres@127.0.0.1:{port}/mlflow",
+         {"mlflow-tracking"}),
+        ("SHOPML_MONITORING_STORE_URI", "postgresql://postgres@127.0.0.1:{port}/m",
+         {"monitoring-store"}),
+        ("SHOPML_ONLINE_STORE_URI", "redis://127.0.0.1:{port}/0", {"online-store"}),
+        ("PREFECT_API_URL", "http://127.0.0.1:{port}/api", {"prefect"}),
+        ("SHOPML_S3_ENDPOINT_URL", "http://127.0.0.1:{port}", {"landing", "batch-scores"}),
+    ],
+    ids=["mlflow-server", "mlflow-postgresql", "monitoring", "redis", "prefect", "s3"],
+)  # fmt: skip
+def test_each_server_down_alone_is_the_one_named(
+    variable: str, uri: str, failing: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other component on its embedded default (healthy): only the component whose
+    server is down fails, with the reason."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv(variable, uri.format(port=closed_port()))
+    if variable == "SHOPML_S3_ENDPOINT_URL":
+        monkeypatch.setenv("SHOPML_LANDING_S3_PREFIX", "s3://shop/landing/")
+        monkeypatch.setenv("SHOPML_SCORES_URI", "s3://shop/scores/")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    reset_settings()
+    from shopml.settings import get_settings
+
+    checks = {c.component: c for c in diagnose(get_settings(), timeout=2)}
+    failed = {name for name, c in checks.items() if c.status == "fail"}
+    assert failed == failing, {n: (c.status, c.detail) for n, c in checks.items()}
+    for name in failing:
+        detail = checks[name].detail
+        assert "unreachable" in detail or "refused" in detail, checks[name]
+
+
 def test_a_server_that_hangs_is_reported_within_the_timeout(monkeypatch) -> None:
     """A socket that accepts and never answers: the check gives up after its timeout."""
     with socket.socket() as hang:

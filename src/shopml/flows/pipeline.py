@@ -78,6 +78,15 @@ def _score(
     as_of: datetime | None = None,
 ) -> dict[str, Any] | None:
     """Look up the champion and batch-score with it; fills ``row``. Never raises."""
+    from shopml.usecases import get_usecase
+
+    # A champion of earlier data cannot score a dataset without its tables (a shop's import
+    # that has no prices, say): a reason, not a failed task.
+    with t.open_warehouse(read_only=True) as wh:
+        missing = get_usecase(name).skip_reason(wh)
+    if missing:
+        row.score_error = f"not scored: {missing}"
+        return None
     champ_state = t.champion_of.with_options(**options)(name, return_state=True)
     champ = champ_state.result(raise_on_failure=False)
     if isinstance(champ, BaseException):

@@ -188,7 +188,8 @@ def tune(
         direction="maximize" if uc.gate.higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=config.seed),
     )
-    study.enqueue_trial(uc.default_params())
+    for start in uc.starting_params():
+        study.enqueue_trial({**uc.default_params(), **start})
 
     def objective(trial: optuna.Trial) -> float:
         params = {**uc.default_params(), **uc.search_space(trial)}

@@ -6,7 +6,7 @@ monitor and its retrain loop running on schedule, and summarises what happened: 
 change was first detected, which alerts went out, which retrained models passed the gate, and
 how the live metric compared with the best possible (the simulator's oracle on the same
 predictions) before, during and after. The end-to-end test and the scenario benchmark both run
-it; the README's table comes from the benchmark.
+it; the docs' table comes from the benchmark.
 """
 
 from __future__ import annotations

@@ -368,7 +368,9 @@ def check_performance(
     # Three standard errors of the live figure, relative to what it is judged against: a
     # smaller distance is chance on this many labels. Three, not two: a use case is checked
     # again and again, and two would cry wolf every few dozen checks.
-    noise = metric_noise(uc, joined, [metric, *(a[0] for a in spec.also)], seed=seed)
+    # The gate's decisive metric too: the control tower shows it live with its interval.
+    judged = dict.fromkeys([metric, *(a[0] for a in spec.also), uc.gate.metric])
+    noise = metric_noise(uc, joined, list(judged), seed=seed)
 
     def relative(name: str, reference: float) -> float | None:
         se = noise.get(name)
@@ -412,12 +414,24 @@ def check_performance(
     }
     n = len(joined)
     rows = [MetricRow("oracle", k, float(v), n=n) for k, v in (best or {}).items() if v is not None]
-    rows += [MetricRow("performance", k, v, n=n) for k, v in live.items()]
+    # Each live figure with its 95% interval (normal, from the bootstrap's standard error) where
+    # the error was measured: a figure on a hundred labels is read with its uncertainty.
+    rows += [
+        MetricRow("performance", k, v, n=n, detail=_normal_interval(v, noise.get(k)))
+        for k, v in live.items()
+    ]
     rows += [MetricRow("reference", k, float(v)) for k, v in champ.test_metrics.items()]
     rows.append(MetricRow("degradation", metric, worse, n=n))
     rows += [MetricRow("degradation", c.metric, c.degradation, n=n) for c in findings.also]
     rows.append(MetricRow("volume", "labelled", float(n), n=n))
     return rows
+
+
+def _normal_interval(value: float, se: float | None) -> dict[str, float]:
+    """``{"se", "low", "high"}`` of a 95% normal interval, or empty without a usable error."""
+    if se is None or not np.isfinite(se) or value is None or not np.isfinite(value):
+        return {}
+    return {"se": float(se), "low": float(value - 1.96 * se), "high": float(value + 1.96 * se)}
 
 
 def check_live(

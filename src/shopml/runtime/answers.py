@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -185,6 +186,15 @@ def lookups_for(entity: str, key: str) -> tuple[Lookup, ...]:
 # -- shared schema pieces -----------------------------------------------------------------------
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:\-]+$")]
 Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's integer is a number without a fraction: 5.0 is one, "5" and true are not
+    # (the strict validation after this refuses those).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 FeatureValues = Annotated[
     dict[Annotated[str, Field(min_length=1, max_length=128)], Number | None],
     Field(max_length=2000, description="Feature values by name; they override looked-up ones."),
@@ -206,12 +216,42 @@ def camel(name: str) -> str:
     return "".join(p.capitalize() for p in name.replace("_", "-").split("-"))
 
 
-def schema_model(name: str, fields: dict[str, Any], doc: str | None = None) -> type[BaseModel]:
+# Requests are validated strictly: JSON's types as the schema states them (no "5" for 5, no 0
+# for false), so the OpenAPI document describes exactly what is accepted.
+REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True)
+
+
+def schema_model(
+    name: str,
+    fields: dict[str, Any],
+    doc: str | None = None,
+    validators: dict[str, Any] | None = None,
+    json_schema: dict[str, Any] | None = None,
+) -> type[BaseModel]:
     """A pydantic model made from field definitions; a request (``doc`` given) refuses unknown
-    fields."""
+    fields and loosely typed values. ``validators``: pydantic validators by name;
+    ``json_schema``: what the model's JSON schema adds (the rule those validators enforce)."""
     if doc is None:
         return create_model(name, **fields)
-    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
+    config = ConfigDict(**REQUEST_CONFIG)
+    if json_schema:
+        config["json_schema_extra"] = json_schema
+    return create_model(name, __config__=config, __doc__=doc, __validators__=validators, **fields)
+
+
+def one_of_given(fields: list[str], message: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request rule, as a validator and as JSON schema: at least one of ``fields`` is given
+    and not null (the schema's ``anyOf``, so generated clients and fuzzers know it)."""
+
+    def check(model: BaseModel) -> BaseModel:
+        if all(getattr(model, f) is None for f in fields):
+            raise ValueError(message)
+        return model
+
+    schema = {
+        "anyOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
+    }
+    return {"one_of_given": model_validator(mode="after")(check)}, schema
 
 
 def finite_or_none(value: Any) -> Any:
@@ -269,6 +309,12 @@ class AnswerKind:
 
     def schemas(self, uc: UseCaseLike, max_batch: int) -> Schemas:
         raise NotImplementedError
+
+    def document(
+        self, uc: UseCaseLike, model: ServedModel | None, components: dict[str, Any]
+    ) -> None:
+        """Add what the served ``model`` settles about the route's requests to the OpenAPI
+        document's schema ``components`` (in place); nothing by default."""
 
     def answerer(self, uc: UseCaseLike, ctx: AnswerContext, schemas: Schemas) -> Answer:
         """The route's answer function: validated body and request id in, JSON-able answer
@@ -353,11 +399,17 @@ class Predict(AnswerKind):
             for lk in lookups
         }
         fields["features"] = (FeatureValues | None, None)
+        names = [lk.field for lk in lookups]
+        validators, rule = one_of_given(
+            [*names, "features"], f"name the instance ({' or '.join(names)}) or give `features`"
+        )
         instance = schema_model(
             f"{camel(uc.name)}Instance",
             fields,
             f"One {uc.name} instance: name its `{lookups[0].field}` to use the online "
             "features, give `features` explicitly, or both (explicit values win).",
+            validators,
+            rule,
         )
         batch = schema_model(
             f"{camel(uc.name)}Batch",
@@ -386,6 +438,23 @@ class Predict(AnswerKind):
                 "(explicit values override). 404 names an id the online store does not know."
             ),
         )
+
+    def document(
+        self, uc: UseCaseLike, model: ServedModel | None, components: dict[str, Any]
+    ) -> None:
+        """The feature names the served version takes, as the only names `features` may have
+        (the service answers 422 for any other)."""
+        instance = components.get(f"{camel(uc.name)}Instance", {})
+        features = instance.get("properties", {}).get("features", {})
+        if model is None:
+            return
+        for option in features.get("anyOf", [features]):
+            if option.get("type") == "object":
+                option["propertyNames"] = {"enum": list(model.features)}
+                option["description"] = (
+                    f"Feature values by name (those v{model.version} takes); they override "
+                    "looked-up ones."
+                )
 
     @staticmethod
     def examples(lookups: tuple[Lookup, ...], features: list[str]) -> dict[str, Any]:
@@ -443,10 +512,9 @@ class Predict(AnswerKind):
         def fill(
             model: ServedModel, x: np.ndarray, r: int, inst: Any, loc: list[Any]
         ) -> tuple[dict[str, str], float | None]:
+            # The request's schema guarantees an id or `features` (one_of_given).
             ids = {f: val for f in fields if (val := getattr(inst, f)) is not None}
             explicit: dict[str, float | None] | None = inst.features
-            if not ids and explicit is None:
-                raise invalid(loc, f"name the instance ({' or '.join(fields)}) or give `features`")
             index = model.index
             as_of = None
             if ids:
@@ -593,7 +661,7 @@ class Recommend(AnswerKind):
             f"{camel(uc.name)}RecommendRequest",
             {
                 uc.key: (Id, ...),
-                "k": (int, Field(self.k, ge=1, le=self.max_k, description="How many.")),
+                "k": (Integer, Field(self.k, ge=1, le=self.max_k, description="How many.")),
                 "exclude": (
                     list[Id],
                     Field(
@@ -697,16 +765,21 @@ class Recommend(AnswerKind):
 
 
 # -- suggest ------------------------------------------------------------------------------------
-Price = Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False)]
+# A price is at least one cent: below it rounding to cents answers 0, and demand at 0 is
+# infinite.
+Price = Annotated[float, Field(ge=0.01, le=1e7, allow_inf_nan=False)]
 
 
 class Guardrails(BaseModel):
-    """Limits on the suggested price; unset ones take the product's defaults."""
+    """Limits on the suggested price; unset ones take the product's defaults. Limits that
+    cannot all hold (a floor above the ceiling, or either out of one step's reach) are applied
+    in order: the step first, then the floor, then the ceiling; the answer's
+    `guardrails.conflict` says so."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
-    min_price: Price | None = None
-    max_price: Price | None = None
+    min_price: Price | None = Field(None, description="Floor.")
+    max_price: Price | None = Field(None, description="Ceiling.")
     max_change: float | None = Field(
         None,
         gt=0,
@@ -714,16 +787,6 @@ class Guardrails(BaseModel):
         allow_inf_nan=False,
         description="Largest change as a fraction of the price.",
     )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Guardrails:
-        if (
-            self.min_price is not None
-            and self.max_price is not None
-            and self.min_price > self.max_price
-        ):
-            raise ValueError("min_price must not exceed max_price")
-        return self
 
 
 class Suggester(Protocol):

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+CENT = 0.01  # the smallest price a pricing scorer suggests
+
 
 @dataclass
 class Scorer:
@@ -469,9 +471,9 @@ class PricingScorer(Scorer):
         With demand ``k * p**e`` revenue ``p**(1+e)`` falls with price when ``e < -1`` (go to
         the band's bottom) and rises otherwise (top; ``e == -1`` is flat: keep the price).
         Margin ``(p - c) * p**e`` peaks at ``p = c * e / (1 + e)`` for ``e < -1`` and is
-        unimodal, so the band's closest point to that peak is the best. When guardrails
-        conflict (the band lies entirely outside the allowed step) the step limit wins and the
-        price moves toward the band.
+        unimodal, so the band's closest point to that peak is the best. Guardrails that cannot
+        all hold (a floor above the ceiling, or a band out of one step's reach) apply in order:
+        the step limit, then the floor, then the ceiling. No price is below one cent.
         """
         e = np.asarray(elasticity, dtype="float64")
         cur = np.asarray(current, dtype="float64")
@@ -480,9 +482,11 @@ class PricingScorer(Scorer):
         lo = np.fmax(step_lo, np.nan_to_num(np.asarray(min_price, dtype="float64"), nan=0.0))
         hi = np.fmin(step_hi, np.nan_to_num(np.asarray(max_price, dtype="float64"), nan=np.inf))
         # Inside the band on the cent grid, so rounding cannot break a guardrail.
-        lo_c, hi_c = np.ceil(lo * 100 - 1e-6) / 100, np.floor(hi * 100 + 1e-6) / 100
+        lo_c = np.maximum(np.ceil(lo * 100 - 1e-6) / 100, CENT)
+        hi_c = np.maximum(np.floor(hi * 100 + 1e-6) / 100, CENT)
         conflict = lo_c > hi_c
-        lo_c = np.where(conflict, np.clip(np.where(lo > step_hi, step_hi, step_lo), 0, None), lo_c)
+        step_hi_c = np.maximum(np.floor(step_hi * 100 + 1e-6) / 100, CENT)
+        lo_c = np.where(conflict, np.minimum(lo_c, step_hi_c), lo_c)
         hi_c = np.where(conflict, lo_c, hi_c)
         with np.errstate(divide="ignore", invalid="ignore"):
             if objective == "margin":
@@ -526,7 +530,8 @@ class PricingScorer(Scorer):
             objective=self.objective,
         )
         new = float(best[0])
-        d_cur, d_new = float(self.demand(i, cur)), float(self.demand(i, new))
+        # A current price of 0 (a free item in the data) has no finite demand: a cent's.
+        d_cur, d_new = float(self.demand(i, max(cur, CENT))), float(self.demand(i, new))
         out = {
             "product_id": product_id,
             "current_price": round(cur, 2),

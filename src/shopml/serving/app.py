@@ -24,9 +24,10 @@ import gc
 import hashlib
 import itertools
 import logging
+import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,15 +37,22 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from shopml.runtime.answers import AnswerError, Schemas
 from shopml.runtime.predictions import PredictionRecord
 from shopml.serving import metrics
 from shopml.serving.features import FeatureLookup
-from shopml.serving.models import LoadedModel, MlflowSource, ModelSource, ModelStore
+from shopml.serving.models import (
+    LoadedModel,
+    MlflowSource,
+    ModelSource,
+    ModelStore,
+    ServingCache,
+)
 from shopml.serving.predlog import PredictionLog, open_writer
+from shopml.serving.swap import CatchUp, SwapBoard, Swaps
 
 if TYPE_CHECKING:
     from shopml.online.store import OnlineStore
@@ -66,11 +74,73 @@ class ServingConfigError(RuntimeError):
     """The service refuses to start with this configuration."""
 
 
+# What a 422 shows of the input it refuses: a short excerpt (an error never echoes a request
+# back: a 1 MiB string would come back whole, and integers beyond 64 bits cannot be written).
+EXCERPT_CHARS = 80
+MAX_ERRORS = 20  # fields listed in one 422; the rest are counted
+
+
+def _cut(text: str, limit: int = EXCERPT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _tokens(value: Any) -> Iterator[str]:
+    """JSON text of a parsed input, piece by piece (a consumer stops when it has enough)."""
+    if isinstance(value, dict):
+        yield "{"
+        for i, (k, item) in enumerate(value.items()):
+            yield ("," if i else "") + orjson.dumps(_cut(str(k))).decode() + ":"
+            yield from _tokens(item)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _tokens(item)
+        yield "]"
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        shown = excerpt(value)
+        yield shown if isinstance(shown, str) else orjson.dumps(shown).decode()
+    else:
+        yield orjson.dumps(excerpt(value)).decode()
+
+
+def _json_text(value: Any, budget: int) -> str:
+    """Compact JSON text of a parsed input, written only up to ``budget`` characters (a huge
+    list costs no more than a short one)."""
+    parts: list[str] = []
+    size = 0
+    for token in _tokens(value):
+        parts.append(token)
+        size += len(token)
+        if size >= budget:
+            break
+    return "".join(parts)
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
+    """A short, JSON-writable stand-in for a piece of request input: numbers, booleans and
+    null as they are (an integer beyond 64 bits, NaN and infinities as text), strings and raw
+    bytes cut to ``limit`` characters, objects and arrays as cut JSON text."""
+    if isinstance(value, bool) or value is None:
+        shown: Any = value
+    elif isinstance(value, int):
+        shown = value if -(2**63) <= value < 2**64 else _cut(str(value), limit)
+    elif isinstance(value, float):
+        shown = value if math.isfinite(value) else str(value)
+    elif isinstance(value, bytes | bytearray):
+        shown = _cut(bytes(value[: limit * 4]).decode("utf-8", "replace"), limit)
+    elif isinstance(value, dict | list | tuple):
+        shown = _cut(_json_text(value, limit), limit)
+    else:
+        shown = _cut(str(value), limit)
+    return shown
+
+
 def _jsonable(value: Any) -> Any:
-    # What orjson cannot write in an error detail: raw JSON input, exceptions in a context.
-    if isinstance(value, bytes | bytearray):
-        return bytes(value[:1000]).decode("utf-8", "replace")
-    return str(value)
+    # What orjson cannot write in an answer (an exception in an error's context, say).
+    return excerpt(value)
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -104,29 +174,63 @@ class RequestIds:
 
 
 def _validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors as FastAPI reports them: locations under ``body``."""
+    """pydantic's errors as FastAPI reports them (locations under ``body``), each input shown
+    as a short excerpt; at most :data:`MAX_ERRORS`, then one entry counting the rest."""
+    errors = exc.errors(include_url=False)
     out = []
-    for e in exc.errors(include_url=False):
-        loc = list(e["loc"])
+    for e in errors[:MAX_ERRORS]:
+        loc = [p if isinstance(p, int) else _cut(str(p)) for p in e["loc"]]
         if loc and loc[0] in _SHAPES:
             loc = loc[1:]
-        item: dict[str, Any] = {"type": e["type"], "loc": ["body", *loc], "msg": e["msg"]}
-        item["input"] = e.get("input")
+        item: dict[str, Any] = {
+            "type": e["type"],
+            "loc": ["body", *loc],
+            "msg": _cut(e["msg"], 300),
+        }
+        item["input"] = excerpt(e.get("input"))
         if "ctx" in e:
-            item["ctx"] = e["ctx"]
+            item["ctx"] = {str(k): excerpt(v) for k, v in e["ctx"].items()}
         out.append(item)
+    if len(errors) > MAX_ERRORS:
+        more = len(errors) - MAX_ERRORS
+        out.append({"type": "too_many_errors", "loc": ["body"], "msg": f"and {more} more errors"})
     return out
+
+
+class BodyTooLarge(Exception):
+    """A request body over the service's cap (answered 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.status_code = 413
+        self.detail = (
+            f"request body over {limit} bytes (the service's limit, SHOPML_SERVE_MAX_BODY_BYTES)"
+        )
+        self.headers: dict[str, str] | None = None
+
+
+def declared_length(headers: Any) -> int | None:
+    """The ``Content-Length`` a request head declares (None: not given, chunked)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 class ClientGone(Exception):
     """The client disconnected before sending its whole body."""
 
 
-async def _read_body(receive: Any) -> bytes:
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The request body, refused (:class:`BodyTooLarge`) as soon as more than ``limit`` bytes
+    have arrived: never more than the cap and one chunk in memory, chunked bodies included."""
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
+    size = len(body)
+    if size > limit:
+        raise BodyTooLarge(limit)
     if not message.get("more_body", False):
         return body
     chunks = [body]
@@ -134,9 +238,58 @@ async def _read_body(receive: Any) -> bytes:
         message = await receive()
         if message["type"] != "http.request":
             raise ClientGone
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+class BodyLimit:
+    """ASGI middleware: the body cap for every route the service does not answer on its fast
+    path (those read their body with :func:`_read_body`). A declared length over the cap is
+    answered 413 at once, before any byte of the body is read; a body that grows over it while
+    it streams in (chunked, or a lying length) is cut off there and answered 413."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        length = declared_length(scope["headers"])
+        if length is not None and length > limit:
+            await _send_json(send, 413, {"detail": BodyTooLarge(limit).detail}, "")
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await _send_json(send, 413, {"detail": exc.detail}, "")
 
 
 async def _send_json(
@@ -146,12 +299,64 @@ async def _send_json(
     raw = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", rid.encode("latin-1")),
     ]
+    if rid:
+        raw.append((b"x-request-id", rid.encode("latin-1")))
     if headers:
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+# -- documented error answers --------------------------------------------------------------------
+class ErrorAnswer(BaseModel):
+    """An error: what went wrong (a sentence, or an object naming the id at fault)."""
+
+    detail: str | dict[str, Any]
+
+
+class FieldError(BaseModel):
+    """One refused field: where (``["body", ...]``), why, and a short excerpt of the input."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class InvalidRequest(BaseModel):
+    """A malformed request: the fields at fault (at most 20, then a count of the rest)."""
+
+    detail: list[FieldError]
+
+
+def error_responses(*codes: int, **why: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for these statuses (``why``: ``s404="..."`` overrides a default
+    description). 431 comes from the HTTP layer, as plain text."""
+    default = {
+        401: "No API key, or an unknown one",
+        403: "An API key without admin scope",
+        404: "Not found",
+        413: "Request body over the service's limit (SHOPML_SERVE_MAX_BODY_BYTES, 1 MiB)",
+        422: "Malformed request: the fields at fault",
+        431: "Request head (request line and headers) over 16 KiB",
+        503: "Not available now",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        text = why.get(f"s{code}", default[code])
+        if code == 431:
+            out[code] = {
+                "description": text,
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        else:
+            out[code] = {
+                "description": text,
+                "model": InvalidRequest if code == 422 else ErrorAnswer,
+            }
+    return out
 
 
 # -- auth --------------------------------------------------------------------------------------
@@ -227,29 +432,37 @@ class Auth:
 
 
 def json_handler(
-    auth: Auth, ids: RequestIds, adapter: TypeAdapter[Any], answer: Callable[[Any, str], Any]
+    auth: Auth,
+    ids: RequestIds,
+    adapter: TypeAdapter[Any],
+    answer: Callable[[Any, str], Any],
+    max_body: int,
 ) -> Handler:
-    """A POST route as plain ASGI: auth header, raw body through ``adapter.validate_json``,
-    ``answer(body, request_id)``, orjson out. ``HTTPException`` and the answer kinds'
-    ``AnswerError`` become their status with FastAPI's ``{"detail": ...}`` body; anything else
-    propagates (the server answers 500)."""
+    """A POST route as plain ASGI: auth header, the raw body (at most ``max_body`` bytes, else
+    413) through ``adapter.validate_json``, ``answer(body, request_id)``, orjson out.
+    ``HTTPException`` and the answer kinds' ``AnswerError`` become their status with FastAPI's
+    ``{"detail": ...}`` body; anything else propagates (the server answers 500)."""
     check = auth.check
     bearer_key = auth.bearer_key
     validate = adapter.validate_json
 
     async def handle(scope: Any, receive: Any, send: Any) -> int:
-        authorization = given_id = None
+        authorization = given_id = length = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
             elif name == b"x-request-id":
                 given_id = value
+            elif name == b"content-length":
+                length = value
         rid = ids.of(given_id)
         headers = None
         try:
             check(bearer_key(authorization), False)
+            if length is not None and int(length) > max_body:
+                raise BodyTooLarge(max_body)  # refused before a byte of it is read
             try:
-                raw = await _read_body(receive)
+                raw = await _read_body(receive, max_body)
             except ClientGone:
                 return 499  # nobody to answer
             try:
@@ -257,7 +470,7 @@ def json_handler(
             except ValidationError as exc:
                 raise HTTPException(422, _validation_errors(exc)) from None
             status, payload = 200, answer(body, rid)
-        except (HTTPException, AnswerError) as exc:
+        except (HTTPException, AnswerError, BodyTooLarge) as exc:
             status, payload, headers = exc.status_code, {"detail": exc.detail}, exc.headers
         await _send_json(send, status, payload, rid, headers)
         return status
@@ -383,19 +596,18 @@ def add_answer_route(
     kind = usecase.answer
     schemas = kind.schemas(usecase, max_batch)
     answer = kind.answerer(usecase, state, schemas)
-    responses: dict[int | str, dict[str, Any]] = {
-        200: {"model": schemas.response},
-        401: {"description": "No or unknown API key"},
-        422: {"description": "Malformed request (the field is named)"},
-    }
-    responses.update({code: {"description": why} for code, why in schemas.errors.items()})
+    responses: dict[int | str, dict[str, Any]] = {200: {"model": schemas.response}}
+    responses.update(error_responses(401, 413, 422, 431, 503))
+    responses.update(
+        {code: {"description": why, "model": ErrorAnswer} for code, why in schemas.errors.items()}
+    )
     _mount(
         app,
         fast,
         auth,
         kind.path(usecase),
         _documented(schemas.request, schemas.examples),
-        json_handler(auth, state.ids, schemas.adapter, answer),
+        json_handler(auth, state.ids, schemas.adapter, answer, state.settings.serve_max_body_bytes),
         tags=[usecase.name],
         summary=schemas.summary,
         description=schemas.description,
@@ -453,7 +665,9 @@ def service_router(state: ServiceState, names: list[str], scoring: Any) -> APIRo
     router = APIRouter()
     model_store = state.models
 
-    @router.get("/health", tags=["service"], summary="Liveness (no auth)")
+    @router.get(
+        "/health", tags=["service"], summary="Liveness (no auth)", responses=error_responses(431)
+    )
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -461,7 +675,7 @@ def service_router(state: ServiceState, names: list[str], scoring: Any) -> APIRo
         "/ready",
         tags=["service"],
         summary="Models loaded and stores reachable",
-        responses={503: {"description": "No model loaded at all"}},
+        responses={503: {"description": "No model loaded at all"}, **error_responses(431)},
     )
     async def ready() -> Response:
         loaded = {uc: (m.version if (m := model_store.get(uc)) else None) for uc in names}
@@ -505,6 +719,10 @@ def service_router(state: ServiceState, names: list[str], scoring: Any) -> APIRo
         tags=["service"],
         summary="Prometheus metrics (no auth)",
         response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **error_responses(431),
+        },
     )
     async def metrics_page() -> Response:
         metrics.LOG_QUEUE.set(state.log.pending)
@@ -520,6 +738,7 @@ def service_router(state: ServiceState, names: list[str], scoring: Any) -> APIRo
         tags=["service"],
         summary="What each use case is serving",
         dependencies=[Depends(scoring)],
+        responses=error_responses(401, 431),
     )
     async def models() -> Response:
         out = []
@@ -535,8 +754,11 @@ def service_router(state: ServiceState, names: list[str], scoring: Any) -> APIRo
     return router
 
 
-def admin_router(state: ServiceState, names: list[str], admin: Any) -> APIRouter:
-    """Routes for operators (admin scope)."""
+def admin_router(
+    state: ServiceState, names: list[str], admin: Any, swaps: Swaps | None = None
+) -> APIRouter:
+    """Routes for operators (admin scope). ``swaps``: the board a reload is published on for
+    the service's other workers (None: this is the only one)."""
     router = APIRouter()
     model_store = state.models
 
@@ -545,16 +767,23 @@ def admin_router(state: ServiceState, names: list[str], admin: Any) -> APIRouter
         tags=["admin"],
         dependencies=[Depends(admin)],
         summary="Check the registry now and swap in moved champions (admin scope)",
-        responses={
-            401: {"description": "No or unknown key"},
-            403: {"description": "A key without admin scope"},
-        },
+        description=(
+            "Under `shopml serve --workers N` the answer says `workers: all`: every worker "
+            "answers with the versions this reload swapped in from its next request on."
+        ),
+        responses=error_responses(401, 403, 413, 431),
     )
     async def reload() -> Response:
         changes = await run_in_threadpool(model_store.refresh)
+        generation = None
+        if swaps is not None:
+            # Every worker adopts these versions before its next answer (serving.swap).
+            generation = await run_in_threadpool(swaps.publish)
         return _json(
             {
                 "changes": changes,
+                "workers": "all" if swaps is not None else "this one",
+                "generation": generation,
                 "registry_ok": model_store.registry_ok,
                 "registry_error": model_store.registry_error,
                 "models": {uc: (m.version if (m := model_store.get(uc)) else None) for uc in names},
@@ -590,6 +819,8 @@ def create_app(
     served = _usecases(usecases)
     names = [uc.name for uc in served]
     state = _service_state(settings, names, source_factory, online_store_factory, clock)
+    if in_process:  # a replay drives it: it waits for the registry as long as it takes
+        state.models.start_seconds = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -619,12 +850,44 @@ def create_app(
     )
     app.state.shopml = state
     fast: dict[str, Handler] = {}  # filled as the scoring routes are added below
+    # Inner first: the body cap for the routes FastAPI answers (the fast scoring handlers,
+    # which the metrics middleware calls directly, apply it as they read), then the metrics.
+    app.add_middleware(BodyLimit, limit=settings.serve_max_body_bytes)
     app.add_middleware(metrics.MetricsMiddleware, fast=fast)
+    swaps = None
+    if settings.serve_shared_dir is not None:
+        # Workers of one service: a reload reaches them all (outermost: before anything).
+        swaps = Swaps(SwapBoard(settings.serve_shared_dir / "reload.board"), state.models)
+        app.add_middleware(CatchUp, swaps=swaps)
     app.include_router(service_router(state, names, auth.scoring_dep()))
-    app.include_router(admin_router(state, names, auth.admin_dep()))
+    app.include_router(admin_router(state, names, auth.admin_dep(), swaps))
     for uc in served:
         add_answer_route(app, fast, auth, state, uc, settings.serve_max_batch)
+    app.openapi = served_openapi(app, state, served)  # type: ignore[method-assign]
     return app
+
+
+def served_openapi(
+    app: FastAPI, state: ServiceState, served: "Sequence[UseCase]"
+) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: FastAPI's document, completed by each answer kind with what the models
+    being served settle (a predict route's feature names), rebuilt when a version changes."""
+    built: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        models = [state.models.get(uc.name) for uc in served]
+        key = tuple(m.version if m else None for m in models)
+        if key not in built:
+            app.openapi_schema = None
+            doc = FastAPI.openapi(app)
+            components = doc.get("components", {}).get("schemas", {})
+            for uc, model in zip(served, models, strict=True):
+                uc.answer.document(uc, model, components)
+            built.clear()
+            built[key] = doc
+        return built[key]
+
+    return openapi
 
 
 def _service_state(
@@ -650,6 +913,8 @@ def _service_state(
         source_factory or default_source,
         settings.registry_poll_seconds,
         on_swap=metrics.model_swapped,
+        cache=ServingCache(settings.home / "serving-cache"),
+        start_seconds=settings.registry_start_seconds,
     )
     home = settings.home
     metrics.watch_monitoring(settings.monitoring_store_uri, home)

@@ -325,11 +325,18 @@ class Reader:
         oracle_source = None
         if latest is not None:
             since = latest["ts"] - timedelta(days=PLOT_DAYS)
-            perf = self.store.metrics(uc.name, kind="performance", metric=metric, since=since)
+            perf = self.store.metrics(
+                uc.name, kind="performance", metric=metric, since=since, with_detail=True
+            )
             last = _last(perf)
             if last is not None:
+                iv = last["detail"] if isinstance(last["detail"], dict) else {}
                 live = Figure(
-                    float(last["value"]), n=_int(last["n"]), when=last["ts"].to_pydatetime()
+                    float(last["value"]),
+                    iv.get("low"),
+                    iv.get("high"),
+                    n=_int(last["n"]),
+                    when=last["ts"].to_pydatetime(),
                 )
                 best = _last(
                     self.store.metrics(uc.name, kind="oracle", metric=metric, since=since),

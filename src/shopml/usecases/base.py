@@ -389,6 +389,12 @@ class UseCase(ABC):
     def default_params(self) -> dict[str, Any]:
         return {}
 
+    def starting_params(self) -> list[dict[str, Any]]:
+        """Parameter sets tuning tries first, in order, before its sampler explores (the
+        defaults; a use case may add a second well-founded design, such as a recommender
+        close to "buy again", and let the validation window choose)."""
+        return [self.default_params()]
+
     @abstractmethod
     def dataset(self, wh: Warehouse, cutoff: datetime) -> LabelledData:
         """Rows known at ``cutoff`` with features strictly before it, labels strictly after."""

@@ -19,14 +19,16 @@ validation MAE (a median is 0 for most customers and minimises MAE). A median ba
 underestimates totals, so the second booster gives ``expected_spend_90d``, the conditional
 mean, for budgets, sums and ranking by value: a tweedie booster started from the log of BG/NBD
 x Gamma-Gamma's expected spend, so it learns how far to correct the classical answer, customer
-by customer. After tuning, both are refitted on every window labelled before the test cutoff
-(rounds chosen by folds over customers). A long horizon on a short history (39 weeks after 39
-weeks of data) is learned on shorter labels and carried to the full horizon by BG/NBD
-(:meth:`CustomerLifetimeValue.final_fit`). The baselines are the textbook CLV model, a BG/NBD
-purchase model and a Gamma-Gamma spend model fitted by maximum likelihood on the RFM summary of
-the history before the test cutoff (:mod:`shopml.usecases._bgnbd`: boundary fits evaluated as
-limits, simpler models where a piece cannot be fitted, and ``meta["steps"]`` saying which and
-why), and ``historical-rate``: each customer's repeat rate times their mean spend.
+by customer, in leaves large enough that their mean spend is known to 30% (shrinkage toward
+BG/NBD where data is thin: :func:`mean_params`). After tuning, both are refitted on every
+window labelled before the test cutoff (rounds chosen by folds over customers). A long horizon
+on a short history (39 weeks after 39 weeks of data) is learned on shorter labels and carried
+to the full horizon by BG/NBD (:meth:`CustomerLifetimeValue.final_fit`). The baselines are the
+textbook CLV model, a BG/NBD purchase model and a Gamma-Gamma spend model fitted by maximum
+likelihood on the RFM summary of the history before the test cutoff
+(:mod:`shopml.usecases._bgnbd`: boundary fits evaluated as limits, simpler models where a piece
+cannot be fitted, and ``meta["steps"]`` saying which and why), and ``historical-rate``: each
+customer's repeat rate times their mean spend.
 Metrics: MAE of the point prediction (decides); RMSE, normalised Gini, the share of actual spend
 in the top predicted decile and total predicted over total actual, of the expected value.
 """

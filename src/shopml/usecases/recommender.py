@@ -287,6 +287,21 @@ class Recommender(UseCase):
             "repeat_half_life_days": 90.0,
         }
 
+    def starting_params(self) -> list[dict[str, Any]]:
+        """The defaults, then a model that starts from "buy again": a customer's own products
+        first, ranked mostly by how often (the buy-again baseline's one-year half-life), with
+        ALS and popularity filling the rest. In shops where next month's basket is mostly
+        repeats (wholesale, replenishment) that is the stronger start; the validation window
+        decides."""
+        return [
+            self.default_params(),
+            {
+                **self.default_params(),
+                "repeat_weight": 3.0,
+                "repeat_half_life_days": BUY_AGAIN_HALF_LIFE_DAYS,
+            },
+        ]
+
     def search_space(self, trial: optuna.Trial) -> dict[str, Any]:
         return {
             "factors": trial.suggest_int("factors", 8, 64, log=True),

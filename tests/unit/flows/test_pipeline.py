@@ -141,3 +141,18 @@ def test_shopml_deploy_needs_a_server(
     with temporary_settings(updates={PREFECT_API_URL: None}):
         code, _, err = shopml(["deploy"], capsys, monkeypatch)
     assert code == 2 and "PREFECT_API_URL" in err
+
+
+def test_a_use_case_whose_tables_are_gone_is_not_scored(shopml_home: Path) -> None:
+    """A champion trained on earlier data meets an import without its tables (CDNOW has no
+    prices): the pipeline records why it did not score, no task fails."""
+    from shopml.data.warehouse import Warehouse
+    from shopml.flows.pipeline import _score
+    from shopml.flows.summary import UseCaseSummary
+
+    with Warehouse.open(get_settings()) as wh:
+        wh.con.execute("CREATE TABLE orders AS SELECT 'o1' AS order_id")
+    row = UseCaseSummary(usecase="pricing", status="skipped")
+    assert _score("pricing", "v0", {}, row) is None
+    assert row.score_error is not None
+    assert row.score_error.startswith("not scored: the data has no price_history")

@@ -76,6 +76,9 @@ def test_run_logs_params_metrics_inputs_and_a_loadable_model(wh) -> None:
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "valid", "test"}
     scorer = load_scorer(f"models:/{model_name('toy')}@champion")
     assert scorer.features == ["x_signal", "x_noise"]
+    # The embedded default: a SQLite store and local artifacts under the home.
+    assert (settings.home / "mlflow.db").exists()
+    assert any((settings.home / "mlartifacts").rglob("scorer.pkl"))
     model = mlflow.pyfunc.load_model(f"models:/{model_name('toy')}/{result.version}")
     assert model.metadata.signature is not None
     import pandas as pd

@@ -137,6 +137,22 @@ def test_replay_in_batch_then_monitor_on_demand(
     # Now (2026): the replay's traffic is far in the past, so there is none to judge.
     code, out, err = shopml(["monitor", "delivery-time", "--dry-run", "--json"], capsys)
     assert json.loads(out)[0]["status"] == "no-traffic"
+    # Six weeks on, the replayed orders have arrived: live performance, each figure stored
+    # with its 95% interval (from the bootstrap's standard error).
+    code, out, err = shopml(
+        ["monitor", "delivery-time", "--at", "2024-04-26", "--dry-run", "--json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)[0]["performance"]["labelled"] > 0
+    store = MonitoringStore(None, home)
+    perf = store.metrics("delivery-time", kind="performance", with_detail=True)
+    store.close()
+    with_interval = [r for r in perf.itertuples() if r.detail and "low" in r.detail]
+    assert with_interval, perf
+    assert all(r.detail["low"] < r.value < r.detail["high"] for r in with_interval)
+    from shopml.usecases import get_usecase
+
+    assert get_usecase("delivery-time").gate.metric in {r.metric for r in with_interval}
 
 
 def test_replay_through_the_api(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

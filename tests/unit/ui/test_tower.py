@@ -134,7 +134,9 @@ def toy_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             MetricRow("drift", "score", share, feature="x_signal", detail={"threshold": 0.1}),
             MetricRow("drift", "score", 0.05, feature="x_noise", detail={"threshold": 0.1}),
             MetricRow("prediction_drift", "score", share / 2, feature="output.p"),
-            MetricRow("performance", "auc", auc, n=250),
+            MetricRow(
+                "performance", "auc", auc, n=250, detail={"low": auc - 0.05, "high": auc + 0.05}
+            ),
             MetricRow("reference", "auc", 0.75),
             MetricRow("oracle", "auc", 0.9, n=250),
         ]
@@ -167,6 +169,7 @@ def test_the_reads_show_registry_and_monitoring(toy_home: Settings) -> None:
     assert row.champion is not None and row.champion.version == "3"
     assert row.challenger is not None and row.challenger.version == "2"
     assert row.live is not None and row.live.value == pytest.approx(0.6) and row.live.n == 250
+    assert (row.live.low, row.live.high) == (pytest.approx(0.55), pytest.approx(0.65))
     assert row.oracle is not None and row.oracle.value == pytest.approx(0.9)
     assert row.test is not None and row.test.low is not None and row.test.high is not None
     assert row.baseline is not None and row.last_retrain is not None
@@ -180,6 +183,16 @@ def test_the_reads_show_registry_and_monitoring(toy_home: Settings) -> None:
     assert len(detail.alerts) == 1 and detail.alerts[0].triggered
     assert detail.links["3"]["mlflow"].startswith("http://127.0.0.1:5000/#/experiments/")
     assert "prefect" not in detail.links["3"]  # trained by `train_usecase`, not a flow
+    # A version a flow trained links to its flow run, on the configured Prefect UI.
+    from shopml.lifecycle.tracking import FLOW_RUN_TAG
+
+    run_id = detail.history[2].run_id
+    assert run_id is not None
+    configure(toy_home).set_tag(run_id, FLOW_RUN_TAG, "0f1e2d")
+    settings = toy_home.model_copy(update={"ui_prefect_url": "http://prefect.internal:4200/"})
+    with Reader(settings) as reader:
+        links = reader.detail(ToyUseCase()).links
+    assert links["1"]["prefect"] == "http://prefect.internal:4200/runs/flow-run/0f1e2d"
     assert detail.rollout == "no rollout"
 
 

@@ -148,6 +148,31 @@ def test_model_features_leave_out_lifetime_totals_and_unseen_seasons() -> None:
     assert not set(model_features(features, year)) & LIFETIME_TOTALS
 
 
+def test_mean_model_leaves_grow_with_the_spread_of_spend() -> None:
+    """The mean booster's leaves hold enough customers for their mean spend to be known to
+    30%: (cv / 0.3) ** 2 customers for labels of coefficient of variation cv; the point
+    model's tuned values stand where they ask for more, and the L2 penalty has a floor."""
+    from shopml.usecases.clv import MEAN_MIN_L2, mean_params
+
+    tuned = {"min_data_in_leaf": 11, "lambda_l2": 0.01, "num_leaves": 18}
+    # One customer in ten spends: cv = 3, so a leaf needs about 100 customers.
+    skewed = np.r_[np.zeros(900), np.full(100, 50.0)]
+    got = mean_params(tuned, skewed)
+    assert 100 <= got["min_data_in_leaf"] <= 101
+    assert got["lambda_l2"] == MEAN_MIN_L2 and got["num_leaves"] == 18
+    assert tuned["min_data_in_leaf"] == 11  # the point model's parameters are not changed
+    # Everyone spends about the same: the tuned leaves are already large enough.
+    even = np.r_[np.full(500, 40.0), np.full(500, 60.0)]
+    assert mean_params({**tuned, "lambda_l2": 20.0}, even) == {
+        **mean_params({}, even),
+        **tuned,
+        "lambda_l2": 20.0,
+    }
+    # Nobody spent, refunds only, or no finite label: nothing to scale by, no crash.
+    for y in (np.zeros(50), np.full(50, -5.0), np.array([np.nan, np.inf])):
+        assert mean_params(tuned, y)["min_data_in_leaf"] == 11
+
+
 def test_customer_folds_keep_a_customers_windows_together() -> None:
     import pandas as pd
 

@@ -76,6 +76,26 @@ def test_optimal_prices_closed_forms_and_guardrails() -> None:
         max_change=0.1,
     )
     assert best[0] == pytest.approx(11.0) and lo_c[0] == hi_c[0]
+    # A floor above the ceiling, both within a step: the floor holds, then the ceiling.
+    best, lo_c, hi_c = PricingScorer.optimal_prices(
+        np.array([-2.0]),
+        np.array([10.0]),
+        np.array([np.nan]),
+        np.array([10.5]),
+        np.array([9.5]),
+        max_change=0.1,
+    )
+    assert best[0] == pytest.approx(10.5) and lo_c[0] == hi_c[0]
+    # No price under a cent, however small the current one.
+    best, lo_c, _ = PricingScorer.optimal_prices(
+        np.array([-2.0, -0.5]),
+        np.array([0.001, 5e-324]),
+        np.full(2, np.nan),
+        np.zeros(2),
+        np.full(2, 100.0),
+        max_change=0.1,
+    )
+    assert best.tolist() == [0.01, 0.01] and lo_c.min() == 0.01
     assert count_violations(cur, np.array([9.0, 11.0, 10.0, 8.98]), lo, hi, 0.1) == 1
 
 
