@@ -67,7 +67,7 @@ test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov $(BIN)/chromium ## Run the who
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP) ## Run the tests not marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests benchmarks

@@ -3,6 +3,7 @@ and the service answering from them; the prediction log on PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from shopml.online.store import OnlineStore
-from tests.support.services import ensure_redis, postgres_database
+from tests.support.services import ensure_redis, postgres_database, redis_database
 
 pytestmark = pytest.mark.integration
 AS_OF = datetime(2025, 1, 1)
@@ -88,9 +89,9 @@ def test_service_answers_from_the_store(kind: str, tmp_path: Path) -> None:
         def load(self, usecase: str, version: str) -> Any:
             return scorer
 
-    with postgres_database() as pg:
-        # Redis database 15: a throwaway one, away from anything real on the shared server.
-        uri = ensure_redis().rsplit("/", 1)[0] + "/15" if kind == "redis" else pg
+    with postgres_database() as pg, contextlib.ExitStack() as stack:
+        # Redis: a throwaway database index of its own, away from anything real.
+        uri = stack.enter_context(redis_database()) if kind == "redis" else pg
         settings = Settings(
             home=tmp_path, online_store_uri=uri, monitoring_store_uri=pg, feature_cache_seconds=0
         )

@@ -283,6 +283,28 @@ def ensure_redis() -> str:
 
 
 @contextlib.contextmanager
+def redis_database() -> Iterator[str]:
+    """A Redis database index nobody uses (claimed with a key, so two test processes never
+    share one), flushed afterwards; yields its URL."""
+    import redis
+
+    base = ensure_redis().rsplit("/", 1)[0]
+    for i in range(15, 0, -1):
+        r = redis.Redis.from_url(f"{base}/{i}")
+        if r.set("shopml-test:claim", "1", nx=True):
+            if r.dbsize() == 1:
+                try:
+                    yield f"{base}/{i}"
+                finally:
+                    r.flushdb()
+                    r.close()
+                return
+            r.delete("shopml-test:claim")  # someone else's data is in there
+        r.close()
+    pytest.fail("no free Redis database index (1-15) on 127.0.0.1:6379")
+
+
+@contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
     import psycopg
