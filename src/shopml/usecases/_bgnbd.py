@@ -27,6 +27,7 @@ so accurate to ~1e-11 for the smooth integrand here, from ``a`` near 0 to thousa
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -247,9 +248,14 @@ def fit_gamma_gamma(summary: pd.DataFrame) -> Fit:
 # -- evaluation ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def beta_rule(a: float, b: float, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes in (0, 1) and weights summing to 1 for expectations under Beta(a, b) (a, b > 0):
-    the Gauss-Jacobi rule from the eigen-decomposition of the Jacobi matrix (Golub-Welsch)."""
+    the Gauss-Jacobi rule from the eigen-decomposition of the Jacobi matrix (Golub-Welsch).
+
+    Cached (read-only arrays): a fitted model asks for the same few rules (its ``a``, ``b``
+    plus each repeat count) on every call, and the eigen-decomposition is nearly all of a
+    one-row prediction's time."""
     # Jacobi weight (1 - y) ** al * (1 + y) ** be on [-1, 1], with p = (1 + y) / 2.
     al, be = b - 1.0, a - 1.0
     n = np.arange(nodes, dtype="float64")
@@ -266,7 +272,10 @@ def beta_rule(a: float, b: float, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     jacobi = np.diag(diag) + np.diag(np.sqrt(np.maximum(off2, 0.0)), 1)
     y, vectors = np.linalg.eigh(jacobi + np.triu(jacobi, 1).T)
     weights = vectors[0] ** 2
-    return (1 + y) / 2, weights / weights.sum()
+    nodes_01, weights = (1 + y) / 2, weights / weights.sum()
+    nodes_01.flags.writeable = False
+    weights.flags.writeable = False
+    return nodes_01, weights
 
 
 @dataclass
@@ -361,7 +370,7 @@ class BgNbdSpendScorer(Scorer):
             elif beta <= 0.0:  # Beta(., 0): all mass at p = 1 (the next purchase is the last)
                 out[rows] = g(np.ones(1), kk, cc)[:, 0]
             else:
-                p, w = beta_rule(self.a, beta, self.nodes)
+                p, w = beta_rule(float(self.a), float(beta), int(self.nodes))
                 out[rows] = g(p[None, :], kk, cc) @ w
         return out
 

@@ -288,3 +288,24 @@ def test_the_simple_model_on_request_is_each_customers_rate_times_their_spend() 
     # Two repeat days in 365 days, 73 days ahead: 0.4 purchases worth 40 each.
     assert got[a] == pytest.approx(2 / 365 * 73 * 40.0)
     assert got[s.index.get_loc("b")] == 0.0  # one purchase, no repeat yet
+
+
+def test_a_fitted_model_reuses_its_quadrature_rules() -> None:
+    """The Gauss-Jacobi rule depends on the fitted a, b and the repeat count only: a model
+    answering again (one row at a time, as served) reuses the rules, which nobody can alter."""
+    scorer = BgNbdSpendScorer(
+        features=["bg_frequency", "bg_recency", "bg_T", "bg_monetary"],
+        outputs=["expected_spend"],
+        r=0.24, alpha=4.4, a=0.79, b=2.43, gg_p=6.2, gg_q=3.7, gg_v=15.4,
+    )  # fmt: skip
+    row = np.array([[2.0, 30.0, 200.0, 25.0]])
+    first = scorer.predict_matrix(row)
+    before = beta_rule.cache_info()
+    again = scorer.predict_matrix(row)
+    after = beta_rule.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
+    np.testing.assert_array_equal(first, again)
+    _, weights = beta_rule(0.79, 2.43 + 2.0, 40)
+    with pytest.raises(ValueError):
+        weights[0] = 1.0
+    assert weights.sum() == pytest.approx(1.0)
