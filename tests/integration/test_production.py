@@ -410,16 +410,15 @@ def test_the_production_profile_end_to_end(stack: dict[str, Any]) -> None:
 
     # 6. Prometheus scrapes the API and the node exporter with deploy/'s own configuration.
     query = _prometheus(stack, port, gauges.parent)
-    served = query('sum by (job) (shopml_requests_total{route="/v1/segments/predict"})')
-    assert [r["metric"]["job"] for r in served] == ["shopml"], served
-    assert float(served[0]["value"][1]) >= len(customers) + 2
-    monitored = query("shopml_monitor_last_check_timestamp_seconds")
-    assert "shopml-monitor" in {r["metric"]["job"] for r in monitored}, monitored
-    assert {r["metric"]["usecase"] for r in monitored} >= {"segments"}
-    assert (
-        query('up{job=~"shopml|shopml-monitor"} == 1')
-        and len(query('up{job=~"shopml|shopml-monitor"}')) == 2
-    )
+    counted = query('sum by (job) (shopml_requests_total{route="/v1/segments/predict"})')
+    assert [r["metric"]["job"] for r in counted] == ["shopml"], counted
+    assert float(counted[0]["value"][1]) >= len(customers) + 2
+    # The API serves the monitor's gauges too: wait for the node exporter's own series.
+    monitored = query('shopml_monitor_last_check_timestamp_seconds{job="shopml-monitor"}')
+    assert {r["metric"]["usecase"] for r in monitored} >= {"segments"}, monitored
+    # Both targets scraped and up (each job's first scrape may come a few seconds apart).
+    up = query('up{job=~"shopml|shopml-monitor"} == 1', lambda rs: len(rs) == 2)
+    assert {r["metric"]["job"] for r in up} == {"shopml", "shopml-monitor"}, up
 
     # 7. A shop's export dropped into the S3 landing prefix (CDNOW's layout, 120 customers):
     #    claimed, imported, then the pipeline on the new data.
@@ -531,7 +530,7 @@ def _ready(base: str) -> bool:
         return False
 
 
-def _prometheus(stack: dict[str, Any], api_port: int, textfiles: Path) -> Callable[[str], list]:
+def _prometheus(stack: dict[str, Any], api_port: int, textfiles: Path) -> Callable[..., list]:
     """Start the node exporter (as compose runs it) and Prometheus with
     deploy/prometheus/prometheus.yml pointed at loopback; returns a query function that waits
     for an answer."""
@@ -580,11 +579,14 @@ def _prometheus(stack: dict[str, Any], api_port: int, textfiles: Path) -> Callab
     )
     url = f"http://127.0.0.1:{port}"
 
-    def query(expr: str) -> list:
+    def query(expr: str, enough: Callable[[list], bool] = bool) -> list:
+        """The answer to ``expr`` once it is ``enough`` (default: not empty)."""
+
         def answer() -> list:
             q = urllib.parse.urlencode({"query": expr})
-            return list(_get(f"{url}/api/v1/query?{q}")["data"]["result"])
+            result = list(_get(f"{url}/api/v1/query?{q}")["data"]["result"])
+            return result if enough(result) else []
 
-        return list(_wait(f"Prometheus: {expr}", answer, 60, lambda: procs.log("prometheus")))
+        return list(_wait(f"Prometheus: {expr}", answer, 120, lambda: procs.log("prometheus")))
 
     return query

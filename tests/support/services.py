@@ -76,14 +76,14 @@ def _check_owner(url: str, proc: subprocess.Popen) -> None:
 
 def listening_pids(port: int) -> set[int]:
     """Processes with a socket listening on ``port`` (any address), from /proc."""
-    inodes = set()
+    inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as fh:
             for line in fh.readlines()[1:]:
                 fields = line.split()
                 if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     inodes.add(f"socket:[{fields[9]}]")
-    pids = set()
+    pids: set[int] = set()
     if not inodes:
         return pids
     for pid in filter(str.isdigit, os.listdir("/proc")):
