@@ -61,7 +61,7 @@ EngineOpt = Annotated[
     typer.Option(
         "--engine",
         help="duckdb or spark: where features, datasets and batch scores are computed "
-        '(default SHOPML_ENGINE, else duckdb; README "Spark").',
+        "(default SHOPML_ENGINE, else duckdb; docs/how-to/spark.md).",
         callback=_use_engine,
         is_eager=True,
     ),

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         default=None, description="Folder watched for new files; default <home>/landing."
     )
 
-    # The engine that builds features, labelled datasets and batch scores (README "Spark").
+    # The engine that builds features, labelled datasets and batch scores (docs/how-to/spark.md).
     engine: Literal["duckdb", "spark"] = Field(
         default="duckdb",
         description="duckdb (one machine, the warehouse file) or spark (the canonical tables "

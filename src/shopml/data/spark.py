@@ -146,7 +146,7 @@ def _start(settings: Settings) -> SparkSession:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         if settings.spark_master.startswith("local"):
             # Python workers run shopml's own interpreter (its pyarrow, its model libraries);
-            # on a cluster the executors' Python is the cluster's (see README "Spark").
+            # on a cluster the executors' Python is the cluster's (see docs/how-to/spark.md).
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         quiet = Path(__file__).with_name("spark-log4j2.properties")
         options = f"-Dlog4j2.configurationFile={quiet.as_uri()}"
