@@ -140,6 +140,9 @@ def _start(settings: Settings) -> SparkSession:
     builder = SparkSession.builder.appName("shopml")
     if settings.spark_remote:
         builder = builder.remote(settings.spark_remote)
+    elif os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Started by spark-submit: its JVM is up, with the master and settings it was given.
+        pass
     else:
         check_java()
         # Spark warns that the host name resolves to loopback unless told which address to use.
@@ -161,7 +164,7 @@ def _start(settings: Settings) -> SparkSession:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = settings.spark_remote or settings.spark_master
         raise EngineError(f"Spark did not start on {where}: {first}") from exc
-    if not settings.spark_remote:
+    if not settings.spark_remote and not os.environ.get("PYSPARK_GATEWAY_PORT"):
         session.sparkContext.setLogLevel("ERROR")
     atexit.register(stop_spark)
     return session

@@ -397,7 +397,12 @@ def _score_on_spark(
     # local driver, else the lake's staging area (a cluster's shared storage).
     from shopml.data.lake import Lake
 
-    local = settings.spark_master.startswith("local") and not settings.spark_remote
+    try:  # the session's own master: spark-submit may have set another than the settings
+        local = not settings.spark_remote and str(spark.conf.get("spark.master")).startswith(
+            "local"
+        )
+    except Exception:  # a Connect session that does not say
+        local = False
     lake = Lake(tempfile.mkdtemp(prefix="shopml-scores-") if local else settings.lake_location)
     staging = f"_staging/scores-{uuid.uuid4().hex[:12]}"
     try:

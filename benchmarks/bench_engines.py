@@ -1,0 +1,304 @@
+"""DuckDB vs Spark (local) as the shop grows: customer features and batch scoring.
+
+ShopSim shops of about 1M, 3M and 10M orders (``--quick``: about 100,000) are simulated once
+and cached under ``benchmarks/.work/`` (the features benchmark's warehouse files). On each:
+
+* **customer features**: shopml's one Ibis definition (:func:`shopml.features.customer_features`)
+  at the same cutoff, run on DuckDB over the warehouse file and on Spark over the lake (the
+  canonical tables as Parquet), to a pandas frame on the driver, as training takes it. The
+  lake is published first and timed apart ("publish"): a Spark shop keeps its lake, it does
+  not rebuild it per query. The two frames are checked equal before anything is reported.
+* **batch scoring**: a LightGBM model on those features (fitted once, on a sample) scores
+  every customer: on DuckDB's side chunk by chunk in this process, as ``shopml score`` does;
+  on Spark's side with ``mapInPandas`` over the features as a Spark DataFrame, written as
+  Parquet, as the engine's batch scoring does. Both outputs are checked equal.
+
+Each measurement runs in a fresh process (so a JVM or a DuckDB buffer pool does not carry
+over), and the peak memory is the largest resident set of that process and its children (the
+JVM and Spark's Python workers) sampled every 0.2 s from /proc. Spark runs ``local[2]``: the
+two cores of the machine the other benchmarks use. What Spark buys is not speed on one machine
+but that the same job runs on a cluster when the data no longer fits one (docs/how-to/spark.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, Result
+
+WORK = ROOT / "benchmarks" / ".work"
+CUTOFF = datetime(2024, 10, 2)
+# Customers per target size: ShopSim's default shop places ~5.6 orders per customer in 730 days.
+SIZES = {"1M": 180_000, "3M": 540_000, "10M": 1_800_000}
+QUICK = {"0.1M": 18_000}
+
+
+# -- measuring a child process -------------------------------------------------------------
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and every process below it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            pid, ppid = int(entry), int(fields[1])
+            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def measure(step: str, **kwargs: Any) -> dict[str, Any]:
+    """Run ``step`` in a fresh process; its result plus the peak memory of its process tree."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_engines", "--step", step, json.dumps(kwargs)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode:
+        raise RuntimeError(f"{step} failed:\n{err.decode()[-3000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["peak_mb"] = round(peak[0] / 2**20)
+    return result
+
+
+# -- the steps, each run in its own process ----------------------------------------------------
+def _warehouse_path(customers: int) -> Path:
+    from benchmarks.bench_features import sim_warehouse
+
+    return sim_warehouse(customers)
+
+
+def _spark_warehouse(customers: int) -> Any:
+    from shopml.data.warehouse import Warehouse
+    from shopml.settings import Settings
+
+    home = WORK / f"engines-{customers}"
+    settings = Settings(home=home, engine="spark", lake_uri=str(home / "lake"))
+    return Warehouse(_warehouse_path(customers), read_only=True, engine="spark", settings=settings)
+
+
+def _model_path(customers: int) -> Path:
+    return WORK / f"engines-{customers}" / "model.txt"
+
+
+def step_prepare(customers: int) -> dict[str, Any]:
+    """Build the shop (cached), its versions, the lake, and the model scored later."""
+    import lightgbm as lgb
+
+    from shopml.data.warehouse import Warehouse
+    from shopml.features import customer_features, to_frame
+
+    path = _warehouse_path(customers)
+    with Warehouse(path) as wh:
+        if not wh.versions():
+            wh.refresh()  # a bulk-loaded file: its data versions, for the lake
+        orders = int(wh.sql("SELECT count(*) AS n FROM orders")["n"][0])
+        feats = to_frame(customer_features(wh.ibis(), CUTOFF))
+    model = _model_path(customers)
+    if not model.exists():
+        model.parent.mkdir(parents=True, exist_ok=True)
+        sample = feats.sample(min(len(feats), 20_000), random_state=0)
+        x = sample[_features(sample)]
+        y = (sample["orders_90d"] > 0).astype(int)  # a stand-in label: the timing is the point
+        booster = lgb.train(
+            {"objective": "binary", "num_leaves": 31, "verbose": -1, "num_threads": 1},
+            lgb.Dataset(x.drop(columns=["orders_90d", "orders_30d", "spend_30d", "spend_90d"]), y),
+            num_boost_round=100,
+        )
+        booster.save_model(str(model))
+    with timer_s() as elapsed:
+        _spark_warehouse(customers).spark_ibis()  # publishes the lake
+    return {"orders": orders, "customers": len(feats), "publish_s": elapsed()}
+
+
+def _features(df: Any) -> list[str]:
+    return [c for c in df.columns if c != "customer_id"]
+
+
+class timer_s:
+    def __enter__(self) -> Callable[[], float]:
+        self.start = time.perf_counter()
+        self.end: float | None = None
+        return lambda: round((self.end or time.perf_counter()) - self.start, 2)
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = time.perf_counter()
+
+
+def step_features(customers: int, engine: str) -> dict[str, Any]:
+    from shopml.data.warehouse import Warehouse
+    from shopml.features import customer_features, to_frame
+
+    wh = (
+        _spark_warehouse(customers)
+        if engine == "spark"
+        else Warehouse(_warehouse_path(customers), read_only=True)
+    )
+    backend = wh.ibis()  # the session started, the lake registered: not the query's cost
+    with timer_s() as elapsed:
+        df = to_frame(customer_features(backend, CUTOFF))
+    df = df.sort_values("customer_id").reset_index(drop=True)
+    df.to_parquet(WORK / f"engines-{customers}" / f"features-{engine}.parquet")
+    return {
+        "seconds": elapsed(),
+        "rows": len(df),
+        "driver_mb_per_million": round(df.memory_usage(deep=True).sum() / len(df) * 1e6 / 2**20),
+    }
+
+
+def step_score(customers: int, engine: str) -> dict[str, Any]:
+    import lightgbm as lgb
+    import pandas as pd
+
+    from shopml.data.warehouse import Warehouse
+    from shopml.features import customer_features, to_frame
+
+    booster = lgb.Booster(model_file=str(_model_path(customers)))
+    names = booster.feature_name()
+    out = WORK / f"engines-{customers}" / f"scores-{engine}.parquet"
+    if engine == "duckdb":
+        wh = Warehouse(_warehouse_path(customers), read_only=True)
+        feats = to_frame(customer_features(wh.ibis(), CUTOFF))
+        with timer_s() as elapsed:
+            parts = []
+            for i in range(0, len(feats), 50_000):
+                chunk = feats.iloc[i : i + 50_000]
+                p = booster.predict(chunk[names].to_numpy(dtype="float64"), num_threads=2)
+                parts.append(pd.DataFrame({"customer_id": chunk.customer_id.to_numpy(), "p": p}))
+            pd.concat(parts).to_parquet(out)
+    else:
+        from shopml.data.spark import get_spark
+
+        wh = _spark_warehouse(customers)
+        backend = wh.ibis()
+        spark = get_spark(wh.settings)
+        model = booster.model_to_string()
+        # The features first, as Parquet: what is timed is the scoring, as on DuckDB's side.
+        features = str(WORK / f"engines-{customers}" / "features-spark-parts")
+        spark.sql(backend.compile(customer_features(backend, CUTOFF))).write.mode(
+            "overwrite"
+        ).parquet(features)
+        with timer_s() as elapsed:
+            sdf = spark.read.parquet(features)
+
+            def score(frames: Any) -> Any:
+                b = lgb.Booster(model_str=model)
+                for f in frames:
+                    x = f[names].astype("float64").to_numpy()
+                    yield pd.DataFrame(
+                        {"customer_id": f.customer_id, "p": b.predict(x, num_threads=1)}
+                    )
+
+            sdf.mapInPandas(score, "customer_id string, p double").write.mode("overwrite").parquet(
+                str(out)
+            )
+    return {"seconds": elapsed(), "rows": len(pd.read_parquet(out, columns=["customer_id"]))}
+
+
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "prepare": step_prepare,
+    "features": step_features,
+    "score": step_score,
+}
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+def run(quick: bool = False, sizes: dict[str, int] | None = None) -> Result:
+    # BENCH_ENGINES_SIZES="1M=180000,3M=540000": the sizes to run (label=customers).
+    chosen = os.environ.get("BENCH_ENGINES_SIZES")
+    if sizes is None and chosen:
+        sizes = {k: int(v) for k, v in (p.split("=") for p in chosen.split(","))}
+    sizes = sizes or (QUICK if quick else SIZES)
+    rows = []
+    figures: dict[str, Any] = {}
+    for label, customers in sizes.items():
+        prep = measure("prepare", customers=customers)
+        fig: dict[str, Any] = {"prepare": prep}
+        for what in ("features", "score"):
+            per = {e: measure(what, customers=customers, engine=e) for e in ("duckdb", "spark")}
+            _check_same(what, customers, per)
+            fig[what] = per
+        figures[label] = fig
+        f, s = fig["features"], fig["score"]
+        rows.append(
+            f"| {label} ({prep['orders']:,} orders, {prep['customers']:,} customers) "
+            f"| {f['duckdb']['seconds']:.1f} s / {f['duckdb']['peak_mb']:,} MB "
+            f"| {f['spark']['seconds']:.1f} s / {f['spark']['peak_mb']:,} MB "
+            f"| {f['spark']['seconds'] / f['duckdb']['seconds']:.1f}x "
+            f"| {s['duckdb']['seconds']:.1f} s / {s['duckdb']['peak_mb']:,} MB "
+            f"| {s['spark']['seconds']:.1f} s / {s['spark']['peak_mb']:,} MB "
+            f"| {s['spark']['seconds'] / s['duckdb']['seconds']:.1f}x "
+            f"| {prep['publish_s']:.0f} s "
+            f"| {f['duckdb']['driver_mb_per_million']:,} MB |"
+        )
+    header = (
+        "| shop | features, DuckDB | features, Spark local[2] | Spark / DuckDB "
+        "| scoring, DuckDB | scoring, Spark local[2] | Spark / DuckDB | lake publish "
+        "| features on the driver per 1M customers |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    md = header + "\n".join(rows)
+    return Result("engines", "DuckDB vs Spark local: seconds and peak memory", md, figures)
+
+
+def _check_same(what: str, customers: int, per: dict[str, dict[str, Any]]) -> None:
+    """The engines' outputs agree (floats to 1e-9 relative: sums may add up in another order)."""
+    import pandas as pd
+
+    folder = WORK / f"engines-{customers}"
+    if what == "features":
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(folder / "features-duckdb.parquet"),
+            pd.read_parquet(folder / "features-spark.parquet"),
+            check_exact=False,
+            rtol=1e-9,
+            atol=1e-9,
+        )
+        return
+    a, b = (
+        pd.read_parquet(folder / f"scores-{e}.parquet").sort_values("customer_id")
+        for e in ("duckdb", "spark")
+    )
+    assert len(a) == len(b) == per["duckdb"]["rows"]
+    assert (a.customer_id.to_numpy() == b.customer_id.to_numpy()).all()
+    assert abs(a.p.to_numpy() - b.p.to_numpy()).max() < 1e-9
+
+
+def _main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--step":
+        step = sys.argv[2]
+        kwargs = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+        print(json.dumps(STEPS[step](**kwargs)), flush=True)
+
+
+if __name__ == "__main__":
+    _main()
