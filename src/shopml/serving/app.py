@@ -459,7 +459,7 @@ def json_handler(
         headers = None
         try:
             check(bearer_key(authorization), False)
-            if length is not None and int(length) > max_body:
+            if length is not None and length.isdigit() and int(length) > max_body:
                 raise BodyTooLarge(max_body)  # refused before a byte of it is read
             try:
                 raw = await _read_body(receive, max_body)
