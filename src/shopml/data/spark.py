@@ -43,7 +43,6 @@ _DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",  # the warehouse's timestamps are naive UTC
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.sql.shuffle.partitions": "8",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.adaptive.enabled": "true",
 }
@@ -107,7 +106,16 @@ def _check_pyspark() -> None:
 def session_conf(settings: Settings) -> dict[str, str]:
     """The Spark settings of a shopml session (defaults, then SHOPML_SPARK_CONF, then the
     ones shopml relies on)."""
-    return {**_DEFAULT_CONF, **settings.spark_conf, **_FIXED_CONF}
+    local = (
+        {}
+        if settings.spark_remote or not settings.spark_master.startswith("local")
+        else {
+            # Spark's 200 shuffle partitions suit a cluster; on one machine they are mostly
+            # scheduling overhead (adaptive execution coalesces them, but only after the shuffle).
+            "spark.sql.shuffle.partitions": "8"
+        }
+    )
+    return {**_DEFAULT_CONF, **local, **settings.spark_conf, **_FIXED_CONF}
 
 
 def get_spark(settings: Settings) -> SparkSession:

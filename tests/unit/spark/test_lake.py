@@ -119,3 +119,15 @@ def test_without_java_the_engine_flag_fails_in_one_line(tmp_path: Path, tables: 
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "needs Java 17" in lines[0] and "Traceback" not in out.stderr
     assert not (home / "lake").exists()  # nothing published for an engine that cannot start
+
+
+def test_session_settings_keep_utc_and_size_shuffles_to_the_master() -> None:
+    from shopml.data.spark import session_conf
+    from shopml.settings import Settings
+
+    local = session_conf(Settings(spark_conf={"spark.sql.session.timeZone": "Europe/Paris"}))
+    assert local["spark.sql.session.timeZone"] == "UTC"  # the warehouse's timestamps are UTC
+    assert local["spark.sql.shuffle.partitions"] == "8"
+    cluster = session_conf(Settings(spark_master="yarn", spark_conf={"spark.executor.cores": "4"}))
+    assert "spark.sql.shuffle.partitions" not in cluster  # the cluster's own default
+    assert cluster["spark.executor.cores"] == "4"
