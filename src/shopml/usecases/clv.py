@@ -592,8 +592,12 @@ def fit_hybrid(
     final = refit is not None and len(all_rows) > 1
     if final:  # every labelled window, folds by customer choose the rounds
         everything = LabelledData.concat(all_rows)
-        x, y, off = matrix(everything)
         fold = customer_folds(everything.frame["customer_id"], REFIT_FOLDS)
+        # Customers for fewer than two folds (a shop with one customer): nothing to hold
+        # out, so the validation window chooses the rounds, as in tuning.
+        final = len(np.unique(fold)) > 1
+        if final:
+            x, y, off = matrix(everything)
     xv, yv, offv = matrix(valid) if valid is not None and len(valid) else (None, None, None)
     point_params, mean_p = p, mean_params(p, y)
     rounds = []
@@ -601,7 +605,7 @@ def fit_hybrid(
         p = mean_p if offset else point_params
         if final:
             found = []
-            for k in range(REFIT_FOLDS):
+            for k in np.unique(fold):  # the folds that hold customers
                 fit_rows, held = fold != k, fold == k
                 probe = _boosting.train_booster(
                     x[fit_rows], y[fit_rows], p, obj, x[held], y[held], seed=seed,
