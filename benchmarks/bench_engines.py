@@ -262,7 +262,7 @@ def run(quick: bool = False, sizes: dict[str, int] | None = None) -> Result:
         )
     header = (
         "| shop | features, DuckDB | features, Spark local[2] | Spark / DuckDB "
-        "| scoring, DuckDB | scoring, Spark local[2] | Spark / DuckDB | lake publish "
+        "| scoring, DuckDB | scoring, Spark local[2] | Spark / DuckDB | Spark start + lake publish "
         "| features on the driver per 1M customers |\n"
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
