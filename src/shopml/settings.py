@@ -269,6 +269,14 @@ class Settings(BaseSettings):
         default=400.0, gt=0, description="Logged predictions older than this are pruned."
     )
 
+    # Rollout of challengers (shadow, canary, A/B); `shopml rollout` records a mode in the
+    # registry, which takes precedence over this.
+    rollout: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rollout mode per use case when the registry records none, e.g. "
+        '{"returns": "shadow", "clv": "canary:0.1", "high-value": "ab:0.5"}.',
+    )
+
     # Reproducibility.
     seed: int = Field(default=42, description="Training seed.")
 
@@ -284,6 +292,18 @@ class Settings(BaseSettings):
     @classmethod
     def _size(cls, value: object) -> object:
         return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("rollout")
+    @classmethod
+    def _check_rollout(cls, value: dict[str, str]) -> dict[str, str]:
+        from shopml.runtime.rollout import parse
+
+        for usecase, mode in value.items():
+            try:
+                parse(mode)
+            except ValueError as exc:
+                raise ValueError(f"SHOPML_ROLLOUT[{usecase!r}]: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -20,14 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopml.runtime.predictions import TABLE as PREDICTIONS
 from shopml.runtime.predictions import (
+    SERVED_ARMS,
     PredictionRecord,
     PredictionWindow,
     create_table,
     decode,
     write_records,
 )
+from shopml.runtime.predictions import TABLE as PREDICTIONS
 
 METRICS = "monitor_metrics"
 DECISIONS = "monitor_decisions"
@@ -179,8 +180,9 @@ class MonitoringStore:
         start: datetime | None = None,
         end: datetime | None = None,
         model_version: str | None = None,
+        arms: Sequence[str] | None = SERVED_ARMS,
     ) -> int:
-        where, params = self._window_where(usecase, start, end, model_version)
+        where, params = self._window_where(usecase, start, end, model_version, arms)
         rows = self.query(f"SELECT count(*) FROM {PREDICTIONS} WHERE {where}", params)
         return int(rows[0][0])
 
@@ -197,7 +199,9 @@ class MonitoringStore:
         start: datetime | None,
         end: datetime | None,
         model_version: str | None = None,
+        arms: Sequence[str] | None = SERVED_ARMS,
     ) -> tuple[str, list[Any]]:
+        """``arms``: which arms' records (default the answers that were served; None: all)."""
         where, params = ["usecase = ?"], [usecase]
         if start is not None:
             where.append("ts >= ?")
@@ -208,6 +212,9 @@ class MonitoringStore:
         if model_version is not None:
             where.append("model_version = ?")
             params.append(model_version)
+        if arms is not None:
+            where.append(f"arm IN ({', '.join('?' * len(arms))})")
+            params.extend(arms)
         return " AND ".join(where), params
 
     def predictions(
@@ -220,19 +227,21 @@ class MonitoringStore:
         sample: int | None = None,
         seed: int = 0,
         with_features: bool = True,
+        arms: Sequence[str] | None = SERVED_ARMS,
     ) -> PredictionWindow:
         """The logged predictions of ``usecase`` with ``start <= ts < end``, decoded.
 
         ``sample`` keeps at most that many rows, chosen at random (seeded) before anything is
         read but their ids: the expensive part of a large window is moving and parsing its
         JSON. ``with_features=False`` skips the features (performance needs only outputs).
+        ``arms``: the answers that were served by default (shadow answers left out); None: all.
         """
-        where, params = self._window_where(usecase, start, end, model_version)
+        where, params = self._window_where(usecase, start, end, model_version, arms)
         feats = "features" if with_features else "NULL"
-        cols = f"request_id, ts, model_version, entity_key, entity_id, {feats}, output"
+        cols = f"request_id, ts, model_version, entity_key, entity_id, {feats}, output, arm"
         if (
             sample is not None
-            and self.count_predictions(usecase, start, end, model_version) > sample
+            and self.count_predictions(usecase, start, end, model_version, arms) > sample
         ):
             rows = self._sampled(cols, where, params, sample, seed)
         else:

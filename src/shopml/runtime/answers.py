@@ -351,6 +351,11 @@ class Prediction(BaseModel):
         None, description="Age of the oldest looked-up features (None: none looked up)."
     )
     stale: bool = Field(False, description="Looked-up features older than the configured age.")
+    model_version: str | None = Field(
+        None,
+        description="The version that answered this instance: set in a batch while a canary or "
+        "A/B test routes some entities to the challenger.",
+    )
 
 
 class PredictResponse(Prediction):

@@ -6,6 +6,13 @@ Every answer a model gives (an API request, a replayed day's traffic, a batch ru
 PostgreSQL; :class:`PredictionWindow` is a window of that table decoded for monitoring and for
 a use case's live checks. Nothing here imports a web, training or monitoring library: the
 service writes through it and use cases read through it.
+
+Every record names the *arm* that produced it (:data:`ARMS`): ``champion`` and ``challenger``
+answered the request (a canary or an A/B test routes some entities to the challenger);
+``shadow`` is the challenger scoring the same request off the response path, logged and never
+returned. Readers that want the answers that were served leave ``shadow`` out
+(:data:`SERVED_ARMS`). A table made before arms existed gains the column when it is opened
+(:func:`create_table`); its rows read as the champion's.
 """
 
 from __future__ import annotations
@@ -31,22 +38,47 @@ COLUMNS = (
     "entity_id",
     "features",
     "output",
+    "arm",
 )
+CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
+ARMS = (CHAMPION, CHALLENGER, SHADOW)
+SERVED_ARMS = (CHAMPION, CHALLENGER)  # answers a caller received
 # Column types per backend; times are ISO strings on SQLite (one fixed format, so comparing
 # strings compares times) and TIMESTAMPTZ on PostgreSQL.
 _TYPES = {
-    "sqlite": ("TEXT",) * 8,
-    "postgres": ("TEXT", "TIMESTAMPTZ", "TEXT", "TEXT", "TEXT", "TEXT", "JSONB", "JSONB"),
+    "sqlite": ("TEXT",) * 9,
+    "postgres": ("TEXT", "TIMESTAMPTZ", "TEXT", "TEXT", "TEXT", "TEXT", "JSONB", "JSONB", "TEXT"),
 }
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def create_table(con: Any, backend: str) -> None:
-    """Create the prediction-log table and its index if missing (``backend``: ``sqlite`` or
-    ``postgres``; the caller commits on SQLite)."""
+    """Create the prediction-log table and its index if missing, and bring a table made by an
+    older version up to date (the ``arm`` column, its old rows the champion's); ``backend``:
+    ``sqlite`` or ``postgres``; the caller commits on SQLite."""
     cols = ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, _TYPES[backend], strict=True))
     con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
     con.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_uc_ts ON {TABLE} (usecase, ts)")
+    # The migration: added at the end, so positional inserts of COLUMNS stay right. A NOT NULL
+    # default fills the old rows in one step on both backends (no rewrite on either).
+    # Checked first: an ALTER, even a no-op one, locks the table against the writers.
+    arm = f"arm TEXT NOT NULL DEFAULT '{CHAMPION}'"
+    if backend == "sqlite":
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({TABLE})").fetchall()}
+        if "arm" not in have:
+            try:
+                con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {arm}")
+            except sqlite3.OperationalError as exc:  # another worker migrated it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+        return
+    found = con.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = %s AND column_name = 'arm'",
+        (TABLE,),
+    ).fetchone()
+    if found is None:
+        con.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {arm}")
 
 
 def iso(value: datetime) -> str:
@@ -75,6 +107,7 @@ class PredictionRecord:
     output: dict[str, Any]
     inputs: Any = None
     input_names: Sequence[str] | None = None
+    arm: str = CHAMPION  # which model answered, and whether the caller got it (ARMS)
 
     def inputs_dict(self) -> dict[str, Any] | None:
         """The inputs by name (None when nothing was logged)."""
@@ -99,6 +132,7 @@ class PredictionRecord:
             self.entity_id,
             orjson.dumps(inputs, option=_JSON_OPTS).decode() if inputs is not None else None,
             orjson.dumps(self.output, option=_JSON_OPTS).decode(),
+            self.arm,
         )
 
 
@@ -175,7 +209,7 @@ class PredictionWindow:
     usecase: str
     start: datetime
     end: datetime
-    frame: pd.DataFrame  # request_id, ts, model_version, entity_key, entity_id
+    frame: pd.DataFrame  # request_id, ts, model_version, entity_key, entity_id, arm
     features: pd.DataFrame  # one column per logged input, aligned with frame
     outputs: pd.DataFrame  # one column per output (numbers; lists and dicts stay as objects)
 
@@ -194,12 +228,13 @@ def _loads(value: Any) -> Any:
 def decode(
     usecase: str, start: datetime, end: datetime, rows: Sequence[Sequence[Any]]
 ) -> PredictionWindow:
-    """Rows of ``request_id, ts, model_version, entity_key, entity_id, features, output`` as a
-    window."""
+    """Rows of ``request_id, ts, model_version, entity_key, entity_id, features, output`` and
+    optionally ``arm`` (the champion's when absent) as a window."""
     frame = pd.DataFrame(
         [r[:5] for r in rows],
         columns=["request_id", "ts", "model_version", "entity_key", "entity_id"],
     )
+    frame["arm"] = [r[7] if len(r) > 7 and r[7] else CHAMPION for r in rows]
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
     feats = [_loads(r[5]) for r in rows]
     outs = [_loads(r[6]) for r in rows]
@@ -213,7 +248,9 @@ def window_of(
 ) -> PredictionWindow:
     """Records decoded as the store would give them back (for tests and in-memory checks)."""
     rows = [r.row() for r in records]
-    return decode(usecase, start, end, [(r[0], r[1], r[3], r[4], r[5], r[6], r[7]) for r in rows])
+    return decode(
+        usecase, start, end, [(r[0], r[1], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+    )
 
 
 def _records(values: list[Any], n: int) -> pd.DataFrame:

@@ -53,6 +53,7 @@ from shopml.serving.models import (
 )
 from shopml.serving.predlog import PredictionLog, open_writer
 from shopml.serving.swap import CatchUp, SwapBoard, Swaps
+from shopml.serving.rollout import Router, rollout_router
 
 if TYPE_CHECKING:
     from shopml.online.store import OnlineStore
@@ -437,9 +438,11 @@ def json_handler(
     adapter: TypeAdapter[Any],
     answer: Callable[[Any, str], Any],
     max_body: int,
+    after: Callable[[], None] | None = None,
 ) -> Handler:
     """A POST route as plain ASGI: auth header, the raw body (at most ``max_body`` bytes, else
-    413) through ``adapter.validate_json``, ``answer(body, request_id)``, orjson out.
+    413) through ``adapter.validate_json``, ``answer(body, request_id)``, orjson out, then
+    ``after()`` (work that waits until the response is sent: a rollout's shadow answers).
     ``HTTPException`` and the answer kinds' ``AnswerError`` become their status with FastAPI's
     ``{"detail": ...}`` body; anything else propagates (the server answers 500)."""
     check = auth.check
@@ -473,6 +476,8 @@ def json_handler(
         except (HTTPException, AnswerError, BodyTooLarge) as exc:
             status, payload, headers = exc.status_code, {"detail": exc.detail}, exc.headers
         await _send_json(send, status, payload, rid, headers)
+        if after is not None:
+            after()
         return status
 
     return handle
@@ -512,9 +517,11 @@ class ServiceState:
         lookup_factory: Callable[[], FeatureLookup],
         log_factory: Callable[[], PredictionLog],
         clock: Clock = time.time,
+        rollout: Router | None = None,
     ) -> None:
         self.settings = settings
         self.models = store
+        self.rollout = rollout  # challengers in shadow, canary or A/B (serving.rollout)
         self._lookup_factory = lookup_factory
         self._log_factory = log_factory
         self.clock = clock
@@ -539,10 +546,14 @@ class ServiceState:
             self.lookup = FeatureLookup(None)
             self.lookup.error = f"{type(exc).__name__}: {str(exc)[:200]}"
         self.models.start()
+        if self.rollout is not None:
+            self.rollout.start()
         metrics.REGISTRY_UP.set(1 if self.models.registry_ok else 0)
 
     def stop(self) -> None:
         self.models.stop()
+        if self.rollout is not None:
+            self.rollout.stop()
         self.log.close()
         if self.lookup.store is not None:
             self.lookup.store.close()
@@ -596,6 +607,9 @@ def add_answer_route(
     kind = usecase.answer
     schemas = kind.schemas(usecase, max_batch)
     answer = kind.answerer(usecase, state, schemas)
+    rollout = state.rollout
+    if rollout is not None:
+        answer = rollout.wrap(usecase, kind, schemas, answer, state)
     responses: dict[int | str, dict[str, Any]] = {200: {"model": schemas.response}}
     responses.update(error_responses(401, 413, 422, 431, 503))
     responses.update(
@@ -607,7 +621,14 @@ def add_answer_route(
         auth,
         kind.path(usecase),
         _documented(schemas.request, schemas.examples),
-        json_handler(auth, state.ids, schemas.adapter, answer, state.settings.serve_max_body_bytes),
+        json_handler(
+            auth,
+            state.ids,
+            schemas.adapter,
+            answer,
+            state.settings.serve_max_body_bytes,
+            rollout.after if rollout else None,
+        ),
         tags=[usecase.name],
         summary=schemas.summary,
         description=schemas.description,
@@ -861,6 +882,15 @@ def create_app(
         app.add_middleware(CatchUp, swaps=swaps)
     app.include_router(service_router(state, names, auth.scoring_dep()))
     app.include_router(admin_router(state, names, auth.admin_dep(), swaps))
+    if state.rollout is not None:
+        app.include_router(
+            rollout_router(
+                state.rollout,
+                names,
+                lambda uc: m.version if (m := state.models.get(uc)) else None,
+                auth.admin_dep(),
+            )
+        )
     for uc in served:
         add_answer_route(app, fast, auth, state, uc, settings.serve_max_batch)
     app.openapi = served_openapi(app, state, served)  # type: ignore[method-assign]
@@ -918,6 +948,9 @@ def _service_state(
     )
     home = settings.home
     metrics.watch_monitoring(settings.monitoring_store_uri, home)
+    rollout = Router(
+        names, source_factory or default_source, settings.rollout, settings.registry_poll_seconds
+    )
     return ServiceState(
         settings,
         model_store,
@@ -929,4 +962,5 @@ def _service_state(
             settings.prediction_log_max_queue,
         ),
         clock or time.time,
+        rollout,
     )

@@ -106,6 +106,12 @@ REGISTRY_UP = Gauge(
     "1 when the last registry poll succeeded (in every live worker).",
     multiprocess_mode="livemin",
 )
+ROLLOUT_ANSWERS = Counter(
+    "shopml_rollout_answers_total",
+    "Challenger answers during a rollout by use case, arm (challenger: returned; shadow: "
+    "logged only) and outcome (ok, failed, dropped: the shadow queue was full).",
+    ["usecase", "arm", "outcome"],
+)
 LOG_DROPPED = Counter(
     "shopml_prediction_log_dropped_total", "Predictions not logged because the log queue was full."
 )

@@ -370,8 +370,12 @@ class ModelStore:
         on_swap: Callable[[str, str | None, str], None] | None = None,
         cache: ServingCache | None = None,
         start_seconds: float | None = None,
+        alias: str = CHAMPION,
     ) -> None:
         self.usecases = list(usecases)
+        # The alias served (a rollout's store follows ``challenger``: a challenger whose alias
+        # is gone is dropped, while a champion is kept through anything).
+        self.alias = alias
         self._source_factory = source_factory
         self.source: ModelSource | None = None
         self.poll_seconds = poll_seconds
@@ -442,7 +446,7 @@ class ModelStore:
                     finally:
                         self._source_made.set()
                 source = self.source
-                wanted = {uc: source.alias_version(uc, CHAMPION) for uc in self.usecases}
+                wanted = {uc: source.alias_version(uc, self.alias) for uc in self.usecases}
             except Exception as exc:
                 self._outage(f"{type(exc).__name__}: {str(exc)[:200]}")
                 self._answered.set()
@@ -452,8 +456,12 @@ class ModelStore:
             self._answered.set()
             for uc, info in wanted.items():
                 if info is None:
-                    if self.models.get(uc) is None:
-                        self.errors[uc] = "no champion in the registry"
+                    current = self.models.get(uc)
+                    if current is None:
+                        self.errors[uc] = f"no {self.alias} in the registry"
+                    elif self.alias != CHAMPION:
+                        del self.models[uc]
+                        changes[uc] = f"v{current.version} -> none"
                     continue
                 self._swap_in(uc, info, source, changes)
         return changes

@@ -1,0 +1,317 @@
+"""Rollout modes: sticky assignment, shadow answers never returned, arms and versions logged,
+a batch split between two versions, modes recorded in the registry and followed by every
+worker, and a prediction log made before arms existed brought up to date."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shopml.runtime import rollout as modes
+from shopml.runtime.scorers import ConstantScorer, Scorer
+from shopml.serving.models import MlflowSource, VersionInfo
+from tests.unit.serving.conftest import a_customer, serving_settings
+
+SCORE_KEY, ADMIN_KEY = "score-key-1b2c3d", "admin-key-9e8f7a"
+
+
+# -- assignment -------------------------------------------------------------------------------
+def test_assignment_is_sticky_independent_and_keeps_its_entities_when_the_share_grows() -> None:
+    ids = [f"C{i:07d}" for i in range(20_000)]
+    canary = modes.make("canary", 0.1)
+    first = [modes.challenger_answers(canary, "clv", i) for i in ids]
+    # The same answer every time, in any process (a hash, not a draw per request).
+    assert first == [modes.challenger_answers(canary, "clv", i) for i in ids]
+    assert modes.bucket("clv", "C0000001") == modes.bucket("clv", "C0000001")
+    assert 0.09 < np.mean(first) < 0.11
+    # Ramping the canary up keeps everyone who already had the challenger.
+    half = [modes.challenger_answers(modes.make("ab"), "clv", i) for i in ids]
+    assert all(h for f, h in zip(first, half, strict=True) if f) and 0.48 < np.mean(half) < 0.52
+    # Another use case splits the same customers independently.
+    other = [modes.challenger_answers(canary, "high-value", i) for i in ids]
+    assert abs(np.mean(np.array(first) & np.array(other)) - 0.01) < 0.005
+    # No id, nothing to stick to: the champion answers; shadow and off route nobody.
+    assert not modes.challenger_answers(canary, "clv", None)
+    assert not any(modes.challenger_answers(modes.make(m), "clv", "C1") for m in ("off", "shadow"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("blue", "rollout mode 'blue' is not one of off, shadow, canary, ab"),
+        ("canary:1.5", "between 0 and 1"),
+        ("ab:0", "between 0 and 1"),
+        ("canary:ten", "share 'ten'"),
+        ("shadow:0.2", "--share applies to canary and ab, not shadow"),
+    ],
+)
+def test_bad_modes_are_refused_naming_the_value(text: str, message: str) -> None:
+    with pytest.raises(modes.RolloutError, match=message.replace("(", r"\(")):
+        modes.parse(text)
+
+
+def test_configured_modes_are_checked_and_the_registry_wins() -> None:
+    from shopml.settings import Settings
+
+    with pytest.raises(ValueError, match=r"SHOPML_ROLLOUT\['clv'\].*not one of"):
+        Settings(rollout={"clv": "sideways"})
+    recorded = modes.from_tag(modes.make("ab", 0.3, reason="test").to_tag())
+    assert recorded is not None and recorded.share == 0.3 and recorded.source == "registry"
+    assert modes.effective(recorded, "shadow") == recorded
+    assert modes.effective(None, "canary").describe() == "canary 10%"
+    assert modes.effective(None, None).mode == "off"
+    assert modes.from_tag("{not json") is None  # unreadable: as if none were recorded
+
+
+# -- the prediction log's arm column ----------------------------------------------------------
+def test_a_log_made_before_arms_gains_the_column_and_its_rows_are_the_champions(
+    tmp_path: Path,
+) -> None:
+    from datetime import datetime
+
+    from shopml.monitoring.store import MonitoringStore
+    from shopml.runtime.predictions import PredictionRecord
+
+    db = tmp_path / "monitoring.sqlite"
+    old = sqlite3.connect(db)
+    old.execute(
+        "CREATE TABLE prediction_log (request_id TEXT, ts TEXT, usecase TEXT, "
+        "model_version TEXT, entity_key TEXT, entity_id TEXT, features TEXT, output TEXT)"
+    )
+    old.execute(
+        "INSERT INTO prediction_log VALUES ('r0', '2025-01-02T00:00:00.000000+00:00', 'clv', "
+        "'1', 'customer_id', 'C1', NULL, '{\"predicted_spend_90d\": 3.0}')"
+    )
+    old.commit()
+    old.close()
+    with MonitoringStore(f"sqlite:///{db}", tmp_path) as store:
+        ts = datetime(2025, 1, 2, 12).timestamp()
+        store.log_predictions(
+            [
+                PredictionRecord("r1", ts, "clv", "2", "customer_id", "C1", {"p": 1.0}, arm=arm)
+                for arm in ("challenger", "shadow")
+            ]
+        )
+        start, end = datetime(2025, 1, 1), datetime(2025, 1, 3)
+        served = store.predictions("clv", start, end)
+        everything = store.predictions("clv", start, end, arms=None)
+        assert store.count_predictions("clv", start, end) == 2
+    assert served.frame["arm"].tolist() == ["champion", "challenger"]
+    assert sorted(everything.frame["arm"]) == ["challenger", "champion", "shadow"]
+
+
+# -- the service ------------------------------------------------------------------------------
+@dataclass
+class Broken(Scorer):
+    """A challenger that fails on every answer."""
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the challenger is broken")
+
+
+class TwoVersions:
+    """The real champion (v1) and a stand-in challenger (v2) for every served use case."""
+
+    def __init__(self, home: Path, challenger: str = "constant") -> None:
+        self.inner = MlflowSource(serving_settings(home))
+        self.kind = challenger
+
+    def alias_version(self, usecase: str, alias: str) -> VersionInfo | None:
+        champion = self.inner.alias_version(usecase, "champion")
+        assert champion is not None
+        return champion if alias == "champion" else VersionInfo(str(int(champion.version) + 1))
+
+    def load(self, usecase: str, version: str) -> Any:
+        champion = self.inner.alias_version(usecase, "champion")
+        scorer = self.inner.load(usecase, version if champion is None else champion.version)
+        if champion is not None and version == champion.version:
+            return scorer
+        if self.kind == "broken":
+            return Broken(list(scorer.features), list(scorer.outputs))
+        return ConstantScorer(list(scorer.features), list(scorer.outputs), values=[123.0])
+
+
+def _logged(db: Path) -> list[tuple[str, str, str, str, str]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(
+            "SELECT request_id, entity_id, model_version, arm, output FROM prediction_log "
+            "WHERE usecase = 'clv' ORDER BY rowid"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _customers(home: Path, n: int) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            f"SELECT DISTINCT customer_id FROM orders ORDER BY 1 LIMIT {int(n)}"
+        ).fetchall()
+    finally:
+        con.close()
+    return [str(r[0]) for r in rows]
+
+
+def test_shadow_answers_are_logged_never_returned(
+    client_factory: Any, served_home: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "monitoring.sqlite"
+    client = client_factory(
+        {"source_factory": lambda: TwoVersions(served_home)},
+        monitoring_store_uri=f"sqlite:///{db}",
+        rollout={"clv": "shadow"},
+    )
+    champion = client.get("/v1/models").json()["models"][1]["version"]
+    cid = a_customer(served_home)
+    answers = [client.post("/v1/clv/predict", json={"customer_id": cid}) for _ in range(5)]
+    batch = client.post(
+        "/v1/clv/predict",
+        json={"instances": [{"customer_id": c} for c in _customers(served_home, 4)]},
+    )
+    for r in [*answers, batch]:
+        assert r.status_code == 200 and r.json()["model_version"] == champion
+        assert "123.0" not in r.text  # the challenger's constant never reaches a caller
+    client.__exit__(None, None, None)  # drains the shadow queue and the log
+    rows = _logged(db)
+    champ = [r for r in rows if r[3] == "champion"]
+    shadow = [r for r in rows if r[3] == "shadow"]
+    assert len(champ) == len(shadow) == 9
+    # Paired: the same request ids and entities, the challenger's version and answer.
+    assert [r[:2] for r in champ] == [r[:2] for r in shadow]
+    assert {r[2] for r in shadow} == {str(int(champion) + 1)} and {r[2] for r in champ} == {
+        champion
+    }
+    assert all("123.0" in r[4] for r in shadow)
+
+
+def test_a_failing_shadow_challenger_fails_no_answer(
+    client_factory: Any, served_home: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "monitoring.sqlite"
+    client = client_factory(
+        {"source_factory": lambda: TwoVersions(served_home, "broken")},
+        monitoring_store_uri=f"sqlite:///{db}",
+        rollout={"clv": "shadow"},
+        admin_keys=[ADMIN_KEY],
+        api_keys=[SCORE_KEY],
+    )
+    auth = {"Authorization": f"Bearer {SCORE_KEY}"}
+    cid = a_customer(served_home)
+    for _ in range(4):
+        assert (
+            client.post("/v1/clv/predict", json={"customer_id": cid}, headers=auth).status_code
+            == 200
+        )
+    state = client.get("/v1/admin/rollout", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    clv = next(r for r in state.json()["rollout"] if r["usecase"] == "clv")
+    assert clv["mode"] == "shadow" and clv["worker"]["failed"] == 4
+    assert "the challenger is broken" in clv["worker"]["last_error"]
+    text = client.get("/metrics").text
+    assert 'shopml_rollout_answers_total{arm="shadow",outcome="failed",usecase="clv"} 4.0' in text
+    client.__exit__(None, None, None)
+    assert {r[3] for r in _logged(db)} == {"champion"}
+
+
+def test_canary_is_sticky_by_customer_and_splits_a_batch(
+    client_factory: Any, served_home: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "monitoring.sqlite"
+    client = client_factory(
+        {"source_factory": lambda: TwoVersions(served_home)},
+        monitoring_store_uri=f"sqlite:///{db}",
+        rollout={"clv": "ab:0.5"},
+    )
+    customers = _customers(served_home, 30)
+    seen: dict[str, set[str]] = {}
+    for _ in range(3):
+        for c in customers:
+            r = client.post("/v1/clv/predict", json={"customer_id": c})
+            assert r.status_code == 200
+            seen.setdefault(c, set()).add(r.json()["model_version"])
+    assert all(len(v) == 1 for v in seen.values())  # sticky: one version per customer
+    version = {c: next(iter(v)) for c, v in seen.items()}
+    expected = {c: modes.challenger_answers(modes.make("ab"), "clv", c) for c in customers}
+    challenger = {c for c, v in expected.items() if v}
+    assert 0 < len(challenger) < len(customers)
+    assert {version[c] for c in challenger} != {
+        version[c] for c in customers if c not in challenger
+    }
+    # A batch with both arms: answered in order, each prediction naming its version.
+    batch = client.post(
+        "/v1/clv/predict", json={"instances": [{"customer_id": c} for c in customers]}
+    )
+    assert batch.status_code == 200
+    got = batch.json()["predictions"]
+    assert [p["entity"]["customer_id"] for p in got] == customers
+    assert [p["model_version"] for p in got] == [version[c] for c in customers]
+    assert all(
+        (p["prediction"]["predicted_spend_90d"] == 123.0) == expected[c]
+        for p, c in zip(got, customers, strict=True)
+    )
+    # Features only, no id: nothing to stick to, the champion answers.
+    features = client.post("/v1/clv/predict", json={"features": {"recency_days": 3.0}})
+    champion = version[next(c for c in customers if c not in challenger)]
+    assert features.json()["model_version"] == champion
+    client.__exit__(None, None, None)
+    rows = _logged(db)
+    arms = {(r[1], r[3], r[2]) for r in rows if r[1] is not None}
+    assert arms == {(c, "challenger" if expected[c] else "champion", version[c]) for c in customers}
+
+
+def test_a_mode_set_on_one_worker_is_followed_by_another(
+    client_factory: Any, served_home: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    settings = serving_settings(served_home)
+    mlc = MlflowClient(tracking_uri=settings.tracking_uri)
+    name = "shopml-clv"
+    champion = mlc.get_model_version_by_alias(name, "champion")
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    keys = {"admin_keys": [ADMIN_KEY], "api_keys": [SCORE_KEY]}
+    one, two = client_factory(**keys), client_factory(**keys)
+    try:
+        # No challenger yet: refused, naming what to do.
+        refused = one.put("/v1/admin/rollout/clv", json={"mode": "canary"}, headers=admin)
+        assert refused.status_code == 409 and "no challenger" in refused.json()["detail"]
+        bad = one.put("/v1/admin/rollout/clv", json={"mode": "ab", "share": 2}, headers=admin)
+        assert bad.status_code == 422 and "between 0 and 1" in bad.json()["detail"]
+        unknown = one.put("/v1/admin/rollout/nope", json={"mode": "off"}, headers=admin)
+        assert unknown.status_code == 404
+        scoring = one.put(
+            "/v1/admin/rollout/clv",
+            json={"mode": "off"},
+            headers={"Authorization": f"Bearer {SCORE_KEY}"},
+        )
+        assert scoring.status_code == 403
+        challenger = mlc.create_model_version(name, champion.source, run_id=champion.run_id)
+        mlc.set_registered_model_alias(name, "challenger", str(challenger.version))
+        set_ = one.put(
+            "/v1/admin/rollout/clv", json={"mode": "canary", "share": 0.2}, headers=admin
+        )
+        assert set_.status_code == 200, set_.text
+        assert set_.json()["mode"] == "canary" and set_.json()["challenger"] == str(
+            challenger.version
+        )
+        deadline = time.monotonic() + 30
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            rows = two.get("/v1/admin/rollout", headers=admin).json()["rollout"]
+            state = next(r for r in rows if r["usecase"] == "clv")
+            if state["mode"] == "canary":
+                break
+            time.sleep(0.1)
+        assert state["mode"] == "canary" and state["share"] == 0.2
+        assert state["recorded"]["by"] == "admin route" and state["recorded"]["set_at"]
+    finally:
+        mlc.delete_registered_model_tag(name, modes.TAG)
+        mlc.delete_registered_model_alias(name, "challenger")
