@@ -5,6 +5,8 @@ by each contender with 2 server workers (all five started at once) and hit by ``
 connections, in rounds that take turns (the median round counts):
 
 - ``shopml``: ``shopml serve`` with auth, validation, metrics and the prediction log on;
+- ``shopml-shadow``: the same with the use case in shadow mode (a second registered version,
+  the challenger, scores every request after its answer is sent, and is logged);
 - ``mlflow``: ``mlflow models serve --env-manager local`` on the same registered model;
 - ``pandas``: a typical FastAPI app that builds a DataFrame and calls the sklearn wrapper;
 - ``lean``: a FastAPI app calling the booster on a numpy row;
@@ -264,8 +266,25 @@ def _register(clf: Any, frame: Any, home: Path) -> str:
             pip_requirements=["lightgbm", "pandas"],
         )
     mv = mlflow.register_model(info.model_uri, "shopml-returns")
-    MlflowClient().set_registered_model_alias("shopml-returns", "champion", str(mv.version))
+    client = MlflowClient()
+    client.set_registered_model_alias("shopml-returns", "champion", str(mv.version))
+    # The challenger a shadow rollout scores: another version of the same size.
+    challenger = mlflow.register_model(info.model_uri, "shopml-returns")
+    client.set_registered_model_alias("shopml-returns", "challenger", str(challenger.version))
     return str(mv.version)
+
+
+def _shadow_rows(path: Path) -> dict[str, int]:
+    """Rows per arm in the shadow server's prediction log."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT arm, count(*) FROM prediction_log GROUP BY arm").fetchall()
+    finally:
+        con.close()
+    counts = {"champion": 0, "shadow": 0, **{str(a): int(n) for a, n in rows}}
+    return counts
 
 
 def run(quick: bool = False) -> Result:
@@ -303,6 +322,12 @@ def run(quick: bool = False) -> Result:
 
     contenders: dict[str, tuple[list[str], str, str, dict[str, str]]] = {
         "shopml": (
+            [str(BIN / "shopml"), "serve", "--workers", "2"],
+            "/v1/returns/predict",
+            "/ready",
+            auth,
+        ),
+        "shopml-shadow": (
             [str(BIN / "shopml"), "serve", "--workers", "2"],
             "/v1/returns/predict",
             "/ready",
@@ -367,9 +392,16 @@ def run(quick: bool = False) -> Result:
             if name in ("pandas", "lean", "noop"):
                 full = [*cmd, "--host", "127.0.0.1", "--port", str(port)]
             log = (work / f"{name}.log").open("w")
+            own = env
+            if name == "shopml-shadow":
+                own = {
+                    **env,
+                    "SHOPML_ROLLOUT": '{"returns": "shadow"}',
+                    "SHOPML_MONITORING_STORE_URI": f"sqlite:///{work / 'shadow.sqlite'}",
+                }
             proc = subprocess.Popen(
                 full,
-                env=env,
+                env=own,
                 cwd=work,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -413,11 +445,16 @@ def run(quick: bool = False) -> Result:
         figures["shopml_single_connection"] = _wrk(
             url, b, headers, seconds, connections=1, threads=1, workdir=work
         )
+        url, b, headers = live["shopml-shadow"]
+        figures["shadow_single_connection"] = _wrk(
+            url, b, headers, seconds, connections=1, threads=1, workdir=work
+        )
     finally:
         for proc, log in procs:
             _stop(proc)
             log.close()
 
+    figures["shadow_logged"] = _shadow_rows(work / "shadow.sqlite")
     # The model's own in-process predict time on one row (the overhead's baseline).
     from shopml.runtime.pyfunc import read_scorer
 
@@ -473,8 +510,14 @@ def run(quick: bool = False) -> Result:
         "vs_lean": s / figures["lean"]["rps"],
     }
     figures["ratios"] = ratios
+    shadow = figures["shopml-shadow"]
+    ratios["shadow_vs_plain"] = shadow["rps"] / s
     rows = [
         ("shopml (`shopml serve`, auth + metrics + prediction log)", "shopml"),
+        (
+            "shopml, shadow rollout on (challenger scored after each answer, logged)",
+            "shopml-shadow",
+        ),
         ("`mlflow models serve --env-manager local`", "mlflow"),
         ("FastAPI + pandas DataFrame + sklearn `predict_proba`", "pandas"),
         ("FastAPI + booster on a numpy row (lean)", "lean"),
@@ -513,6 +556,21 @@ def run(quick: bool = False) -> Result:
         f"| batch scoring / direct predict ({n:,} rows) | {figures['batch']['ratio']:.2f}x | "
         f">= 0.8x | {'yes' if figures['batch']['ratio'] >= 0.8 else 'no'} |",
     ]
+    one, one_shadow = figures["shopml_single_connection"], figures["shadow_single_connection"]
+    logged = figures["shadow_logged"]
+    shadow_rows = [
+        "| shadow rollout (same model size as the champion) | plain | shadow on | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| peak requests/s (8 connections) | {s:,.0f} | {shadow['rps']:,.0f} | "
+        f"{ratios['shadow_vs_plain']:.2f}x |",
+        f"| failed answers (non-2xx) at peak | {figures['shopml']['non_2xx']:.0f} | "
+        f"{shadow['non_2xx']:.0f} | |",
+        f"| p50 / p99 ms, 1 connection | {one['p50_ms']:.2f} / {one['p99_ms']:.2f} | "
+        f"{one_shadow['p50_ms']:.2f} / {one_shadow['p99_ms']:.2f} | "
+        f"{one_shadow['p50_ms'] / one['p50_ms']:.2f}x |",
+        f"| shadow answers logged / champion answers logged | | "
+        f"{logged['shadow']:,} / {logged['champion']:,} | |",
+    ]
     load = os.getloadavg()[0]
     figures["load_before"], figures["load_after"] = load_before, load
     markdown = "\n".join(
@@ -527,6 +585,12 @@ def run(quick: bool = False) -> Result:
             *table,
             "",
             *goals,
+            "",
+            "Shadow rollout: the challenger's answer is computed on the worker's event loop "
+            "after the champion's answer has been sent, so it costs the worker capacity (the "
+            "peak falls) but no request waits for it.",
+            "",
+            *shadow_rows,
         ]
     )
     return Result("serving", "Serving: shopml vs its peers", markdown, figures)

@@ -953,6 +953,7 @@ def models(as_json: JsonOpt = False) -> None:
         "test cutoff",
         "data",
         "gate",
+        "rollout",
     ):
         table.add_column(col, justify="right" if col in ("value", "95% interval", "n") else "left")
     for s in summaries:
@@ -974,6 +975,7 @@ def models(as_json: JsonOpt = False) -> None:
                 (v.cutoff or "")[:10],
                 v.dataset_version or "",
                 v.verdict or "",
+                _rollout_cell(s.rollout) if alias == "challenger" or not s.challenger else "",
             )
         if not shown:
             table.add_row(
@@ -988,8 +990,21 @@ def models(as_json: JsonOpt = False) -> None:
                 "",
                 "",
                 "not trained" if not s.versions else "no alias",
+                "",
             )
     console.print(table)
+
+
+def _rollout_cell(recorded: dict[str, Any] | None) -> str:
+    """The rollout mode, and how the last one ended when it is off."""
+    from shopml.runtime.rollout import Rollout
+
+    if not recorded:
+        return ""
+    state = Rollout(**{k: v for k, v in recorded.items() if k in Rollout.__dataclass_fields__})
+    if state.mode == "off" and state.reason:
+        return f"off ({state.reason})"
+    return state.describe()
 
 
 def _gate_metric(usecase: str) -> str:
@@ -1034,6 +1049,43 @@ def rollback(
         print_json({"usecase": usecase, "from": old, "to": new})
     else:
         console.print(f"{usecase}: champion rolled back from v{old} to v{new}")
+
+
+# -- rollout (shadow, canary, A/B of the challenger) ------------------------------------------
+@app.command()
+def rollout(
+    usecase: Annotated[str, typer.Argument(help="Use case.")],
+    mode: Annotated[
+        str | None,
+        typer.Argument(help="off, shadow, canary or ab; leave out to show the current mode."),
+    ] = None,
+    share: Annotated[
+        float | None,
+        typer.Option(help="Share of entities the challenger answers (canary 0.1, ab 0.5)."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded with the mode).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or set how the challenger meets live traffic: shadow (scored, logged, never
+    returned), canary or ab (a sticky share of entities answered by it), or off. Recorded in
+    the registry: every serving worker follows within one poll."""
+    from shopml.lifecycle.rollout import current, set_mode
+
+    _usecase_names([usecase], False)
+    client = _client()
+    if mode is None:
+        if share is not None:
+            raise UserError("--share needs a mode (canary or ab)")
+        state = current(client, usecase, _settings())
+    else:
+        state = set_mode(client, usecase, mode, share, reason=reason)
+    out = {"usecase": usecase, **state.to_dict()}
+    if as_json:
+        print_json(out)
+        return
+    against = f" (challenger v{state.challenger})" if state.challenger else ""
+    origin = "configured" if state.source == "config" else f"set {state.set_at or ''}".strip()
+    console.print(f"{usecase}: rollout {state.describe()}{against}; {origin}")
 
 
 # Defaults for `shopml run`: a budget that keeps the whole run within 5 minutes on a shared
@@ -1569,6 +1621,12 @@ def _print_checks(results: list[Any]) -> None:
             decision.get("action", ""),
         )
     console.print(table)
+    for r in results:
+        if r.rollout:
+            for reason in r.rollout.get("reasons", []):
+                console.print(
+                    f"{r.usecase} rollout ({r.rollout.get('status')}): {reason}", highlight=False
+                )
     for r in results:
         for reason in (r.decision or {}).get("reasons", []):
             console.print(f"[red]{r.usecase}[/red]: {reason}", highlight=False)

@@ -195,6 +195,8 @@ class VersionSummary:
     override: dict[str, Any] | None = None
     promotion: dict[str, Any] | None = None
     rollback: dict[str, Any] | None = None
+    # How a live rollout of this version ended (promoted / rolled back, and why).
+    rollout_outcome: dict[str, Any] | None = None
 
 
 @dataclass
@@ -204,6 +206,8 @@ class ModelSummary:
     champion: VersionSummary | None
     challenger: VersionSummary | None
     versions: int
+    # The rollout mode recorded on the model (shadow, canary, ab, off), with who set it and why.
+    rollout: dict[str, Any] | None = None
 
 
 def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | None:
@@ -232,6 +236,7 @@ def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | 
         override=_json_or_none(tags.get("shopml.gate.override")),
         promotion=_json_or_none(tags.get("shopml.promotion")),
         rollback=_json_or_none(tags.get("shopml.rollback")),
+        rollout_outcome=_json_or_none(tags.get("shopml.rollout.outcome")),
     )
 
 
@@ -254,12 +259,19 @@ def describe(client: MlflowClient, usecase: str) -> ModelSummary:
         versions: list[ModelVersion] = list(client.search_model_versions(f"name = '{name}'"))
     except MlflowException:
         versions = []
+    from shopml.runtime.rollout import stored
+
+    try:
+        rollout = stored(client, name) if versions else None
+    except MlflowException:
+        rollout = None
     return ModelSummary(
         usecase,
         name,
         _summary(client, alias_version(client, usecase, CHAMPION) if versions else None),
         _summary(client, alias_version(client, usecase, CHALLENGER) if versions else None),
         len(versions),
+        rollout.to_dict() if rollout is not None else None,
     )
 
 

@@ -84,6 +84,8 @@ class CheckResult:
     reports: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     run_id: str | None = None
+    # The judgement of a live rollout of the challenger (shadow, canary, A/B), when one runs.
+    rollout: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -485,10 +487,13 @@ def decide_check(
     result: CheckResult,
 ) -> Decision:
     """The policy's decision on these findings, given the use case's decision history."""
+    history = store.decisions(uc.name)
+    if len(history):  # a rollout's judgements are another record (monitoring.arms)
+        history = history[history["action"] != "rollout"].reset_index(drop=True)
     decision = decide(
         policy,
         findings,
-        store.decisions(uc.name),
+        history,
         now,
         can_retrain=act and retrain is not None and settings.monitor_retrain != "off",
     )

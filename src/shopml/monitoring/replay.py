@@ -174,6 +174,8 @@ class _Traffic:
         """Pick up moved champions now (the service would on its next registry poll)."""
         if self.app is not None:
             self.app.state.shopml.models.refresh()
+            if self.app.state.shopml.rollout is not None:
+                self.app.state.shopml.rollout.refresh()
         if self.models is not None:
             self.models.refresh()
 
@@ -314,7 +316,7 @@ def replay(
                         cache=cache,
                     )
                     result.checks += [_brief(c) for c in checks]
-                    if any(_promoted(c) for c in checks):
+                    if any(_promoted(c) or _rollout_ended(c) for c in checks):
                         traffic.reload()
         result.seconds = time.perf_counter() - started
         say("done", 1.0)
@@ -327,6 +329,10 @@ def replay(
 def _promoted(check: CheckResult) -> bool:
     r = (check.decision or {}).get("retrain") or {}
     return r.get("status") == "promoted"
+
+
+def _rollout_ended(check: CheckResult) -> bool:
+    return (check.rollout or {}).get("status") in ("promoted", "rolled back")
 
 
 def _brief(check: CheckResult) -> dict[str, Any]:

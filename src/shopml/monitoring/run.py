@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shopml.monitoring.arms import judge_arms
 from shopml.monitoring.monitor import CheckResult, RetrainFn, check_usecase
 from shopml.monitoring.performance import LabelCache
 from shopml.monitoring.store import MonitoringStore, open_store
@@ -122,6 +123,16 @@ def run_checks(
                 results.append(
                     CheckResult(name, now, "failed", notes=[f"{type(exc).__name__}: {exc}"])
                 )
+            try:  # a live rollout of the challenger: judge its arms on the labels in
+                arms = judge_arms(known[name], wh, settings, store, now=now, act=act, cache=cache)
+                if arms.status != "no-rollout" or arms.reasons:
+                    results[-1].rollout = arms.to_dict()
+            except Exception as exc:
+                log.exception("judging the rollout of %s failed", name)
+                results[-1].rollout = {
+                    "status": "failed",
+                    "reasons": [f"{type(exc).__name__}: {exc}"],
+                }
         write_gauges(settings)
         return results
     finally:

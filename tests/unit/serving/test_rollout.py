@@ -315,3 +315,49 @@ def test_a_mode_set_on_one_worker_is_followed_by_another(
     finally:
         mlc.delete_registered_model_tag(name, modes.TAG)
         mlc.delete_registered_model_alias(name, "challenger")
+
+
+def test_the_rollout_command_sets_shows_and_refuses(
+    served_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from mlflow import MlflowClient
+
+    from shopml.settings import reset_settings
+    from tests.unit.test_cli import shopml
+
+    monkeypatch.setenv("SHOPML_HOME", str(served_home))
+    reset_settings()
+    mlc = MlflowClient(tracking_uri=serving_settings(served_home).tracking_uri)
+    name = "shopml-clv"
+    code, out, _ = shopml(["rollout", "clv", "--json"], capsys, monkeypatch)
+    assert code == 0 and json.loads(out)["mode"] == "off"
+    code, _, err = shopml(["rollout", "clv", "shadow"], capsys, monkeypatch)
+    assert code == 2 and "has no challenger to put in shadow" in err and "Traceback" not in err
+    code, _, err = shopml(["rollout", "clv", "sideways"], capsys, monkeypatch)
+    assert code == 2 and "not one of off, shadow, canary, ab" in err
+    code, _, err = shopml(["rollout", "nope", "off"], capsys, monkeypatch)
+    assert code == 2
+    champion = mlc.get_model_version_by_alias(name, "champion")
+    challenger = mlc.create_model_version(name, champion.source, run_id=champion.run_id)
+    mlc.set_registered_model_alias(name, "challenger", str(challenger.version))
+    try:
+        code, _, err = shopml(["rollout", "clv", "ab", "--share", "1.2"], capsys, monkeypatch)
+        assert code == 2 and "between 0 and 1" in err
+        args = ["rollout", "clv", "canary", "--share", "0.05", "--reason", "first look"]
+        code, out, err = shopml([*args, "--json"], capsys, monkeypatch)
+        assert code == 0, err
+        set_ = json.loads(out)
+        assert set_["mode"] == "canary" and set_["share"] == 0.05
+        assert set_["challenger"] == str(challenger.version) and set_["by"] == "cli"
+        code, out, _ = shopml(["rollout", "clv"], capsys, monkeypatch)
+        assert f"clv: rollout canary 5% (challenger v{challenger.version})" in out
+        code, out, _ = shopml(["models", "--json"], capsys, monkeypatch)
+        clv = next(m for m in json.loads(out) if m["usecase"] == "clv")
+        assert clv["rollout"]["mode"] == "canary" and clv["rollout"]["reason"] == "first look"
+        code, out, _ = shopml(["models"], capsys, monkeypatch)
+        assert code == 0 and "canary 5%" in out
+    finally:
+        mlc.delete_registered_model_tag(name, modes.TAG)
+        mlc.delete_registered_model_alias(name, "challenger")
