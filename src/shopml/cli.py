@@ -1088,6 +1088,28 @@ def rollout(
     console.print(f"{usecase}: rollout {state.describe()}{against}; {origin}")
 
 
+@app.command()
+def card(
+    usecase: Annotated[str, typer.Argument(help="Use case.")],
+    version: Annotated[str, typer.Argument(help="Registered version (3 or v3).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A version's model card: what it predicts, data and periods, metrics against baselines
+    (and the truth on simulated data) with intervals, calibration, slices, the gate's decision
+    and known limits. Made at registration; also in MLflow as model_card.md on the run."""
+    from shopml.lifecycle.card import CardError, load_card, render
+
+    _usecase_names([usecase], False)
+    try:
+        found = load_card(_client(), usecase, version)
+    except CardError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        print_json(found)
+    else:
+        sys.stdout.write(render(found))
+
+
 # Defaults for `shopml run`: a budget that keeps the whole run within 5 minutes on a shared
 # 2-core machine (see the pipeline benchmark); `shopml train` keeps the full TrainConfig budget.
 RUN_TRIALS = 3
@@ -1523,6 +1545,10 @@ def score(
     ] = None,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 50_000,
     engine: EngineOpt = None,
+    explain: Annotated[
+        int,
+        typer.Option(min=0, max=50, help="Also write each row's N largest feature contributions."),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Batch-score rows with a model (the champion, or --version) and the online features,
@@ -1555,6 +1581,7 @@ def score(
                 progress=on_progress,
                 version=version,
                 cutoff=at,
+                explain=explain,
             )
         except BatchError as exc:
             raise UserError(str(exc)) from None

@@ -13,6 +13,7 @@ past cutoffs. Each step takes data and returns data; only the last three touch M
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from shopml.runtime.scorers import Scorer
     from shopml.settings import Settings
     from shopml.usecases.base import LabelledData, Predictions, SplitPlan, UseCase
+
+log = logging.getLogger("shopml.lifecycle")
 
 __all__ = [
     "Baselines",
@@ -835,6 +838,47 @@ def apply_decision(
     return "challenger"
 
 
+def write_card(
+    uc: UseCase,
+    version: str,
+    scorer: Scorer,
+    evaluation: Evaluation,
+    boot: Bootstrap,
+    decision: GateDecision,
+    plan: SplitPlan,
+    wh: Warehouse,
+    splits: Splits,
+    config: TrainConfig,
+) -> None:
+    """The version's model card, on its run (a card that cannot be made is logged, never a
+    failed training)."""
+    from shopml.lifecycle.card import build_card, log_card
+
+    target = uc.with_horizon(plan.horizon_days)
+    try:
+        card = build_card(
+            target,
+            version,
+            list(scorer.outputs),
+            evaluation.data,
+            evaluation.model,
+            boot,
+            decision,
+            plan,
+            dataset_version=wh.dataset_version(list(uc.required_tables)),
+            data_source=wh.get_meta("source") or "unknown",
+            rows=splits.rows,
+            oracle=evaluation.oracle,
+            unavailable=evaluation.unavailable,
+            model=MODEL,
+            baseline_prefix=BASELINE_PREFIX,
+            seed=config.seed,
+        )
+        log_card(card)
+    except Exception:
+        log.exception("%s v%s: the model card could not be made", uc.name, version)
+
+
 def checkpoint(name: str) -> None:
     """A named point of a training where a test can make the process wait, to kill it there
     (``SHOPML_TEST_PAUSE_AT=<name>``; the marker file ``SHOPML_TEST_PAUSE_FILE`` is written
@@ -968,6 +1012,7 @@ def _train(
             result.status = apply_decision(
                 client, uc.name, version, decision, challenger, plan.data_end
             )
+            write_card(uc, version, scorer, evaluation, boot, decision, plan, wh, splits, config)
     lap("mlflow")
     result.reason = decision.summary()
     result.decision = decision.to_dict()

@@ -187,6 +187,12 @@ class _Traffic:
         kind = uc.answer
         models = self.app.state.shopml.models if self.app is not None else self.models
         model = models.get(uc.name)  # what will answer: it says which inputs to send
+        router = self.app.state.shopml.rollout if self.app is not None else None
+        other = router.challengers.get(uc.name) if router is not None else None
+        if model is not None and other is not None and router and router.serving(uc.name).active:
+            # A rollout: either model may answer, so send what either takes (the service
+            # gives each only its own).
+            model = _Inputs(list(dict.fromkeys([*model.features, *other.features])))
         for body, n in kind.requests(uc, frame, self.settings.serve_max_batch, model):
             if self.client is not None:
                 resp = self.client.post(kind.path(uc), json=body, headers=self.headers)
@@ -203,6 +209,13 @@ class _Traffic:
                     good = False
             ok, failed = (ok + n, failed) if good else (ok, failed + n)
         return ok, failed
+
+
+@dataclass
+class _Inputs:
+    """What a replay's requests carry when two models may answer them."""
+
+    features: list[str]
 
 
 def _day(value: datetime) -> datetime:

@@ -43,6 +43,11 @@ from shopml.online.store import ONLINE_ENTITIES
 from shopml.runtime.predictions import PredictionRecord
 
 NAN = float("nan")
+EXPLAIN_TOP = 5  # contributions an explanation lists
+EXPLAIN = (
+    f"Also return the top {EXPLAIN_TOP} feature contributions to the first output (TreeSHAP "
+    "from LightGBM's own pred_contrib, or the model's equivalent)."
+)
 # A request's answer from its validated body and its request id.
 Answer = Callable[[Any, str], dict[str, Any]]
 
@@ -356,6 +361,12 @@ class Prediction(BaseModel):
         description="The version that answered this instance: set in a batch while a canary or "
         "A/B test routes some entities to the challenger.",
     )
+    explanation: dict[str, Any] | None = Field(
+        None,
+        description="With `explain`: the top feature contributions to the first output "
+        "(`output`, `units`, `base`, `total` = base + all contributions, `top`: feature, "
+        "value, contribution), or `available: false` and the reason for a model with none.",
+    )
 
 
 class PredictResponse(Prediction):
@@ -404,6 +415,7 @@ class Predict(AnswerKind):
             for lk in lookups
         }
         fields["features"] = (FeatureValues | None, None)
+        fields["explain"] = (bool, Field(False, description=EXPLAIN))
         names = [lk.field for lk in lookups]
         validators, rule = one_of_given(
             [*names, "features"], f"name the instance ({' or '.join(names)}) or give `features`"
@@ -418,7 +430,10 @@ class Predict(AnswerKind):
         )
         batch = schema_model(
             f"{camel(uc.name)}Batch",
-            {"instances": (list[instance], Field(min_length=1, max_length=max_batch))},  # type: ignore[valid-type]
+            {
+                "instances": (list[instance], Field(min_length=1, max_length=max_batch)),  # type: ignore[valid-type]
+                "explain": (bool, Field(False, description=EXPLAIN)),
+            },
             f"Up to {max_batch} {uc.name} instances scored in one call.",
         )
         # One shape or the other, chosen by the body's keys (one validation pass, and errors
@@ -576,6 +591,10 @@ class Predict(AnswerKind):
                 meta = [fill(model, x, 0, body, ["body"])]
             out = np.asarray(model.scorer.predict_matrix(x))
             ctx.observe(name, model.outputs, out)
+            wanted = [bool(body.explain)] * len(meta)
+            if batch:
+                wanted = [bool(body.explain or inst.explain) for inst in instances]
+            explained = explain(model, x, wanted) if any(wanted) else None
             results = []
             record = ctx.record
             for r, (ids, as_of) in enumerate(meta):
@@ -588,6 +607,8 @@ class Predict(AnswerKind):
                 results.append(
                     {"entity": ids, "prediction": pred, "feature_age_seconds": age, "stale": stale}
                 )
+                if explained is not None and wanted[r]:
+                    results[-1]["explanation"] = explained(r)
                 entity_key, entity_id = next(iter(ids.items()), (key, None))
                 # A copy of the row as an array: no per-feature objects, nothing for the
                 # garbage collector to trace while it waits in the queue.
@@ -619,6 +640,24 @@ class Predict(AnswerKind):
             }
 
         return answer
+
+
+def explain(
+    model: ServedModel, x: np.ndarray, wanted: list[bool]
+) -> Callable[[int], dict[str, Any]]:
+    """Row ``r``'s explanation by the model (rows not ``wanted`` are still computed in one
+    call; a model without contributions says why)."""
+    scorer = model.scorer
+    try:
+        found = scorer.explain(x)
+    except Exception as exc:  # an explanation is extra: never fail the answer for it
+        found, why = None, f"the explanation failed: {type(exc).__name__}: {exc}"
+    else:
+        why = getattr(scorer, "unexplained", "no per-feature contributions")
+    if found is None:
+        missing = {"available": False, "reason": why}
+        return lambda r: missing
+    return lambda r: {"available": True, **found.answer(r, EXPLAIN_TOP)}
 
 
 def _number(value: Any) -> float | None:

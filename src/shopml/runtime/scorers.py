@@ -19,6 +19,67 @@ CENT = 0.01  # the smallest price a pricing scorer suggests
 
 
 @dataclass
+class Explanation:
+    """How each input moved one output, for every row: ``base + contributions.sum(axis=1)`` is
+    the output on the model's own scale (``units``: log-odds for a probability, the log for a
+    log-link regression, else the output's own units before clipping). ``inputs`` names the
+    columns of ``values`` and ``contributions`` (a model may explain features it derives
+    from the request's, such as a BG/NBD summary's expected purchases)."""
+
+    output: str
+    units: str
+    inputs: list[str]
+    values: np.ndarray  # (rows, inputs)
+    contributions: np.ndarray  # (rows, inputs)
+    base: np.ndarray  # (rows,)
+
+    def top(self, row: int, k: int = 5) -> list[dict[str, Any]]:
+        """The ``k`` largest contributions of one row (by size), with the input's value."""
+        c = self.contributions[row]
+        order = np.argsort(-np.abs(c), kind="stable")[:k]
+        return [
+            {
+                "feature": self.inputs[i],
+                "value": _finite(self.values[row, i]),
+                "contribution": _finite(c[i]),
+            }
+            for i in order
+        ]
+
+    def answer(self, row: int, k: int = 5) -> dict[str, Any]:
+        """One row's explanation as the service answers it."""
+        return {
+            "output": self.output,
+            "units": self.units,
+            "base": _finite(self.base[row]),
+            "total": _finite(self.base[row] + float(np.nansum(self.contributions[row]))),
+            "top": self.top(row, k),
+        }
+
+
+def _finite(value: Any) -> float | None:
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+# LightGBM objectives whose raw score is the log of the prediction.
+_LOG_LINK = ("poisson", "tweedie", "gamma")
+
+
+def booster_explanation(booster: Any, x: np.ndarray, inputs: list[str], output: str) -> Explanation:
+    """TreeSHAP contributions of one LightGBM booster (its own ``pred_contrib``)."""
+    contrib = np.asarray(booster.predict(x, pred_contrib=True, num_threads=1), dtype="float64")
+    objective = str(booster.params.get("objective", ""))
+    if objective in ("binary", "cross_entropy", "xentropy"):
+        units = "log-odds"
+    elif objective.startswith(_LOG_LINK):
+        units = "log"
+    else:
+        units = output
+    return Explanation(output, units, list(inputs), x, contrib[:, :-1], contrib[:, -1])
+
+
+@dataclass
 class Scorer:
     """Base: a list of input features and a prediction over a float matrix in that order."""
 
@@ -55,6 +116,15 @@ class Scorer:
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # Why :meth:`explain` has nothing to say for this kind of model (answered to a caller).
+    unexplained: ClassVar[str] = "this kind of model has no per-feature contributions"
+
+    def explain(self, x: np.ndarray) -> Explanation | None:
+        """Per-feature contributions to the first output for the rows of ``x`` (the model's
+        own equivalent of SHAP values), or None when the model has none
+        (:attr:`unexplained` says why)."""
+        return None
 
     def parts(self) -> list[Scorer]:
         """The scorers this one is built on (serving speeds up their boosters)."""
@@ -115,6 +185,11 @@ class BoosterScorer(Scorer):
             out = np.clip(out, lo, hi)
         return out[:, 0] if out.shape[1] == 1 else out
 
+    def explain(self, x: np.ndarray) -> Explanation | None:
+        if not self.boosters:
+            return None
+        return booster_explanation(self.boosters[0], x, self.features, self.outputs[0])
+
 
 @dataclass
 class UpliftScorer(Scorer):
@@ -131,6 +206,10 @@ class UpliftScorer(Scorer):
 
     def parts(self) -> list[Scorer]:
         return [s for s in (self.treated, self.control) if s is not None]
+
+    def explain(self, x: np.ndarray) -> Explanation | None:
+        """The first output (the response if treated), explained by the treated model."""
+        return self.treated.explain(x) if self.treated is not None else None
 
 
 @dataclass
@@ -154,6 +233,16 @@ class LinearScorer(Scorer):
         if lo is not None or hi is not None:
             out = np.clip(out, lo, hi)
         return out
+
+    def explain(self, x: np.ndarray) -> Explanation | None:
+        """Each coefficient times its standardised input (missing ones at their fill)."""
+        filled = np.where(np.isnan(x), np.asarray(self.fill), x)
+        z = (filled - np.asarray(self.mean)) / np.asarray(self.scale)
+        units = "log-odds" if self.link == "logit" else self.outputs[0]
+        base = np.full(len(x), float(self.intercept))
+        return Explanation(
+            self.outputs[0], units, list(self.features), x, z * np.asarray(self.coef), base
+        )
 
 
 @dataclass
@@ -210,6 +299,9 @@ class SegmentScorer(Scorer):
         return np.asarray(self.segment_ids, dtype="float64")[nearest]
 
     described_outputs: ClassVar[tuple[str, ...]] = ("segment_name",)
+    unexplained: ClassVar[str] = (
+        "a segment is the nearest centroid: no feature adds to it (the centroids describe them)"
+    )
 
     def name_of(self, segment_id: int) -> str:
         return self.segment_names[self.segment_ids.index(int(segment_id))]

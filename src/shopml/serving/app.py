@@ -52,8 +52,8 @@ from shopml.serving.models import (
     ServingCache,
 )
 from shopml.serving.predlog import PredictionLog, open_writer
-from shopml.serving.swap import CatchUp, SwapBoard, Swaps
 from shopml.serving.rollout import Router, rollout_router
+from shopml.serving.swap import CatchUp, SwapBoard, Swaps
 
 if TYPE_CHECKING:
     from shopml.online.store import OnlineStore

@@ -550,6 +550,28 @@ class _Coverage:
             self.rows_without += int(frame[present].isna().all(axis=1).sum())
 
 
+def _explanations(model: LoadedModel, x: np.ndarray, k: int, warnings: list[str]) -> pd.DataFrame:
+    """The top ``k`` contributions per row as columns (none, and a warning, for a model that
+    has no contributions)."""
+    found = model.scorer.explain(x)
+    if found is None:
+        why = f"v{model.version} cannot be explained: {model.scorer.unexplained}"
+        if why not in warnings:
+            warnings.append(why)
+        return pd.DataFrame(index=range(len(x)))
+    contrib = np.nan_to_num(found.contributions, nan=0.0)
+    k = min(k, contrib.shape[1])
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+    names = np.asarray(found.inputs, dtype=object)
+    columns: dict[str, Any] = {"explain_base": found.base, "explain_units": found.units}
+    for i in range(k):
+        columns[f"explain_{i + 1}_feature"] = names[order[:, i]]
+        columns[f"explain_{i + 1}_contribution"] = np.take_along_axis(
+            contrib, order[:, i : i + 1], axis=1
+        )[:, 0]
+    return pd.DataFrame(columns)
+
+
 class ChunkScorer:
     """Scores one chunk of rows as the batch does: features filled from ``source``, then the
     model; the ids first, then the outputs, the model version and the cutoff. The same object
@@ -564,6 +586,7 @@ class ChunkScorer:
         name: str,
         cutoff: datetime | None,
         coverage: _Coverage,
+        explain: int = 0,
     ) -> None:
         self.uc = uc
         self.model = model
@@ -572,6 +595,8 @@ class ChunkScorer:
         self.name = name
         self.cutoff = cutoff
         self.coverage = coverage
+        self.explain = explain  # top contributions per row to write (0: none)
+        self.warnings: list[str] = []
         self.looked_up = 0
 
     def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -598,6 +623,8 @@ class ChunkScorer:
             x = model.scorer.to_matrix(frame)
             pred = np.asarray(model.scorer.predict_matrix(x))
             out = pd.DataFrame(pred.reshape(len(frame), -1), columns=model.outputs)
+            if self.explain > 0:
+                out = pd.concat([out, _explanations(model, x, self.explain, self.warnings)], axis=1)
         result = pd.concat([frame[ids], out.reset_index(drop=True)], axis=1)
         result["model_version"] = model.version
         if self.cutoff is not None:
@@ -619,8 +646,13 @@ def score_batch(
     version: str | None = None,
     cutoff: datetime | None = None,
     latest: bool = False,
+    explain: int = 0,
 ) -> BatchResult:
     """Score every input row and write the outputs (ids first).
+
+    ``explain``: also write each row's ``explain`` largest feature contributions to the first
+    output (``explain_<i>_feature``, ``explain_<i>_contribution``, with ``explain_base`` and
+    ``explain_units``), from the model's own contributions (LightGBM's ``pred_contrib``).
 
     The model is the champion, or ``version``. Features the rows lack come from the online
     store, or with ``cutoff`` from the warehouse as of that time; with a ``cutoff`` and no
@@ -696,7 +728,7 @@ def score_batch(
         matrix = uc.answer.model_outputs
         coverage = _Coverage(model.features if matrix else [])
         rows = looked_up = 0
-        score = ChunkScorer(uc, model, source, keys, name, cutoff, coverage)
+        score = ChunkScorer(uc, model, source, keys, name, cutoff, coverage, explain)
         if distributed:
             assert rows_in is not None
             rows = _score_on_spark(settings, score, rows_in, writer, chunk_rows, progress)
@@ -712,6 +744,7 @@ def score_batch(
         if rows == 0:
             raise BatchError(f"{name}: no rows to score")
         ok = True
+        warnings += score.warnings  # a model that cannot explain itself (--explain)
     finally:
         writer.close(ok)
         if own_store and store is not None:

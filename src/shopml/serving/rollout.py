@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shopml.runtime import rollout as modes
 from shopml.runtime.answers import Answer, AnswerError, lookups_for
-from shopml.runtime.predictions import CHALLENGER, SHADOW, PredictionRecord
+from shopml.runtime.predictions import CHALLENGER, CHAMPION, SHADOW, PredictionRecord
 from shopml.serving import metrics
 from shopml.serving.models import LoadedModel, ModelSource, ModelStore, model_name
 
@@ -118,6 +118,7 @@ class _Route:
     challenger: Answer
     shadow: Answer
     fields: tuple[str, ...]  # the ids an instance may name, the entity's own first
+    champion_model: Callable[[], Any]  # the loaded champion (None when none)
     counts: ArmCounts = field(default_factory=ArmCounts)
 
 
@@ -144,6 +145,8 @@ class Router:
         self.routes: dict[str, _Route] = {}
         self._pending: collections.deque[tuple[_Route, Any, str]] = collections.deque()
         self._scheduled = False
+        # (this arm's version, the other's) -> features only the other takes
+        self._foreign: dict[tuple[str, str], frozenset[str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -250,6 +253,7 @@ class Router:
             kind.answerer(uc, ArmContext(state, self, CHALLENGER), schemas),
             kind.answerer(uc, ArmContext(state, self, SHADOW), schemas),
             tuple(lk.field for lk in lookups_for(uc.entity, uc.key)),
+            lambda: _loaded(state, uc.name),
         )
         self.routes[uc.name] = route
         name = uc.name
@@ -259,7 +263,7 @@ class Router:
             if mode is None or not mode.active or self.challengers.get(name) is None:
                 return champion(body, rid)
             if mode.mode == modes.SHADOW:
-                out = champion(body, rid)
+                out = champion(self._for(route, body, CHAMPION), rid)
                 self._queue(route, body, rid)
                 return out
             return self._routed(route, mode, body, rid)
@@ -278,28 +282,48 @@ class Router:
         instances = getattr(body, "instances", None)
         if instances is None:
             if modes.challenger_answers(mode, name, self._entity(route, body)):
-                out = route.challenger(body, rid)
+                out = route.challenger(self._for(route, body, CHALLENGER), rid)
                 self._count(route, CHALLENGER, "ok", n=1)
                 return out
-            return route.champion(body, rid)
+            return route.champion(self._for(route, body, CHAMPION), rid)
         picks = [modes.challenger_answers(mode, name, self._entity(route, i)) for i in instances]
         if not any(picks):
-            return _versioned(route.champion(body, rid))
+            return _versioned(route.champion(self._for(route, body, CHAMPION), rid))
         if all(picks):
-            out = _versioned(route.challenger(body, rid))
+            out = _versioned(route.challenger(self._for(route, body, CHALLENGER), rid))
             self._count(route, CHALLENGER, "ok", n=len(picks))
             return out
         # Both arms in one batch: each answers its own instances, put back in order.
         mine = [i for i, p in zip(instances, picks, strict=True) if p]
         theirs = [i for i, p in zip(instances, picks, strict=True) if not p]
-        by_challenger = _versioned(
-            route.challenger(body.model_copy(update={"instances": mine}), rid)
-        )
-        by_champion = _versioned(route.champion(body.model_copy(update={"instances": theirs}), rid))
+        mine_body = self._for(route, body.model_copy(update={"instances": mine}), CHALLENGER)
+        theirs_body = self._for(route, body.model_copy(update={"instances": theirs}), CHAMPION)
+        by_challenger = _versioned(route.challenger(mine_body, rid))
+        by_champion = _versioned(route.champion(theirs_body, rid))
         self._count(route, CHALLENGER, "ok", n=len(mine))
         a, b = iter(by_challenger["predictions"]), iter(by_champion["predictions"])
         by_champion["predictions"] = [next(a) if p else next(b) for p in picks]
         return by_champion
+
+    def _for(self, route: _Route, body: Any, arm: str) -> Any:
+        """``body`` for one arm: explicit features that only the *other* arm's model takes are
+        left out (a caller sends what either model may need; a name neither takes is still
+        refused by the answer)."""
+        champion, challenger = route.champion_model(), self.challengers.get(route.name)
+        if champion is None or challenger is None:
+            return body
+        mine, other = (challenger, champion) if arm != CHAMPION else (champion, challenger)
+        key = (mine.version, other.version)
+        foreign = self._foreign.get(key)
+        if foreign is None:
+            foreign = frozenset(other.index) - frozenset(mine.index)
+            self._foreign[key] = foreign
+        if not foreign:
+            return body
+        instances = getattr(body, "instances", None)
+        if instances is None:
+            return _without(body, foreign)
+        return body.model_copy(update={"instances": [_without(i, foreign) for i in instances]})
 
     def _count(self, route: _Route, arm: str, outcome: str, n: int = 1) -> None:
         if outcome == "ok":
@@ -345,12 +369,27 @@ class Router:
         for _ in range(n):
             route, body, rid = self._pending.popleft()
             try:
-                route.shadow(body, rid)
+                route.shadow(self._for(route, body, CHALLENGER), rid)
             except Exception as exc:  # the champion's answer is sent: count it, never raise
                 route.counts.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 self._count(route, SHADOW, "failed")
                 continue
             self._count(route, SHADOW, "ok")
+
+
+def _without(instance: Any, foreign: frozenset[str]) -> Any:
+    features = getattr(instance, "features", None)
+    if not features or foreign.isdisjoint(features):
+        return instance
+    kept = {k: v for k, v in features.items() if k not in foreign}
+    return instance.model_copy(update={"features": kept})
+
+
+def _loaded(state: AnswerContext, usecase: str) -> Any:
+    try:
+        return state.model(usecase)
+    except AnswerError:
+        return None
 
 
 def _versioned(answer: dict[str, Any]) -> dict[str, Any]:

@@ -134,6 +134,9 @@ class TwoVersions:
             return scorer
         if self.kind == "broken":
             return Broken(list(scorer.features), list(scorer.outputs))
+        if self.kind == "narrow":  # takes three of the champion's inputs and one of its own
+            features = [*scorer.features[:3], "challenger_only"]
+            return ConstantScorer(features, list(scorer.outputs), values=[123.0])
         return ConstantScorer(list(scorer.features), list(scorer.outputs), values=[123.0])
 
 
@@ -356,8 +359,30 @@ def test_the_rollout_command_sets_shows_and_refuses(
         code, out, _ = shopml(["models", "--json"], capsys, monkeypatch)
         clv = next(m for m in json.loads(out) if m["usecase"] == "clv")
         assert clv["rollout"]["mode"] == "canary" and clv["rollout"]["reason"] == "first look"
+        monkeypatch.setenv("COLUMNS", "300")  # the table on one line per row
         code, out, _ = shopml(["models"], capsys, monkeypatch)
         assert code == 0 and "canary 5%" in out
     finally:
         mlc.delete_registered_model_tag(name, modes.TAG)
         mlc.delete_registered_model_alias(name, "challenger")
+
+
+def test_each_arm_gets_the_features_it_takes(
+    client_factory: Any, served_home: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "monitoring.sqlite"
+    client = client_factory(
+        {"source_factory": lambda: TwoVersions(served_home, "narrow")},
+        monitoring_store_uri=f"sqlite:///{db}",
+        rollout={"clv": "shadow"},
+    )
+    # A feature only the challenger takes, one only the champion takes: both answer.
+    both = {"features": {"recency_days": 3.0, "challenger_only": 1.0}}
+    r = client.post("/v1/clv/predict", json=both)
+    assert r.status_code == 200, r.text
+    # A name neither model takes is still refused, naming it.
+    bad = client.post("/v1/clv/predict", json={"features": {"no_such_feature": 1.0}})
+    assert bad.status_code == 422 and "no_such_feature" in bad.text
+    client.__exit__(None, None, None)
+    arms = [r[3] for r in _logged(db)]
+    assert arms == ["champion", "shadow"]
