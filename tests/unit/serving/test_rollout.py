@@ -164,15 +164,29 @@ def _customers(home: Path, n: int) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _serving(
+    client_factory: Any,
+    home: Path,
+    tmp_path: Path,
+    mode: str,
+    challenger: str = "constant",
+    **settings: Any,
+) -> tuple[Any, Path]:
+    """A service on :class:`TwoVersions` with clv in ``mode``, and its prediction log."""
+    db = tmp_path / "monitoring.sqlite"
+    client = client_factory(
+        {"source_factory": lambda: TwoVersions(home, challenger)},
+        monitoring_store_uri=f"sqlite:///{db}",
+        rollout={"clv": mode},
+        **settings,
+    )
+    return client, db
+
+
 def test_shadow_answers_are_logged_never_returned(
     client_factory: Any, served_home: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "monitoring.sqlite"
-    client = client_factory(
-        {"source_factory": lambda: TwoVersions(served_home)},
-        monitoring_store_uri=f"sqlite:///{db}",
-        rollout={"clv": "shadow"},
-    )
+    client, db = _serving(client_factory, served_home, tmp_path, "shadow")
     champion = client.get("/v1/models").json()["models"][1]["version"]
     cid = a_customer(served_home)
     answers = [client.post("/v1/clv/predict", json={"customer_id": cid}) for _ in range(5)]
@@ -199,11 +213,12 @@ def test_shadow_answers_are_logged_never_returned(
 def test_a_failing_shadow_challenger_fails_no_answer(
     client_factory: Any, served_home: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "monitoring.sqlite"
-    client = client_factory(
-        {"source_factory": lambda: TwoVersions(served_home, "broken")},
-        monitoring_store_uri=f"sqlite:///{db}",
-        rollout={"clv": "shadow"},
+    client, db = _serving(
+        client_factory,
+        served_home,
+        tmp_path,
+        "shadow",
+        "broken",
         admin_keys=[ADMIN_KEY],
         api_keys=[SCORE_KEY],
     )
@@ -227,12 +242,7 @@ def test_a_failing_shadow_challenger_fails_no_answer(
 def test_canary_is_sticky_by_customer_and_splits_a_batch(
     client_factory: Any, served_home: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "monitoring.sqlite"
-    client = client_factory(
-        {"source_factory": lambda: TwoVersions(served_home)},
-        monitoring_store_uri=f"sqlite:///{db}",
-        rollout={"clv": "ab:0.5"},
-    )
+    client, db = _serving(client_factory, served_home, tmp_path, "ab:0.5")
     customers = _customers(served_home, 30)
     seen: dict[str, set[str]] = {}
     for _ in range(3):
@@ -370,12 +380,7 @@ def test_the_rollout_command_sets_shows_and_refuses(
 def test_each_arm_gets_the_features_it_takes(
     client_factory: Any, served_home: Path, tmp_path: Path
 ) -> None:
-    db = tmp_path / "monitoring.sqlite"
-    client = client_factory(
-        {"source_factory": lambda: TwoVersions(served_home, "narrow")},
-        monitoring_store_uri=f"sqlite:///{db}",
-        rollout={"clv": "shadow"},
-    )
+    client, db = _serving(client_factory, served_home, tmp_path, "shadow", "narrow")
     # A feature only the challenger takes, one only the champion takes: both answer.
     both = {"features": {"recency_days": 3.0, "challenger_only": 1.0}}
     r = client.post("/v1/clv/predict", json=both)
