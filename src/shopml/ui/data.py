@@ -37,6 +37,8 @@ log = logging.getLogger("shopml.ui")
 PLOT_DAYS = 120
 # Drift shown per feature: the highest scores first, at most this many.
 MAX_FEATURES = 40
+# The action a rollout's judgement of its arms is stored under (monitoring.arms).
+ROLLOUT_ACTION = "rollout"
 STATUSES = ("ok", "pending", "alert", "no traffic", "not checked", "no model")
 
 
@@ -103,6 +105,22 @@ class Check:
     alert: dict[str, Any] | None
     retrain: dict[str, Any] | None
     report: str | None  # the drift report's stamp, when its HTML file is here
+    detail: dict[str, Any] = field(default_factory=dict)  # the decision's own record
+
+
+@dataclass
+class RolloutState:
+    """A use case's rollout: the mode the registry records (or the configuration gives), and
+    the newest judgements of its arms on delayed labels."""
+
+    mode: str  # off | shadow | canary | ab
+    label: str  # "canary 10%", "shadow", "off"
+    source: str  # registry | config
+    challenger: str | None
+    set_at: str | None
+    by: str | None
+    reason: str | None
+    judgements: list[Check] = field(default_factory=list)  # newest first
 
 
 @dataclass
@@ -121,7 +139,7 @@ class Detail:
     links: dict[str, dict[str, str]]  # version -> {"mlflow": url, "prefect": url}
     experiment_url: str | None
     model_url: str | None
-    rollout: str
+    rollout: RolloutState | None  # None: the registry could not be read for it
     policy: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -301,14 +319,43 @@ class Reader:
             self._latency = service_latency(self.settings, self.in_process)
         return self._latency
 
-    def _decisions(self, usecase: str) -> pd.DataFrame:
+    def _all_decisions(self, usecase: str) -> pd.DataFrame:
         try:
             return self.store.decisions(usecase)
         except MonitoringStoreError:
             raise
         except Exception as exc:  # an empty or older store: nothing checked yet
             log.warning("monitoring decisions of %s unreadable: %s", usecase, exc)
-            return pd.DataFrame(columns=["ts", "triggered", "reasons", "detail"])
+            return pd.DataFrame(columns=["ts", "triggered", "action", "reasons", "detail"])
+
+    def _decisions(self, usecase: str) -> pd.DataFrame:
+        """The monitor's checks (the rollout's judgements of its arms are kept apart)."""
+        frame = self._all_decisions(usecase)
+        return frame[frame["action"] != ROLLOUT_ACTION] if len(frame) else frame
+
+    def rollout(self, uc: UseCase) -> RolloutState | None:
+        """The rollout recorded on the registered model, else the configured one, else off;
+        with the arms' judgements, newest first."""
+        from shopml.runtime import rollout as rollouts
+
+        try:
+            recorded = rollouts.stored(self.client, model_name(uc.name))
+        except Exception as exc:  # a registry outage: say so rather than "off"
+            log.warning("rollout of %s unreadable: %s", uc.name, exc)
+            return None
+        state = rollouts.effective(recorded, self.settings.rollout.get(uc.name))
+        frame = self._all_decisions(uc.name)
+        judged = frame[frame["action"] == ROLLOUT_ACTION] if len(frame) else frame
+        return RolloutState(
+            mode=state.mode,
+            label=state.describe(),
+            source=state.source,
+            challenger=state.challenger,
+            set_at=state.set_at,
+            by=state.by,
+            reason=state.reason,
+            judgements=[self._check(uc.name, d) for _, d in judged.iloc[::-1].iterrows()],
+        )
 
     def row(self, uc: UseCase, history: list[VersionSummary] | None = None) -> Row:
         """The overview row of one use case."""
@@ -434,7 +481,7 @@ class Reader:
             links=links,
             experiment_url=experiment,
             model_url=f"{mlflow_url(self.settings)}/#/models/{model_name(uc.name)}",
-            rollout="no rollout",
+            rollout=self.rollout(uc),
             policy=policy,
             notes=notes,
         )
@@ -457,6 +504,7 @@ class Reader:
             alert=detail.get("alert"),
             retrain=detail.get("retrain"),
             report=stamp if report.exists() else None,
+            detail=detail if isinstance(detail, dict) else {},
         )
 
     def _links(

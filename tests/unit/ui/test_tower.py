@@ -193,7 +193,50 @@ def test_the_reads_show_registry_and_monitoring(toy_home: Settings) -> None:
     with Reader(settings) as reader:
         links = reader.detail(ToyUseCase()).links
     assert links["1"]["prefect"] == "http://prefect.internal:4200/runs/flow-run/0f1e2d"
-    assert detail.rollout == "no rollout"
+    assert detail.rollout is not None and detail.rollout.mode == "off"
+    assert detail.rollout.judgements == []
+
+
+def test_the_rollout_shows_its_mode_and_the_arms_judgements(toy_home: Settings) -> None:
+    from shopml.runtime import rollout as rollouts
+
+    client = configure(toy_home)
+    model = "shopml-toy"
+    # Configured only: shown as such.
+    configured = toy_home.model_copy(update={"rollout": {"toy": "shadow"}})
+    with Reader(configured) as reader:
+        state = reader.rollout(ToyUseCase())
+    assert state is not None and (state.mode, state.source) == ("shadow", "config")
+    # Recorded in the registry (as `shopml rollout` records it): that wins; the arms' judgement
+    # is listed with the rollout, not among the monitor's checks.
+    rollouts.record(client, model, rollouts.make("canary", 0.2, challenger="2", by="test"))
+    store = MonitoringStore(None, toy_home.home)
+    when = datetime(2024, 6, 20)
+    run = store.write_metrics("toy", "2", when, (when - timedelta(days=30), when), [])
+    judged = {
+        "difference": {"estimate": 0.02, "low": -0.03, "high": 0.07},
+        "labelled": {"champion": 80, "challenger": 20},
+    }
+    store.write_decision(
+        run, "toy", "2", when, False, "rollout", "continue", ["not enough evidence yet"], judged
+    )
+    store.close()
+    try:
+        with Reader(configured) as reader:
+            detail = reader.detail(ToyUseCase())
+            row = reader.row(ToyUseCase())
+        assert detail.rollout is not None
+        assert (detail.rollout.label, detail.rollout.source) == ("canary 20%", "registry")
+        assert [j.outcome for j in detail.rollout.judgements] == ["continue"]
+        assert all(c.action != "rollout" for c in detail.checks)
+        assert row.status == "alert"  # the monitor's newest check, not the judgement
+        client_ = client_for(configured, Auth([SCORE], [], open_=False))
+        page = client_.get("/ui/u/toy", headers={"authorization": f"Bearer {SCORE}", **HTML})
+        assert page.status_code == 200
+        assert "canary 20%" in page.text and 'data-testid="rollout-judgements"' in page.text
+        assert "[-0.03, 0.07]" in page.text
+    finally:
+        rollouts.record(client, model, rollouts.make("off"))
 
 
 def test_pages_need_a_key_and_actions_an_admin_key(toy_home: Settings) -> None:
