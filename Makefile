@@ -63,8 +63,13 @@ install: $(STAMP) ## Create .venv and install shopml with every extra (re-runs w
 run: $(STAMP) ## Run the main job on the embedded default (simulated shop, local stores)
 	$(BIN)/shopml run
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (a file's tests stay on one worker, so
+# its module fixtures are built once); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov $(BIN)/chromium ## Run the whole test suite (slow and integration tests included)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) --durations=15
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow"
