@@ -82,13 +82,26 @@ def gone(pid: int) -> bool:
     return cmdline(pid) == ""
 
 
-def prefect_servers() -> set[int]:
+def prefect_servers(prefect_home: Path | None = None) -> set[int]:
+    """Prefect ephemeral servers running now; with ``prefect_home``, only those started with
+    that PREFECT_HOME (another test process's servers come and go meanwhile)."""
+
+    def ours(pid: int) -> bool:
+        if prefect_home is None:
+            return True
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"PREFECT_HOME={prefect_home}".encode() in env
+
     return {
         int(p.name)
         for p in Path("/proc").iterdir()
         if p.name.isdigit()
         and "-m uvicorn" in (line := cmdline(int(p.name)))
         and "prefect.server.api.server:create_app" in line
+        and ours(int(p.name))
     }
 
 
@@ -112,7 +125,6 @@ def test_kill_9_of_shopml_run_leaves_no_prefect_server(env: dict[str, str], tmp_
     )  # fmt: skip
     assert sim.returncode == 0, sim.stderr[-2000:]
     marker = tmp_path / "hanging"
-    before = prefect_servers()
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN],
         env={**env, "SHOPML_TEST_HANG": str(marker)},
@@ -140,7 +152,8 @@ def test_kill_9_of_shopml_run_leaves_no_prefect_server(env: dict[str, str], tmp_
         timeout=BOUND_S * 2, check=False,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
-    wait_for("no ephemeral server left", lambda: prefect_servers() <= before, bound=60)
+    home = Path(env["PREFECT_HOME"])
+    wait_for("no ephemeral server left", lambda: not prefect_servers(home), bound=60)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
