@@ -15,6 +15,7 @@ import pytest
 
 from shopml.data.warehouse import Warehouse
 from shopml.flows import ingest
+from shopml.flows.tasks import result_of
 from shopml.settings import get_settings, reset_settings
 from tests.support.services import s3_server
 
@@ -64,7 +65,7 @@ def test_ingest_imports_a_cdnow_object_from_s3(monkeypatch: pytest.MonkeyPatch) 
         state = ingest(f"s3://{BUCKET}/{KEY}", run_pipeline=False, return_state=True)
 
     assert state.is_completed(), state.message
-    out = state.result()
+    out = result_of(state)
     assert out["ingest"]["source"] == "cdnow"
     assert out["ingest"]["loaded"] is True
     assert out["ingest"]["path"] == f"s3://{BUCKET}/{KEY}"

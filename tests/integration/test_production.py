@@ -353,7 +353,7 @@ def test_the_production_profile_end_to_end(stack: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
     procs.check("mlflow")  # a server that died says so, with its log
-    mlflow = MlflowClient(stack["mlflow"])
+    mlflow = MlflowClient(stack["mlflow"], registry_uri=stack["mlflow"])
     for uc in USECASES:
         champion = mlflow.get_model_version_by_alias(f"shopml-{uc}", "champion")
         assert champion.source.startswith(("models:/", "mlflow-artifacts:")), champion.source

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.support.services import free_port, wait_http
-from tests.unit.serving.conftest import a_customer, build_served_home
+from tests.unit.serving.conftest import a_customer, build_served_home, registry_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -269,7 +269,6 @@ def shape_of(path: str, answer: Any) -> set[str]:
 def every_champion(served_home: Path) -> Path:
     """The served home with a champion for all eight use cases (the guide's examples touch
     each one); a version the gate rejected on the small shop is made champion anyway."""
-    from mlflow import MlflowClient
 
     from shopml.data.warehouse import Warehouse
     from shopml.lifecycle.train import TrainConfig, train_usecase
@@ -277,7 +276,7 @@ def every_champion(served_home: Path) -> Path:
     from shopml.usecases import get_usecase, get_usecases
 
     settings = Settings(home=served_home)
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = registry_client(served_home)
     wh = Warehouse(served_home / "warehouse.duckdb")
     try:
         for name in get_usecases():

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from tests.integration.test_serving_live import ADMIN, call, serve
-from tests.unit.serving.conftest import a_customer, build_served_home, serving_settings
+from tests.unit.serving.conftest import (
+    a_customer,
+    build_served_home,
+    registry_client,
+    serving_settings,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -25,13 +30,12 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_reload_reaches_every_worker(served_home: Path, tmp_path: Path) -> None:
     import mlflow
-    from mlflow import MlflowClient
 
     uri = serving_settings(served_home).tracking_uri
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)  # a new version's source is resolved through it
     try:
-        check_reloads(MlflowClient(tracking_uri=uri), served_home, tmp_path)
+        check_reloads(registry_client(served_home), served_home, tmp_path)
     finally:
         mlflow.set_tracking_uri(previous)
 

@@ -23,6 +23,15 @@ def shopml(
     return code, out, err
 
 
+def wide(monkeypatch: pytest.MonkeyPatch, columns: int = 300) -> None:
+    """The CLI's tables printed ``columns`` wide (one line per row). The CLI's consoles read the
+    terminal width once, at import, so setting ``COLUMNS`` in a test comes too late."""
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "console", Console(width=columns))
+    monkeypatch.setattr(cli, "err_console", Console(width=columns, stderr=True))
+
+
 @pytest.fixture
 def simulated(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> dict:
     code, out, err = shopml(

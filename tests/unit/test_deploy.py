@@ -315,6 +315,7 @@ def rule_uses() -> list[Use]:
 # online store, and requests that leave every labelled series behind (a prediction, a 404).
 SERVICE_SCRIPT = r"""
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -343,9 +344,9 @@ scorer = LinearScorer(
 )
 
 
-class Source:
+class Source:  # a champion (v7) and a challenger (v8) in shadow, so the rollout counter counts
     def alias_version(self, usecase, alias):
-        return VersionInfo("7")
+        return VersionInfo("8" if alias == "challenger" else "7")
 
     def load(self, usecase, version):
         return scorer
@@ -353,7 +354,7 @@ class Source:
 
 settings = Settings(
     home=home, env="development", api_keys=[], admin_keys=[], online_store_uri=None,
-    monitoring_store_uri=None, prediction_log_flush_seconds=0.05,
+    monitoring_store_uri=None, prediction_log_flush_seconds=0.05, rollout={"clv": "shadow"},
 )
 app = create_app(settings, source_factory=Source, usecases=["clv"])
 with TestClient(app, raise_server_exceptions=False) as client:
@@ -361,8 +362,12 @@ with TestClient(app, raise_server_exceptions=False) as client:
     assert client.post("/v1/clv/predict", json={"customer_id": "C9"}).status_code == 404
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 200
-    page = client.get("/metrics")
-    assert page.status_code == 200
+    for _ in range(200):  # the shadow answer comes after the response
+        page = client.get("/metrics")
+        assert page.status_code == 200
+        if "shopml_rollout_answers_total{" in page.text:
+            break
+        time.sleep(0.05)
     sys.stdout.write(page.text)
 """
 

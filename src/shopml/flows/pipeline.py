@@ -59,8 +59,8 @@ def _train(
     started = time.perf_counter()
     state = task(name, data_version, config, force, return_state=True)
     if state.is_completed():
-        return state.result(), state.name == "Cached"
-    exc = state.result(raise_on_failure=False)
+        return t.result_of(state), state.name == "Cached"
+    exc = t.result_of(state, raise_on_failure=False)
     if isinstance(exc, t.UseCaseFailed):
         return exc.result, False
     # A timeout or a crash outside the lifecycle: still one line in the summary.
@@ -88,7 +88,7 @@ def _score(
         row.score_error = f"not scored: {missing}"
         return None
     champ_state = t.champion_of.with_options(**options)(name, return_state=True)
-    champ = champ_state.result(raise_on_failure=False)
+    champ = t.result_of(champ_state, raise_on_failure=False)
     if isinstance(champ, BaseException):
         row.score_error = f"registry: {champ}"
         return None
@@ -101,7 +101,7 @@ def _score(
     state = t.batch_score.with_options(**options)(
         name, champ["version"], data_version, as_of, return_state=True
     )
-    scored = state.result(raise_on_failure=False)
+    scored = t.result_of(state, raise_on_failure=False)
     if isinstance(scored, BaseException):
         row.score_error = f"{type(scored).__name__}: {scored}"
         return None

@@ -55,7 +55,9 @@ def retrain_deployment(
             return {"status": "started", "reason": f"flow run {run.id} still running"}
         if not state.is_completed():
             return {"status": "failed", "reason": f"flow run {run.id}: {state.name}"}
-        return _outcome(state.result())
+        from shopml.flows.tasks import result_of
+
+        return _outcome(result_of(state))
 
     return retrain
 

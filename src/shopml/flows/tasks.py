@@ -55,6 +55,13 @@ def settings() -> Settings:
     return get_settings()
 
 
+def result_of(state: State[Any], raise_on_failure: bool = True) -> Any:
+    """A finished state's result, read synchronously. ``State.result`` answers a coroutine
+    instead when it guesses it runs in async code (an event loop running in the thread, a run
+    context left behind), which shopml's callers never are."""
+    return state.result(raise_on_failure=raise_on_failure, _sync=True)  # type: ignore[call-overload]
+
+
 def open_warehouse(read_only: bool = False) -> Warehouse:
     from shopml.data.warehouse import Warehouse
 
@@ -369,7 +376,7 @@ _TRANSIENT_MARKERS = (
 def _retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     # Retrying a deterministic failure (a bug, too little data) only wastes the budget.
     try:
-        state.result()
+        result_of(state)
     except TransientFailure:
         return True
     except Exception:  # any other failure is deterministic: not worth a retry

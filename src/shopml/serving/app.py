@@ -336,9 +336,11 @@ def error_responses(*codes: int, **why: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for these statuses (``why``: ``s404="..."`` overrides a default
     description). 431 comes from the HTTP layer, as plain text."""
     default = {
+        400: "A body that cannot be read (not UTF-8 JSON)",
         401: "No API key, or an unknown one",
         403: "An API key without admin scope",
         404: "Not found",
+        409: "In conflict with the current state",
         413: "Request body over the service's limit (SHOPML_SERVE_MAX_BODY_BYTES, 1 MiB)",
         422: "Malformed request: the fields at fault",
         431: "Request head (request line and headers) over 16 KiB",

@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
@@ -402,29 +402,44 @@ def _versioned(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- admin routes -----------------------------------------------------------------------------
-class RolloutRequest(BaseModel):
-    """A rollout mode to record for a use case."""
-
+class _RolloutBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: str = Field(description=f"One of {', '.join(modes.MODES)}.", examples=["canary"])
+    reason: str | None = Field(None, max_length=500, description="Why, kept with the mode.")
+
+
+class RolloutStill(_RolloutBody):
+    """``off`` (the champion answers everything) or ``shadow`` (the challenger also answers,
+    unseen): no share."""
+
+    mode: Literal["off", "shadow"] = Field(examples=["shadow"])
+
+
+class RolloutSplit(_RolloutBody):
+    """``canary`` or ``ab``: the challenger answers a share of entities."""
+
+    mode: Literal["canary", "ab"] = Field(examples=["canary"])
     share: float | None = Field(
         None,
+        gt=0,
+        lt=1,
         description="Share of entities the challenger answers (canary: default 0.1, ab: 0.5).",
         examples=[0.1],
     )
-    reason: str | None = Field(None, max_length=500, description="Why, kept with the mode.")
+
+
+# One of the two, told apart by ``mode`` (the document says exactly which bodies are valid).
+RolloutRequest = Annotated[RolloutStill | RolloutSplit, Field(discriminator="mode")]
 
 
 def rollout_router(
     router: Router, names: list[str], champion: Callable[[str], str | None], admin: Any
 ) -> APIRouter:
     """``GET /v1/admin/rollout`` (every use case) and ``PUT /v1/admin/rollout/{usecase}``."""
+    from shopml.serving.app import error_responses  # (app builds this router: loaded by now)
+
     api = APIRouter()
-    guard: dict[int | str, dict[str, Any]] = {
-        401: {"description": "No or unknown key"},
-        403: {"description": "A key without admin scope"},
-    }
+    guard = error_responses(401, 403, 431)
 
     @api.get(
         "/v1/admin/rollout",
@@ -442,10 +457,21 @@ def rollout_router(
         dependencies=[Depends(admin)],
         summary="Set a use case's rollout mode (recorded in the registry: every worker follows)",
         responses={
-            **guard,
-            404: {"description": "A use case this service does not serve"},
-            409: {"description": "No challenger to roll out"},
-            422: {"description": "An unknown mode or a share out of range"},
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                413,
+                422,
+                431,
+                503,
+                s404="A use case this service does not serve",
+                s409="No challenger to roll out",
+                s422="An unknown mode or a share out of range",
+                s503="The registry could not record the mode",
+            ),
         },
     )
     async def set_mode(
@@ -458,7 +484,8 @@ def rollout_router(
         if usecase not in names:
             raise HTTPException(404, f"this service does not serve {usecase!r}")
         try:
-            wanted = modes.make(body.mode, body.share, reason=body.reason, by="admin route")
+            share = body.share if isinstance(body, RolloutSplit) else None
+            wanted = modes.make(body.mode, share, reason=body.reason, by="admin route")
         except modes.RolloutError as exc:
             raise HTTPException(422, str(exc)) from None
 

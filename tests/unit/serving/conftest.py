@@ -77,6 +77,17 @@ def serving_settings(home: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def registry_client(home: Path) -> Any:
+    """An MLflow client on the home's registry. Both URIs are given: a client given only the
+    tracking URI reads the registry of whatever ``mlflow.set_registry_uri`` an earlier test in
+    the process set (MLflow's process-wide registry URI wins over the client's tracking URI)."""
+    from mlflow import MlflowClient
+
+    settings = serving_settings(home)
+    uri = settings.tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=settings.mlflow_registry_uri or uri)
+
+
 @pytest.fixture
 def client_factory(served_home: Path) -> Iterator[Any]:
     """``make(**settings overrides) -> TestClient`` (started; closed after the test)."""

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shopml.serving.models import MlflowSource, VersionInfo
-from tests.unit.serving.conftest import SERVED, a_customer, serving_settings
+from tests.unit.serving.conftest import SERVED, a_customer, registry_client, serving_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 SCORE_KEY, ADMIN_KEY = "score-key-4c1f9a", "admin-key-77d2e0"
@@ -55,10 +55,9 @@ def test_refuses_to_run_open_outside_development(served_home: Path) -> None:
 
 
 def test_hot_swap_under_concurrent_requests(client: Any, served_home: Path) -> None:
-    from mlflow import MlflowClient
 
     settings = serving_settings(served_home)
-    mlc = MlflowClient(tracking_uri=settings.tracking_uri)
+    mlc = registry_client(settings.home)
     name = "shopml-segments"
     v1 = mlc.get_model_version_by_alias(name, "champion")
     # A new version of the same model (a retrain would do the same, slower).

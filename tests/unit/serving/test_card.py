@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.serving.conftest import SERVED, serving_settings
+from tests.unit.serving.conftest import SERVED, registry_client, serving_settings
 
 
 @pytest.fixture
@@ -16,15 +16,16 @@ def home(served_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from shopml.settings import reset_settings
 
     monkeypatch.setenv("SHOPML_HOME", str(served_home))
-    monkeypatch.setenv("COLUMNS", "200")
+    from tests.unit.test_cli import wide
+
+    wide(monkeypatch, 200)
     reset_settings()
     return served_home
 
 
 def _champion(home: Path, usecase: str) -> str:
-    from mlflow import MlflowClient
 
-    mlc = MlflowClient(tracking_uri=serving_settings(home).tracking_uri)
+    mlc = registry_client(home)
     return str(mlc.get_model_version_by_alias(f"shopml-{usecase}", "champion").version)
 
 
@@ -91,12 +92,11 @@ def test_the_card_is_an_mlflow_artifact_and_errors_are_one_line(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
-    from mlflow import MlflowClient
 
     from tests.unit.test_cli import shopml
 
     settings = serving_settings(home)
-    mlc = MlflowClient(tracking_uri=settings.tracking_uri)
+    mlc = registry_client(settings.home)
     mv = mlc.get_model_version_by_alias("shopml-returns", "champion")
     mlflow.set_tracking_uri(settings.tracking_uri)
     names = {a.path for a in mlc.list_artifacts(mv.run_id)}

@@ -16,7 +16,7 @@ import pytest
 from shopml.runtime import rollout as modes
 from shopml.runtime.scorers import ConstantScorer, Scorer
 from shopml.serving.models import MlflowSource, VersionInfo
-from tests.unit.serving.conftest import a_customer, serving_settings
+from tests.unit.serving.conftest import a_customer, registry_client, serving_settings
 
 SCORE_KEY, ADMIN_KEY = "score-key-1b2c3d", "admin-key-9e8f7a"
 
@@ -283,10 +283,8 @@ def test_canary_is_sticky_by_customer_and_splits_a_batch(
 def test_a_mode_set_on_one_worker_is_followed_by_another(
     client_factory: Any, served_home: Path
 ) -> None:
-    from mlflow import MlflowClient
 
-    settings = serving_settings(served_home)
-    mlc = MlflowClient(tracking_uri=settings.tracking_uri)
+    mlc = registry_client(served_home)
     name = "shopml-clv"
     champion = mlc.get_model_version_by_alias(name, "champion")
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -297,7 +295,11 @@ def test_a_mode_set_on_one_worker_is_followed_by_another(
         refused = one.put("/v1/admin/rollout/clv", json={"mode": "canary"}, headers=admin)
         assert refused.status_code == 409 and "no challenger" in refused.json()["detail"]
         bad = one.put("/v1/admin/rollout/clv", json={"mode": "ab", "share": 2}, headers=admin)
-        assert bad.status_code == 422 and "between 0 and 1" in bad.json()["detail"]
+        assert bad.status_code == 422 and "less than 1" in str(bad.json()["detail"])
+        # The document says which bodies are valid: no share for off and shadow, no blank mode.
+        for body in ({"mode": "shadow", "share": 0.5}, {"mode": ""}, {"mode": "canary", "x": 1}):
+            wrong = one.put("/v1/admin/rollout/clv", json=body, headers=admin)
+            assert wrong.status_code == 422, (body, wrong.text)
         unknown = one.put("/v1/admin/rollout/nope", json={"mode": "off"}, headers=admin)
         assert unknown.status_code == 404
         scoring = one.put(
@@ -335,14 +337,12 @@ def test_the_rollout_command_sets_shows_and_refuses(
 ) -> None:
     import json
 
-    from mlflow import MlflowClient
-
     from shopml.settings import reset_settings
     from tests.unit.test_cli import shopml
 
     monkeypatch.setenv("SHOPML_HOME", str(served_home))
     reset_settings()
-    mlc = MlflowClient(tracking_uri=serving_settings(served_home).tracking_uri)
+    mlc = registry_client(served_home)
     name = "shopml-clv"
     code, out, _ = shopml(["rollout", "clv", "--json"], capsys, monkeypatch)
     assert code == 0 and json.loads(out)["mode"] == "off"
@@ -369,7 +369,9 @@ def test_the_rollout_command_sets_shows_and_refuses(
         code, out, _ = shopml(["models", "--json"], capsys, monkeypatch)
         clv = next(m for m in json.loads(out) if m["usecase"] == "clv")
         assert clv["rollout"]["mode"] == "canary" and clv["rollout"]["reason"] == "first look"
-        monkeypatch.setenv("COLUMNS", "300")  # the table on one line per row
+        from tests.unit.test_cli import wide
+
+        wide(monkeypatch)  # the table on one line per row
         code, out, _ = shopml(["models"], capsys, monkeypatch)
         assert code == 0 and "canary 5%" in out
     finally:
