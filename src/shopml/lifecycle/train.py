@@ -725,6 +725,8 @@ def log_run(
     source = f"{wh.path}#{','.join(uc.required_tables)}"
     log_evaluation(uc, splits, evaluation, boot, tuning.params, config)
     mlflow.log_metric("sanity_latency_ms", sanity.latency_ms)
+    if sanity.wall_ms is not None:
+        mlflow.log_metric("sanity_latency_wall_ms", sanity.wall_ms)
     if decision.n is not None:
         mlflow.log_metric("gate_n", decision.n)
     mlflow.set_tags(

@@ -46,7 +46,8 @@ class GatePolicy:
     The candidate must beat the champion's ``metric`` on the same fresh test window by at least
     ``min_improvement`` (relative), keep every floor (``metric >= value``) and ceiling
     (``metric <= value``), and pass sanity checks: no missing predictions, predictions within
-    ``output_range``, and single-row prediction time within ``max_latency_ms``.
+    ``output_range``, and single-row prediction time within ``max_latency_ms`` (CPU time of
+    the predicting thread, so a busy machine does not reject a fast model).
 
     Every metric is judged with its confidence interval (:mod:`shopml.lifecycle.gate`), except
     those named in ``exact``: counts of rule breaches (guardrail violations), where one breach

@@ -244,3 +244,40 @@ def test_guardrail_breaches_are_judged_exactly() -> None:
     # Even when resampling would let the count fall to zero, one breach is a fact.
     evidence.candidate["violations"] = Interval(1.0, 0.0, 3.0, 50, 50)
     assert decide(policy, evidence, OK).verdict == REJECTED
+
+
+# -- the latency budget judges the model's CPU time, not the machine's load ------------------------
+class _Timed:
+    """A scorer whose single-row prediction waits (``sleep_ms``: wall time, as when another
+    process holds the CPU) or works (``cpu_ms`` of this thread's CPU)."""
+
+    def __init__(self, sleep_ms: float = 0.0, cpu_ms: float = 0.0) -> None:
+        import time
+
+        self.features, self.sleep_ms, self.cpu_ms, self._time = ["a"], sleep_ms, cpu_ms, time
+
+    def to_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[["a"]].to_numpy(dtype="float64")
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 1:
+            self._time.sleep(self.sleep_ms / 1000)
+            end = self._time.thread_time() + self.cpu_ms / 1000
+            while self._time.thread_time() < end:
+                pass
+        return np.full(x.shape[0], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("sleep_ms", "cpu_ms", "passes"), [(40.0, 0.0, True), (0.0, 0.0, True), (0.0, 30.0, False)]
+)
+def test_the_latency_budget_judges_cpu_time(sleep_ms: float, cpu_ms: float, passes: bool) -> None:
+    from shopml.lifecycle.gate import sanity_checks
+
+    data = LabelledData(pd.DataFrame({"a": np.arange(8.0), "y": 0.0}), [], ["a"], ["y"])
+    report = sanity_checks(_Timed(sleep_ms, cpu_ms), data, HIGHER, latency_rows=5)  # type: ignore[arg-type]
+    assert report.wall_ms is not None and report.wall_ms >= sleep_ms  # waiting is reported...
+    d = decide(HIGHER, points({"auc": 0.7}), report)  # ...but only the model's own work counts
+    assert d.promote is passes, d.reasons
+    if not passes:
+        assert "ms of CPU (budget 10 ms;" in d.reasons[0] and "ms wall)" in d.reasons[0]
