@@ -306,3 +306,91 @@ def test_an_admin_promotes_and_rolls_back(tower: Tower, open_page: Any) -> None:
     assert page.locator("[data-testid=champion]").inner_text() == "v1"
     assert champion_of(tower.settings) == "1"
     assert p.errors == []
+
+
+def test_an_admin_starts_a_retrain_and_a_scoring_key_cannot(
+    tower: Tower, open_page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last in the file: the gate may make the retrained version champion."""
+    import os
+    import signal
+
+    from shopml.lifecycle.tracking import FLOW_RUN_TAG
+    from shopml.serving.app import Auth
+    from shopml.ui import actions
+
+    # The job's Prefect (ephemeral) database of its own, not another test's.
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    client = configure(tower.settings)
+    before = {mv.version for mv in client.search_model_versions(f"name='{model_name(USECASE)}'")}
+    champion = champion_of(tower.settings)
+
+    # A scoring key: no retrain button, the confirmation refused, a forged form refused.
+    p = open_page()
+    sign_in(p, tower.url, SCORE, f"/ui/u/{USECASE}")
+    assert p.page.locator("[data-testid=retrain]").count() == 0
+    response = p.page.goto(f"{tower.url}/ui/u/{USECASE}/confirm?action=retrain")
+    assert response is not None and response.status == 403
+    status = p.page.evaluate(
+        "async ([url]) => (await fetch(url, {method: 'POST', body: new URLSearchParams("
+        "{confirm: 'yes', trials: '0'})})).status",
+        [f"{tower.url}/ui/u/{USECASE}/retrain"],
+    )
+    assert status == 403
+    assert actions.retrain_job(tower.settings, USECASE) is None  # nothing started
+
+    # An admin: Retrain..., the confirmation with a tiny budget, back on the page.
+    p = open_page()
+    sign_in(p, tower.url, ADMIN, f"/ui/u/{USECASE}")
+    page = p.page
+    page.click("[data-testid=retrain]")
+    page.locator("[data-testid=confirm]").wait_for()
+    assert "Retrain returns?" in page.locator("h1").inner_text()
+    page.click("details summary")
+    page.fill("input[name=trials]", "0")
+    # Another budget than the served home's training (trials 0, 45 s): a training of its
+    # own, not the earlier one reused as unchanged.
+    page.fill("input[name=timeout]", "5")
+    page.click("[data-testid=confirm-button]")
+    page.wait_for_url(re.compile(r"/ui/u/returns\?done="))
+    assert "retrain started" in page.locator("[data-testid=message]").inner_text()
+    started = actions.retrain_job(tower.settings, USECASE)
+    assert started is not None and started.pid
+    try:
+        job = actions.wait_for(tower.settings, USECASE, timeout_s=900)
+    finally:
+        still = actions.retrain_job(tower.settings, USECASE)
+        if still is not None and still.state == "running":
+            os.killpg(started.pid, signal.SIGTERM)  # its own session: the job and its server
+    assert job is not None and job.state == "finished", (job, Path(started.log or "").read_text())
+    outcome = job.outcome or {}
+    assert outcome["status"] in registry.REGISTERED, outcome
+    version = str(outcome["version"])
+    assert version not in before
+
+    # Recorded as the CLI's trainings are: the gate's verdict and reasons on the new version,
+    # its MLflow run tagged with the Prefect flow run that trained it; and who asked.
+    key_id = Auth.digest(ADMIN).hex()[:12]
+    mv = client.get_model_version(model_name(USECASE), version)
+    verdict = mv.tags["shopml.gate.verdict"]
+    assert (verdict == "promoted") == (outcome["status"] == "promoted"), (verdict, outcome)
+    assert mv.tags["shopml.gate.reasons"].startswith("["), mv.tags
+    assert key_id in mv.tags[registry.REQUEST_TAG]
+    flow_run = client.get_run(mv.run_id).data.tags.get(FLOW_RUN_TAG)
+    assert flow_run
+    now_champion = champion_of(tower.settings)
+    assert now_champion == (version if outcome["status"] == "promoted" else champion)
+
+    # The page shows it: the job's outcome, the new version in the gate history with its
+    # verdict, the request and its runs.
+    page.goto(f"{tower.url}/ui/u/{USECASE}")
+    text = page.locator("[data-testid=retrain-job]").inner_text()
+    assert "finished" in text and f"v{version}" in text, text
+    row = page.locator(f"[data-testid=gate-history] tr[data-version='{version}']")
+    assert row.locator(".verdict").inner_text() == verdict
+    assert key_id in row.locator("[data-testid=requested]").inner_text()
+    links = row.locator("a").evaluate_all("as => as.map(a => a.href)")
+    assert any(mv.run_id in h for h in links), links
+    assert any(h.endswith(f"/runs/flow-run/{flow_run}") for h in links), links
+    assert page.locator("[data-testid=champion]").inner_text() == f"v{now_champion}"
+    assert p.errors == []

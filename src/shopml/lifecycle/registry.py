@@ -172,6 +172,24 @@ def rollback(client: MlflowClient, usecase: str) -> tuple[str, str]:
     return current_version, target
 
 
+# The trainings that registered a new version (not an unchanged, skipped or failed one).
+REGISTERED = ("promoted", "challenger", "registered")
+REQUEST_TAG = "shopml.requested"
+
+
+def record_request(
+    client: MlflowClient, usecase: str, version: str, by: str, reason: str = ""
+) -> None:
+    """Record on a version who asked for the training that made it (a retrain started by a
+    person rather than a schedule or the monitor): when, by whom, why."""
+    client.set_model_version_tag(
+        model_name(usecase),
+        str(version),
+        REQUEST_TAG,
+        json.dumps({"at": _now(), "by": by[:200], "reason": reason[:500]}),
+    )
+
+
 @dataclass
 class VersionSummary:
     version: str
@@ -197,6 +215,8 @@ class VersionSummary:
     rollback: dict[str, Any] | None = None
     # How a live rollout of this version ended (promoted / rolled back, and why).
     rollout_outcome: dict[str, Any] | None = None
+    # Who asked for the training that made this version, when one was asked for by hand.
+    requested: dict[str, Any] | None = None
 
 
 @dataclass
@@ -237,6 +257,7 @@ def _summary(client: MlflowClient, mv: ModelVersion | None) -> VersionSummary | 
         promotion=_json_or_none(tags.get("shopml.promotion")),
         rollback=_json_or_none(tags.get("shopml.rollback")),
         rollout_outcome=_json_or_none(tags.get("shopml.rollout.outcome")),
+        requested=_json_or_none(tags.get(REQUEST_TAG)),
     )
 
 

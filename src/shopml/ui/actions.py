@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shopml.ui")
 UI_REASON = "manual promotion in the control tower"
+UI_RETRAIN_REASON = "manual retrain in the control tower"
 
 
 class ActionError(ValueError):

@@ -3,7 +3,9 @@
 Runs the monitor's retrain (:mod:`shopml.flows.retraining`: the ``retrain`` flow in this
 process, or the ``retrain/shopml`` deployment when ``SHOPML_MONITOR_RETRAIN=deployment``) and
 records its outcome (the gate's verdict, the new version) in the job's state file, which the
-tower reads.
+tower reads. A version the retrain registered carries who asked for it (a ``shopml.requested``
+tag, :func:`shopml.lifecycle.registry.record_request`) beside the gate's own record, as a
+promotion in the tower carries its override.
 """
 
 from __future__ import annotations
@@ -15,7 +17,22 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from shopml.ui.actions import _state_path, write_state
+from shopml.lifecycle.registry import REGISTERED
+from shopml.ui.actions import UI_RETRAIN_REASON, _state_path, write_state
+
+
+def _record(settings: Any, usecase: str, version: str, state: dict[str, Any]) -> str:
+    """Tag the new version with who asked for it; what was recorded, or why it was not."""
+    from shopml.lifecycle.registry import record_request
+    from shopml.lifecycle.tracking import configure
+
+    by = f"control tower, key {state.get('who') or 'unknown'}"
+    try:
+        record_request(configure(settings), usecase, version, by, UI_RETRAIN_REASON)
+    except Exception as exc:  # the retrain stands; the page says the record is missing
+        print(f"v{version} not tagged with its request: {exc}", file=sys.stderr)
+        return f"not recorded: {type(exc).__name__}: {exc}"
+    return by
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from shopml.lifeline import guard_prefect_server
+
+    # A job killed with -9 must not leave Prefect's ephemeral server running.
+    guard_prefect_server()
 
     from shopml.flows.retraining import retrain_deployment, retrain_inline
     from shopml.monitoring.run import RETRAIN_TIMEOUT_S, RETRAIN_TRIALS
@@ -53,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         state["state"] = "failed"
         print(f"retrain of {args.usecase} failed: {outcome['reason']}", file=sys.stderr)
+    if outcome.get("status") in REGISTERED and outcome.get("version"):
+        outcome["requested"] = _record(settings, args.usecase, str(outcome["version"]), state)
     state["outcome"] = outcome
     state["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_state(path, state)
