@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,9 @@ import pytest
 
 from shopml.lifecycle import registry
 from shopml.lifecycle.tracking import configure, model_name
-from shopml.monitoring.store import MetricRow, MonitoringStore
 from shopml.settings import Settings
 from tests.support.services import free_port, wait_http
+from tests.support.tower import write_history
 from tests.unit.serving.conftest import SERVED, build_served_home, serving_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,68 +50,6 @@ class Tower:
     settings: Settings
 
 
-def _history(home: Path) -> None:
-    """Two checks of ``returns`` a week apart, the second one alerting: drift measured by
-    Evidently on two windows (the second shifted) and stored as the monitor stores it, with its
-    HTML report; live performance against the served version's test figure and the oracle's;
-    and a decision each."""
-    import duckdb
-    import numpy as np
-    import pandas as pd
-
-    from shopml.monitoring.drift import compute_drift
-    from shopml.monitoring.monitor import _drift_rows
-    from shopml.monitoring.reports import drift_report_path
-
-    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    try:
-        end = con.execute("SELECT max(purchased_at) FROM orders").fetchone()[0]
-    finally:
-        con.close()
-    rng = np.random.default_rng(7)
-
-    def window(shift: float) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "price": rng.lognormal(3.0 + shift, 0.5, 400),
-                "freight": rng.lognormal(1.5, 0.4, 400),
-                "probability": rng.beta(2 + 4 * shift, 8, 400),
-            }
-        )
-
-    reference = window(0.0)
-    store = MonitoringStore(None, home)
-    try:
-        for i, (shift, auc, alert) in enumerate(((0.0, 0.71, False), (0.8, 0.63, True))):
-            when = end - timedelta(days=7 * (1 - i))
-            drift = compute_drift(
-                reference, window(shift), ["price", "freight"], ["probability"], calibrate=False
-            )
-            html = drift_report_path(Settings(home=home).reports_dir, USECASE, when)
-            html.parent.mkdir(parents=True, exist_ok=True)
-            drift.snapshot.save_html(str(html))
-            rows = [
-                *_drift_rows(drift),
-                MetricRow("performance", "auc", auc, n=320),
-                MetricRow("reference", "auc", 0.71),
-                MetricRow("oracle", "auc", 0.8, n=320),
-            ]
-            run = store.write_metrics(USECASE, "1", when, (when - timedelta(days=7), when), rows)
-            store.write_decision(
-                run,
-                USECASE,
-                "1",
-                when,
-                alert,
-                "alert" if alert else "none",
-                "alerted" if alert else "",
-                [f"drift: {drift.share:.0%} of watched features"] if alert else [],
-                {"findings": {"rows": 400}, "alert": {"delivered": False, "url": None}},
-            )
-    finally:
-        store.close()
-
-
 @pytest.fixture(scope="module")
 def tower(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tower]:
     """The API with the tower, on a copy of the served home with a second ``returns`` version
@@ -123,7 +60,7 @@ def tower(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     home = tmp_path_factory.mktemp("tower") / "home"
     shutil.copytree(served_home, home, ignore=shutil.ignore_patterns("monitoring.sqlite*", "ui"))
-    _history(home)
+    write_history(home, USECASE)
     settings = serving_settings(home, api_keys=[SCORE], admin_keys=[ADMIN], serve_ui=True)
     client = configure(settings)
     champion = registry.alias_version(client, USECASE, registry.CHAMPION)

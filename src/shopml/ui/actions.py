@@ -77,7 +77,7 @@ class RetrainJob:
 
     usecase: str
     state: str  # running | finished | failed | lost (the process died without a word)
-    started_at: str
+    started_at: str | None = None  # None: the job was started by hand, not by the tower
     pid: int | None = None
     finished_at: str | None = None
     outcome: dict[str, Any] | None = None
@@ -124,10 +124,12 @@ def retrain_job(settings: Settings, usecase: str) -> RetrainJob | None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(state, dict):
+        return None
     pid = state.get("pid")
     child = _CHILDREN.get(pid) if pid else None
     if child is not None and child.poll() is not None:
-        _CHILDREN.pop(pid, None)
+        _CHILDREN.pop(child.pid, None)
     if state.get("state") == "running" and (
         (child is not None and child.returncode is not None) or (child is None and not _alive(pid))
     ):
@@ -138,7 +140,8 @@ def retrain_job(settings: Settings, usecase: str) -> RetrainJob | None:
         if state.get("state") == "running":
             state["state"] = "lost"
     fields = RetrainJob.__dataclass_fields__
-    return RetrainJob(**{k: v for k, v in state.items() if k in fields})
+    known = {k: v for k, v in state.items() if k in fields}
+    return RetrainJob(**{**known, "usecase": usecase, "state": str(state.get("state", "lost"))})
 
 
 def retrain_available() -> str | None:
@@ -174,7 +177,9 @@ def start_retrain(
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_path = folder / f"{usecase}-{stamp}.log"
-    args = [sys.executable, "-m", "shopml.ui.retrain", usecase]
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    args = [sys.executable, "-m", "shopml.ui.retrain", usecase, "--who", who]
+    args += ["--log", str(log_path), "--started-at", started_at]
     if trials is not None:
         args += ["--trials", str(trials)]
     if timeout_s is not None:
@@ -192,7 +197,7 @@ def start_retrain(
     state: dict[str, Any] = {
         "usecase": usecase,
         "state": "running",
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started_at,
         "pid": child.pid,
         "log": str(log_path),
         "who": who,

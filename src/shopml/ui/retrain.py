@@ -26,7 +26,8 @@ def _record(settings: Any, usecase: str, version: str, state: dict[str, Any]) ->
     from shopml.lifecycle.registry import record_request
     from shopml.lifecycle.tracking import configure
 
-    by = f"control tower, key {state.get('who') or 'unknown'}"
+    who = state.get("who")
+    by = f"control tower, key {who}" if who else "python -m shopml.ui.retrain, by hand"
     try:
         record_request(configure(settings), usecase, version, by, UI_RETRAIN_REASON)
     except Exception as exc:  # the retrain stands; the page says the record is missing
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("usecase")
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--who", default=None, help="the key id of who asked (the tower's)")
+    parser.add_argument("--log", default=None, help="where the tower sends this job's output")
+    parser.add_argument("--started-at", default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from shopml.lifeline import guard_prefect_server
@@ -55,10 +59,17 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     path = _state_path(settings, args.usecase)
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        state = {"usecase": args.usecase, "pid": os.getpid()}
+    # The job's own record of itself (the tower writes the same at the start, for its refusal
+    # of a second retrain meanwhile); run by hand, it has no key and no log of the tower's.
+    state: dict[str, Any] = {
+        "usecase": args.usecase,
+        "pid": os.getpid(),
+        "started_at": args.started_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        "who": args.who,
+        "log": args.log,
+    }
+    state["state"] = "running"
+    write_state(path, state)
     trials = RETRAIN_TRIALS if args.trials is None else args.trials
     timeout = RETRAIN_TIMEOUT_S if args.timeout is None else args.timeout
     # The way the monitor retrains, whether or not the monitor itself may ("off" only stops the

@@ -394,3 +394,16 @@ def test_shopml_ui_refuses_to_serve_without_keys(monkeypatch: pytest.MonkeyPatch
     assert proc.returncode == 2, proc.stderr
     assert "SHOPML_API_KEYS" in proc.stderr and "shopml ui" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_job_state_without_the_towers_fields_is_read(tmp_path: Path) -> None:
+    """A job run by hand (``python -m shopml.ui.retrain``) or an older state file: the page
+    shows it rather than failing (it once answered 500 for a state without started_at)."""
+    toy_home = Settings(home=tmp_path)
+    path = actions._state_path(toy_home, "toy")
+    actions.write_state(path, {"pid": 2**22 + 12345, "outcome": {"status": "promoted"}})
+    job = actions.retrain_job(toy_home, "toy")
+    assert job is not None and job.usecase == "toy" and job.state == "lost"
+    assert job.started_at is None and job.outcome == {"status": "promoted"}
+    path.write_text("[1, 2]")
+    assert actions.retrain_job(toy_home, "toy") is None
