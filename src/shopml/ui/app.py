@@ -263,7 +263,7 @@ def build_app(tower: Tower) -> FastAPI:
             d=detail,
             r=detail.row,
             job=job,
-            charts=json.dumps(charts, default=str),
+            charts=_script_json(charts),
             retrain_unavailable=actions.retrain_available(),
             prefect=prefect_url(tower.settings),
             message=request.query_params.get("done", ""),
@@ -379,6 +379,13 @@ def build_app(tower: Tower) -> FastAPI:
         )
 
     return app
+
+
+def _script_json(value: Any) -> str:
+    """JSON to put inside a <script> element: ``<``, ``>`` and ``&`` escaped as JSON escapes,
+    so a value (a feature's name) cannot close the element or open another one."""
+    text = json.dumps(value, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _done(

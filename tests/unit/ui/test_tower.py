@@ -407,3 +407,23 @@ def test_a_job_state_without_the_towers_fields_is_read(tmp_path: Path) -> None:
     assert job.started_at is None and job.outcome == {"status": "promoted"}
     path.write_text("[1, 2]")
     assert actions.retrain_job(toy_home, "toy") is None
+
+
+def test_the_plots_data_cannot_close_its_script_element(tmp_path: Path) -> None:
+    """The plots' data travels as JSON in a <script> element: a feature named like markup
+    stays data (no </script> in the page), and reads back the same."""
+    settings = Settings(home=tmp_path)
+    name = "</script><script>alert(1)</script>&"
+    store = MonitoringStore(None, tmp_path)
+    when = datetime(2024, 6, 1)
+    rows = [MetricRow("drift", "score", 0.4, feature=name, detail={"threshold": 0.1})]
+    run = store.write_metrics("toy", "1", when, (when - timedelta(days=7), when), rows)
+    store.write_decision(run, "toy", "1", when, False, "none", "", [], {"findings": {"rows": 1}})
+    store.close()
+    client = client_for(settings, Auth([SCORE], [], open_=False))
+    page = client.get("/ui/u/toy", headers={"authorization": f"Bearer {SCORE}", **HTML})
+    assert page.status_code == 200
+    script = page.text.split('<script type="application/json" id="charts">')[1]
+    data = script.split("</script>")[0]
+    assert json.loads(data)["drift_features"][0]["feature"] == name
+    assert "<script>alert" not in page.text
