@@ -620,6 +620,7 @@ def doctor(
     timeout: Annotated[
         float, typer.Option(min=0.5, max=60, help="Seconds each server has to answer.")
     ] = 5.0,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the active configuration: every store reachable, credentials accepted, versions

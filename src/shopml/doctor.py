@@ -1,10 +1,11 @@
 """``shopml doctor``: is the active configuration usable, store by store?
 
 One check per component of the configuration (settings, warehouse, MLflow tracking and its
-artifacts, the Prefect server, the online store, the monitoring store, the S3 landing prefix and
-the batch-score location): reachable, credentials accepted, versions compatible. Each check is
-bounded (``timeout`` seconds for its network calls) and they all run at once, so a server that
-is down costs one timeout, not one per retry, and the report comes back in seconds.
+artifacts, the Prefect server, the online store, the monitoring store, the S3 landing prefix,
+the batch-score location, and what the Spark engine needs: PySpark, Java 17+): reachable,
+credentials accepted, versions compatible. Each check is bounded (``timeout`` seconds for its
+network calls) and they all run at once, so a server that is down costs one timeout, not one
+per retry, and the report comes back in seconds.
 
 Only what the configuration names is checked, with the client libraries this installation has:
 the slim serving image checks the stores the service uses and says which it cannot check.
@@ -494,6 +495,52 @@ def check_scores(settings: Any, timeout: float) -> Check:
     return Check("batch-scores", "ok", uri, "local folder (one machine only)")
 
 
+def _pyspark_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyspark")
+    except PackageNotFoundError:
+        return None
+
+
+def _spark_target(settings: Any) -> str:
+    if settings.spark_remote:
+        return f"engine={settings.engine}, Spark Connect {mask(settings.spark_remote)}"
+    return f"engine={settings.engine}, master {settings.spark_master}"
+
+
+def check_spark(settings: Any, timeout: float) -> Check:
+    """What the Spark engine needs here: PySpark, and for a driver on this machine Java 17+.
+
+    With ``SHOPML_ENGINE=duckdb`` nothing fails: the line says whether ``--engine spark`` could
+    run (``ok``) or what it would need (``skip``). A Spark Connect server runs its own JVM, so
+    only PySpark is checked then; the server itself is met when a command first uses it.
+    """
+    from shopml.data.spark import EngineError, check_java, java_path
+
+    active = settings.engine == "spark"
+    pyspark = _pyspark_version()
+    target = _spark_target(settings)
+    missing = "" if pyspark else "PySpark is not installed: pip install 'shopml[spark]'"
+    java = ""
+    if not settings.spark_remote:
+        try:
+            java = f"Java {check_java(timeout=max(timeout, 1.0))} ({java_path()})"
+        except EngineError as exc:
+            missing = f"{missing}; {exc}" if missing else str(exc)
+    if missing:
+        if active:
+            raise Problem(missing)
+        return Check("spark", "skip", target, f"not used by this engine; --engine spark: {missing}")
+    found = ", ".join(p for p in (java, f"PySpark {pyspark}") if p)
+    if not active:
+        return Check(
+            "spark", "ok", target, f"not used by this engine; --engine spark can run: {found}"
+        )
+    return Check("spark", "ok", target, found, version=pyspark)
+
+
 CHECKS: dict[str, Callable[[Any, float], Check]] = {
     "settings": check_settings,
     "warehouse": check_warehouse,
@@ -504,6 +551,7 @@ CHECKS: dict[str, Callable[[Any, float], Check]] = {
     "monitoring-store": check_monitoring_store,
     "landing": check_landing,
     "batch-scores": check_scores,
+    "spark": check_spark,
 }
 
 
@@ -533,6 +581,7 @@ def _target(name: str, settings: Any) -> str:
         "monitoring-store": mask(settings.monitoring_store_uri or "sqlite (home)"),
         "landing": settings.landing_s3_prefix or str(settings.landing),
         "batch-scores": settings.scores_location,
+        "spark": _spark_target(settings),
     }.get(name, "")
 
 

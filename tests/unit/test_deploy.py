@@ -873,6 +873,23 @@ def test_images_run_as_a_user_with_a_healthcheck() -> None:
         ), f"{name}: unpinned base image"
 
 
+def test_the_worker_image_can_run_the_spark_engine() -> None:
+    """A headless JRE 17 in the stage that runs, on a Debian release that has it (bookworm:
+    the newer one the bare ``-slim`` tag follows has no openjdk-17), and PySpark in the venv."""
+    text = (DEPLOY / "Dockerfile.worker").read_text()
+    build, final = text.rsplit("\nFROM ", 1)
+    assert re.match(r"python:3\.11-slim-bookworm\n", final)
+    assert re.findall(r"^FROM (\S+)", build, re.M) == ["python:3.11-slim-bookworm"]
+    install = re.search(r"apt-get install -y --no-install-recommends ([^&]+)", final)
+    assert install and "openjdk-17-jre-headless" in install.group(1).split()
+    assert '".[all]"' in build  # the all extra carries the spark one (pyspark)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(e.startswith("shopml[") and "spark" in e for e in extras["all"])
+    assert any(d.startswith("pyspark") for d in extras["spark"])
+
+
 def test_the_worker_deploys_once_then_runs_the_worker() -> None:
     command = _compose()["services"]["worker"]["command"]
     assert command[:2] == ["sh", "-c"]

@@ -268,3 +268,58 @@ def test_passwords_are_masked() -> None:
     assert mask("postgresql://shopml:pa55@db:5432/m") == "postgresql://shopml:***@db:5432/m"
     assert mask("redis://:pa55@redis:6379/0") == "redis://:***@redis:6379/0"
     assert mask("http://mlflow:5000") == "http://mlflow:5000"
+
+
+def _spark_line(out: str) -> str:
+    return next(line for line in out.splitlines() if "  spark  " in line)
+
+
+def test_the_spark_engine_without_java_is_one_failing_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("SHOPML_ENGINE", "duckdb")  # restored after `--engine` changes it
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    code, out, err = shopml(["doctor", "--engine", "spark"], capsys, monkeypatch)
+    assert code == 1 and "Traceback" not in out + err
+    line = _spark_line(out)
+    assert line.startswith("fail") and "engine=spark, master local[2]" in line
+    assert f"JAVA_HOME ({tmp_path / 'no-jdk'})" in line
+    assert "openjdk-17-jre-headless" in line  # what to install
+    assert "failing: spark" in out.splitlines()[-1]
+
+    code, out, err = shopml(["doctor", "--engine", "spark", "--json"], capsys, monkeypatch)
+    report = json.loads(out)
+    spark = next(c for c in report["checks"] if c["component"] == "spark")
+    assert code == 1 and report["healthy"] is False and spark["status"] == "fail"
+    assert "Java 17 or later" in spark["detail"] and "none was found" in spark["detail"]
+
+    # The DuckDB engine does not need Java: the line says what Spark would need, nothing fails.
+    code, out, _ = shopml(["doctor", "--engine", "duckdb", "--json"], capsys, monkeypatch)
+    spark = next(c for c in json.loads(out)["checks"] if c["component"] == "spark")
+    assert code == 0 and spark["status"] == "skip"
+    assert spark["detail"].startswith("not used by this engine; --engine spark: ")
+    assert "openjdk-17-jre-headless" in spark["detail"]
+
+
+def test_the_spark_engine_reports_the_java_it_found(tmp_path, monkeypatch) -> None:
+    jdk = tmp_path / "jdk"
+    (jdk / "bin").mkdir(parents=True)
+    java = jdk / "bin" / "java"
+    monkeypatch.setenv("JAVA_HOME", str(jdk))
+    java.write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    java.chmod(0o755)
+    check = diagnose(Settings(engine="spark"), timeout=5, only=["spark"])[0]
+    assert check.status == "fail" and "the Java on JAVA_HOME" in check.detail
+    assert "is 11" in check.detail and "openjdk-17" in check.detail
+
+    java.write_text("#!/bin/sh\necho 'openjdk version \"21.0.4\" 2024-07-16' >&2\n")
+    check = diagnose(Settings(engine="spark"), timeout=5, only=["spark"])[0]
+    assert check.status == "ok" and check.detail.startswith(f"Java 21 ({java}), PySpark 4.")
+    assert check.version and check.version.startswith("4.")
+
+    # A Spark Connect server runs its own JVM: a missing local Java is not a failure then.
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    check = diagnose(
+        Settings(engine="spark", spark_remote="sc://spark:15002"), timeout=5, only=["spark"]
+    )[0]
+    assert check.status == "ok" and check.target == "engine=spark, Spark Connect sc://spark:15002"
+    assert "Java" not in check.detail

@@ -53,17 +53,21 @@ class EngineError(RuntimeError):
     """The engine cannot start or run as configured (no Java, no PySpark, a bad master URL)."""
 
 
-def java_version(java: str | None = None) -> int | None:
+def java_path() -> str | None:
+    """The ``java`` that Spark would start: ``$JAVA_HOME/bin/java``, else ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    return str(Path(home) / "bin" / "java") if home else shutil.which("java")
+
+
+def java_version(java: str | None = None, timeout: float = 60) -> int | None:
     """The major version of the Java that Spark would use (JAVA_HOME, else ``java`` on PATH),
     or None when there is none."""
-    if java is None:
-        home = os.environ.get("JAVA_HOME")
-        java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    java = java or java_path()
     if not java or not Path(java).exists():
         return None
     try:
         out = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+            [java, "-version"], capture_output=True, text=True, timeout=timeout, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -74,17 +78,22 @@ def java_version(java: str | None = None) -> int | None:
     return int(m.group(2) or 0) if major == 1 else major  # "1.8" is Java 8
 
 
-def check_java() -> int:
+def _java_where() -> str:
+    home = os.environ.get("JAVA_HOME")
+    return f"JAVA_HOME ({home})" if home else "PATH"
+
+
+def check_java(timeout: float = 60) -> int:
     """Java's major version; raises :class:`EngineError` naming what to install when Spark's
     local driver cannot run."""
-    v = java_version()
-    where = "JAVA_HOME" if os.environ.get("JAVA_HOME") else "PATH"
+    v = java_version(timeout=timeout)
+    where = _java_where()
     if v is None:
         raise EngineError(
             f"the Spark engine needs Java {MIN_JAVA} or later and none was found on {where}: "
             "install a JDK (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`; macOS: "
-            "`brew install openjdk@17`) or set JAVA_HOME; or use SHOPML_ENGINE=duckdb, or "
-            "SHOPML_SPARK_REMOTE=sc://... to run on a Spark Connect server"
+            "`brew install openjdk@17`) or set JAVA_HOME to one; or use SHOPML_ENGINE=duckdb, "
+            "or SHOPML_SPARK_REMOTE=sc://... to run on a Spark Connect server"
         )
     if v < MIN_JAVA:
         raise EngineError(
