@@ -449,7 +449,7 @@ def test_the_production_profile_end_to_end(stack: dict[str, Any]) -> None:
     lines = text.stdout.splitlines()
     assert text.returncode == 1 and len(lines) == len(verdict) + 3
     assert lines[-1].startswith(
-        "7 of 9 components usable; failing: mlflow-tracking, mlflow-artifacts"
+        "8 of 10 components usable; failing: mlflow-tracking, mlflow-artifacts"
     )
 
     # 9. The registry down, the service restarted: it answers with the champions in its
