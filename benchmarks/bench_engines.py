@@ -70,6 +70,7 @@ def measure(step: str, **kwargs: Any) -> dict[str, Any]:
     """Run ``step`` in a fresh process; its result plus the peak memory of its process tree."""
     cmd = [sys.executable, "-m", "benchmarks.bench_engines", "--step", step, json.dumps(kwargs)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    load_before = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy it was
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     peak = [0]
     done = threading.Event()
@@ -87,6 +88,9 @@ def measure(step: str, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError(f"{step} failed:\n{err.decode()[-3000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["peak_mb"] = round(peak[0] / 2**20)
+    result["load_before"], result["load_after"] = load_before, round(os.getloadavg()[0], 1)
+    # Each figure as it comes: a long run that fails late still leaves what it measured.
+    print(f"  {step} {json.dumps(kwargs)}: {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 
 
