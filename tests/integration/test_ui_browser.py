@@ -325,6 +325,8 @@ def test_an_admin_starts_a_retrain_and_a_scoring_key_cannot(
     assert "finished" in text and f"v{version}" in text, text
     row = page.locator(f"[data-testid=gate-history] tr[data-version='{version}']")
     assert row.locator(".verdict").inner_text() == verdict
+    # Coloured by its verdict ("insufficient evidence" is one class, not two).
+    assert f"v-{verdict.replace(' ', '-')}" in row.locator(".verdict").get_attribute("class")
     assert key_id in row.locator("[data-testid=requested]").inner_text()
     links = row.locator("a").evaluate_all("as => as.map(a => a.href)")
     assert any(mv.run_id in h for h in links), links

@@ -115,7 +115,7 @@ class RolloutState:
 
     mode: str  # off | shadow | canary | ab
     label: str  # "canary 10%", "shadow", "off"
-    source: str  # registry | config
+    source: str  # registry | config | default (neither recorded nor configured: off)
     challenger: str | None
     set_at: str | None
     by: str | None
@@ -343,13 +343,14 @@ class Reader:
         except Exception as exc:  # a registry outage: say so rather than "off"
             log.warning("rollout of %s unreadable: %s", uc.name, exc)
             return None
-        state = rollouts.effective(recorded, self.settings.rollout.get(uc.name))
+        configured = self.settings.rollout.get(uc.name)
+        state = rollouts.effective(recorded, configured)
         frame = self._all_decisions(uc.name)
         judged = frame[frame["action"] == ROLLOUT_ACTION] if len(frame) else frame
         return RolloutState(
             mode=state.mode,
             label=state.describe(),
-            source=state.source,
+            source=state.source if recorded is not None or configured else "default",
             challenger=state.challenger,
             set_at=state.set_at,
             by=state.by,

@@ -194,6 +194,7 @@ def test_the_reads_show_registry_and_monitoring(toy_home: Settings) -> None:
         links = reader.detail(ToyUseCase()).links
     assert links["1"]["prefect"] == "http://prefect.internal:4200/runs/flow-run/0f1e2d"
     assert detail.rollout is not None and detail.rollout.mode == "off"
+    assert detail.rollout.source == "default"  # neither recorded nor configured
     assert detail.rollout.judgements == []
 
 
