@@ -69,7 +69,7 @@ TEST_WORKERS ?= 2
 PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov $(BIN)/chromium ## Run the whole test suite (slow and integration tests included)
-	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) --durations=40
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow"
