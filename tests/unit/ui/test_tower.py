@@ -428,3 +428,18 @@ def test_the_plots_data_cannot_close_its_script_element(tmp_path: Path) -> None:
     data = script.split("</script>")[0]
     assert json.loads(data)["drift_features"][0]["feature"] == name
     assert "<script>alert" not in page.text
+
+
+def test_a_retrain_records_who_asked_on_the_version(toy_home: Settings, tmp_path: Path) -> None:
+    from shopml.ui.retrain import _record
+
+    said = _record(toy_home, "toy", "2", {"who": "abc123def456"})
+    assert said == "control tower, key abc123def456"
+    with Reader(toy_home) as reader:
+        history = reader.detail(ToyUseCase()).history
+    requested = {v.version: v.requested for v in history}
+    assert requested["2"] is not None and requested["2"]["by"] == said
+    assert "manual retrain" in requested["2"]["reason"] and requested["3"] is None
+    # A registry that cannot take the tag: the retrain stands, the job says what is missing.
+    missing = _record(Settings(home=tmp_path), "toy", "9", {"who": None})
+    assert missing.startswith("not recorded: ")
