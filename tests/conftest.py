@@ -18,12 +18,19 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Prefect's ephemeral server keeps its database under PREFECT_HOME (~/.prefect by default):
 # two test runs at once (a developer's and CI's) would share, and lock, one SQLite file.
-if "PREFECT_HOME" not in os.environ:
+# Each pytest-xdist worker gets its own: workers inherit the controller's environment, and
+# two workers' ephemeral servers on one SQLite file lock each other out.
+_OURS = "SHOPML_TESTS_PREFECT_HOME"
+if "PREFECT_HOME" not in os.environ or (
+    os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_OURS) == os.environ["PREFECT_HOME"]
+):
     import atexit
     import shutil
     import tempfile
 
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="shopml-tests-prefect-")
+    os.environ["PREFECT_HOME"] = os.environ[_OURS] = tempfile.mkdtemp(
+        prefix="shopml-tests-prefect-"
+    )
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
