@@ -228,7 +228,11 @@ class LinearScorer(Scorer):
         x = np.where(np.isnan(x), np.asarray(self.fill), x)
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         eta = z @ np.asarray(self.coef) + self.intercept
-        out = 1.0 / (1.0 + np.exp(-eta)) if self.link == "logit" else eta
+        if self.link == "logit":
+            with np.errstate(over="ignore"):  # exp(-eta) = inf for eta << 0: the answer is 0
+                out = 1.0 / (1.0 + np.exp(-eta))
+        else:
+            out = eta
         lo, hi = self.clip
         if lo is not None or hi is not None:
             out = np.clip(out, lo, hi)
