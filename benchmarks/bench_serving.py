@@ -5,8 +5,6 @@ by each contender with 2 server workers (all five started at once) and hit by ``
 connections, in rounds that take turns (the median round counts):
 
 - ``shopml``: ``shopml serve`` with auth, validation, metrics and the prediction log on;
-- ``shopml-shadow``: the same with the use case in shadow mode (a second registered version,
-  the challenger, scores every request after its answer is sent, and is logged);
 - ``mlflow``: ``mlflow models serve --env-manager local`` on the same registered model;
 - ``pandas``: a typical FastAPI app that builds a DataFrame and calls the sklearn wrapper;
 - ``lean``: a FastAPI app calling the booster on a numpy row;
@@ -236,14 +234,13 @@ def _train(work: Path) -> tuple[Any, Any]:
     return clf, frame
 
 
-def _register(clf: Any, frame: Any, home: Path) -> str:
-    """Register the classifier as a shopml model (``shopml-returns``) and make it champion."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-
-    from shopml.runtime.pyfunc import SCORER_ARTIFACT, ShopmlModel, write_scorer
+def register_model(clf: Any, frame: Any, home: Path, *, challenger: bool = False) -> tuple[str, Any]:
+    """Register the classifier as a shopml model (``shopml-returns``) in ``home``'s registry
+    and make it champion; with ``challenger``, register it again as the challenger (a version
+    of the same size for a shadow rollout). Returns the champion's version and its scorer."""
+    from shopml.lifecycle.tracking import configure, model_name, register_scorer
     from shopml.runtime.scorers import BoosterScorer
+    from shopml.settings import Settings
 
     scorer = BoosterScorer(
         features=list(frame.columns),
@@ -251,40 +248,15 @@ def _register(clf: Any, frame: Any, home: Path) -> str:
         models=[clf.booster_.model_to_string()],
         kind="probability",
     )
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    exp = mlflow.create_experiment("bench", artifact_location=(home / "mlartifacts").as_uri())
-    with mlflow.start_run(experiment_id=exp):
-        path = write_scorer(scorer, home / "scorer.pkl")
-        example = frame.head(3)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ShopmlModel(),
-            artifacts={SCORER_ARTIFACT: str(path)},
-            signature=infer_signature(example, scorer.predict_frame(example)),
-            pip_requirements=["lightgbm", "pandas"],
-        )
-    mv = mlflow.register_model(info.model_uri, "shopml-returns")
-    client = MlflowClient()
-    client.set_registered_model_alias("shopml-returns", "champion", str(mv.version))
-    # The challenger a shadow rollout scores: another version of the same size.
-    challenger = mlflow.register_model(info.model_uri, "shopml-returns")
-    client.set_registered_model_alias("shopml-returns", "challenger", str(challenger.version))
-    return str(mv.version)
-
-
-def _shadow_rows(path: Path) -> dict[str, int]:
-    """Rows per arm in the shadow server's prediction log."""
-    import sqlite3
-
-    con = sqlite3.connect(path)
-    try:
-        rows = con.execute("SELECT arm, count(*) FROM prediction_log GROUP BY arm").fetchall()
-    finally:
-        con.close()
-    counts = {"champion": 0, "shadow": 0, **{str(a): int(n) for a, n in rows}}
-    return counts
+    settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    example = frame.head(3)
+    version = register_scorer(settings, "returns", scorer, example)
+    client = configure(settings)
+    client.set_registered_model_alias(model_name("returns"), "champion", version)
+    if challenger:
+        other = register_scorer(settings, "returns", scorer, example)
+        client.set_registered_model_alias(model_name("returns"), "challenger", other)
+    return version, scorer
 
 
 def run(quick: bool = False) -> Result:
@@ -299,7 +271,7 @@ def run(quick: bool = False) -> Result:
     home = work / "home"
     home.mkdir()
     clf, frame = _train(work)
-    version = _register(clf, frame, home)
+    version, scorer = register_model(clf, frame, home)
     with (work / "model.pkl").open("wb") as fh:
         pickle.dump(clf, fh)
     (work / "bench_peer_apps.py").write_text(textwrap.dedent(PEER_APPS))
@@ -322,12 +294,6 @@ def run(quick: bool = False) -> Result:
 
     contenders: dict[str, tuple[list[str], str, str, dict[str, str]]] = {
         "shopml": (
-            [str(BIN / "shopml"), "serve", "--workers", "2"],
-            "/v1/returns/predict",
-            "/ready",
-            auth,
-        ),
-        "shopml-shadow": (
             [str(BIN / "shopml"), "serve", "--workers", "2"],
             "/v1/returns/predict",
             "/ready",
@@ -392,16 +358,9 @@ def run(quick: bool = False) -> Result:
             if name in ("pandas", "lean", "noop"):
                 full = [*cmd, "--host", "127.0.0.1", "--port", str(port)]
             log = (work / f"{name}.log").open("w")
-            own = env
-            if name == "shopml-shadow":
-                own = {
-                    **env,
-                    "SHOPML_ROLLOUT": '{"returns": "shadow"}',
-                    "SHOPML_MONITORING_STORE_URI": f"sqlite:///{work / 'shadow.sqlite'}",
-                }
             proc = subprocess.Popen(
                 full,
-                env=own,
+                env=env,
                 cwd=work,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -445,20 +404,12 @@ def run(quick: bool = False) -> Result:
         figures["shopml_single_connection"] = _wrk(
             url, b, headers, seconds, connections=1, threads=1, workdir=work
         )
-        url, b, headers = live["shopml-shadow"]
-        figures["shadow_single_connection"] = _wrk(
-            url, b, headers, seconds, connections=1, threads=1, workdir=work
-        )
     finally:
         for proc, log in procs:
             _stop(proc)
             log.close()
 
-    figures["shadow_logged"] = _shadow_rows(work / "shadow.sqlite")
     # The model's own in-process predict time on one row (the overhead's baseline).
-    from shopml.runtime.pyfunc import read_scorer
-
-    scorer = read_scorer(home / "scorer.pkl")
     x = scorer.row_matrix(row)
     scorer.predict_matrix(x)
     reps = 2000
@@ -510,14 +461,8 @@ def run(quick: bool = False) -> Result:
         "vs_lean": s / figures["lean"]["rps"],
     }
     figures["ratios"] = ratios
-    shadow = figures["shopml-shadow"]
-    ratios["shadow_vs_plain"] = shadow["rps"] / s
     rows = [
         ("shopml (`shopml serve`, auth + metrics + prediction log)", "shopml"),
-        (
-            "shopml, shadow rollout on (challenger scored after each answer, logged)",
-            "shopml-shadow",
-        ),
         ("`mlflow models serve --env-manager local`", "mlflow"),
         ("FastAPI + pandas DataFrame + sklearn `predict_proba`", "pandas"),
         ("FastAPI + booster on a numpy row (lean)", "lean"),
@@ -556,21 +501,6 @@ def run(quick: bool = False) -> Result:
         f"| batch scoring / direct predict ({n:,} rows) | {figures['batch']['ratio']:.2f}x | "
         f">= 0.8x | {'yes' if figures['batch']['ratio'] >= 0.8 else 'no'} |",
     ]
-    one, one_shadow = figures["shopml_single_connection"], figures["shadow_single_connection"]
-    logged = figures["shadow_logged"]
-    shadow_rows = [
-        "| shadow rollout (same model size as the champion) | plain | shadow on | ratio |",
-        "| --- | ---: | ---: | ---: |",
-        f"| peak requests/s (8 connections) | {s:,.0f} | {shadow['rps']:,.0f} | "
-        f"{ratios['shadow_vs_plain']:.2f}x |",
-        f"| failed answers (non-2xx) at peak | {figures['shopml']['non_2xx']:.0f} | "
-        f"{shadow['non_2xx']:.0f} | |",
-        f"| p50 / p99 ms, 1 connection | {one['p50_ms']:.2f} / {one['p99_ms']:.2f} | "
-        f"{one_shadow['p50_ms']:.2f} / {one_shadow['p99_ms']:.2f} | "
-        f"{one_shadow['p50_ms'] / one['p50_ms']:.2f}x |",
-        f"| shadow answers logged / champion answers logged | | "
-        f"{logged['shadow']:,} / {logged['champion']:,} | |",
-    ]
     load = os.getloadavg()[0]
     figures["load_before"], figures["load_after"] = load_before, load
     markdown = "\n".join(
@@ -585,12 +515,6 @@ def run(quick: bool = False) -> Result:
             *table,
             "",
             *goals,
-            "",
-            "Shadow rollout: the challenger's answer is computed on the worker's event loop "
-            "after the champion's answer has been sent, so it costs the worker capacity (the "
-            "peak falls) but no request waits for it.",
-            "",
-            *shadow_rows,
         ]
     )
     return Result("serving", "Serving: shopml vs its peers", markdown, figures)

@@ -7,7 +7,7 @@ import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -95,3 +95,28 @@ def git_commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def register_scorer(settings: Settings, usecase: str, scorer: Any, example: Any) -> str:
+    """Log ``scorer`` as a pyfunc model in the use case's experiment and register it as a new
+    version of the use case's model, outside training (a hand-made challenger, a benchmark's
+    model); returns the version. ``example``: a few input rows (the signature)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from shopml.runtime.pyfunc import SCORER_ARTIFACT, ShopmlModel, write_scorer
+
+    client = configure(settings)
+    experiment = ensure_experiment(client, settings, usecase)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment):
+        path = write_scorer(scorer, Path(tmp) / "scorer.pkl")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ShopmlModel(),
+            artifacts={SCORER_ARTIFACT: str(path)},
+            signature=infer_signature(example, scorer.predict_frame(example)),
+            pip_requirements=["lightgbm", "pandas"],
+        )
+    return str(mlflow.register_model(info.model_uri, model_name(usecase)).version)

@@ -18,7 +18,6 @@ shadow answers and arms logged as in production), the monitor judging the arms e
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -65,28 +64,6 @@ class WorldOutcome:
         return {**asdict(self), "correct": self.correct}
 
 
-def _register(settings: Any, usecase: str, scorer: Any, example: Any) -> str:
-    """Register a scorer as a new version of the use case's model (as training would)."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from shopml.lifecycle.tracking import configure, ensure_experiment, model_name
-    from shopml.runtime.pyfunc import SCORER_ARTIFACT, ShopmlModel, write_scorer
-
-    client = configure(settings)
-    experiment = ensure_experiment(client, settings, usecase)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=experiment):
-        path = write_scorer(scorer, Path(tmp) / "scorer.pkl")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ShopmlModel(),
-            artifacts={SCORER_ARTIFACT: str(path)},
-            signature=infer_signature(example, scorer.predict_frame(example)),
-            pip_requirements=["lightgbm", "pandas"],
-        )
-    return str(mlflow.register_model(info.model_uri, model_name(usecase)).version)
-
-
 def _weakened(baseline: Any) -> Any:
     """The baseline cut down to its strongest input when it is linear (a one-feature model:
     clearly worse than the use case's model, as a careless challenger would be)."""
@@ -116,7 +93,7 @@ def prepare(
     baseline and a twin; returns the settings, the versions by role and their test figures."""
     from shopml.data.simulator import SimConfig, simulate
     from shopml.data.warehouse import Warehouse
-    from shopml.lifecycle.tracking import configure, model_name
+    from shopml.lifecycle.tracking import configure, model_name, register_scorer
     from shopml.lifecycle.train import TrainConfig, build_splits, train_usecase
     from shopml.settings import Settings
     from shopml.usecases import get_usecase
@@ -147,7 +124,7 @@ def prepare(
     )
     versions = {
         "good": good,
-        "weak": _register(settings, usecase, weak, example),
+        "weak": register_scorer(settings, usecase, weak, example),
         "twin": str(twin.version),
     }
     return settings, versions, figures
