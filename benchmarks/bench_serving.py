@@ -234,7 +234,9 @@ def _train(work: Path) -> tuple[Any, Any]:
     return clf, frame
 
 
-def register_model(clf: Any, frame: Any, home: Path, *, challenger: bool = False) -> tuple[str, Any]:
+def register_model(
+    clf: Any, frame: Any, home: Path, *, challenger: bool = False
+) -> tuple[str, Any]:
     """Register the classifier as a shopml model (``shopml-returns``) in ``home``'s registry
     and make it champion; with ``challenger``, register it again as the challenger (a version
     of the same size for a shadow rollout). Returns the champion's version and its scorer."""

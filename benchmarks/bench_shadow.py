@@ -148,9 +148,7 @@ def run(quick: bool = False) -> Result:
             order = SERVICES if r % 2 == 0 else SERVICES[::-1]
             for name in order:
                 runs[(name, "flat out")].append(_wrk(urls[name], body, auth, seconds, workdir=work))
-        peaks = {
-            n: sorted(f["rps"] for f in runs[(n, "flat out")])[rounds // 2] for n in SERVICES
-        }
+        peaks = {n: sorted(f["rps"] for f in runs[(n, "flat out")])[rounds // 2] for n in SERVICES}
         target = 0.5 * min(peaks.values())
         figures["paced_target_rps"] = target
         for r in range(rounds):
@@ -214,9 +212,7 @@ def run(quick: bool = False) -> Result:
             f"| shadow | {logged_on['champion']:,} | {logged_on['shadow']:,} |",
         ]
     )
-    return Result(
-        "shadow", "Shadow rollout: champion answers with and without", markdown, figures
-    )
+    return Result("shadow", "Shadow rollout: champion answers with and without", markdown, figures)
 
 
 if __name__ == "__main__":  # pragma: no cover

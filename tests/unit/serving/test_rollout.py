@@ -4,7 +4,9 @@ worker, and a prediction log made before arms existed brought up to date."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,10 +117,33 @@ class Broken(Scorer):
         raise RuntimeError("the challenger is broken")
 
 
+@dataclass
+class Slow(Scorer):
+    """A challenger that, once ``armed`` (after the service's warm-up call), holds every
+    answer until the test releases it (at most :data:`HOLD` seconds): ``entered`` says an
+    answer started, ``finished`` that one returned."""
+
+    def __post_init__(self) -> None:
+        self.armed, self.entered, self.release, self.finished = (
+            threading.Event() for _ in range(4)
+        )
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        if not self.armed.is_set():
+            return np.full((len(x), len(self.outputs)), 123.0)
+        self.entered.set()
+        self.release.wait(HOLD)
+        self.finished.set()
+        return np.full((len(x), len(self.outputs)), 123.0)
+
+
+HOLD = 20.0  # a slow challenger's longest hold: a service that waited for it answers late
+
+
 class TwoVersions:
     """The real champion (v1) and a stand-in challenger (v2) for every served use case."""
 
-    def __init__(self, home: Path, challenger: str = "constant") -> None:
+    def __init__(self, home: Path, challenger: str | Slow = "constant") -> None:
         self.inner = MlflowSource(serving_settings(home))
         self.kind = challenger
 
@@ -134,6 +159,9 @@ class TwoVersions:
             return scorer
         if self.kind == "broken":
             return Broken(list(scorer.features), list(scorer.outputs))
+        if isinstance(self.kind, Slow):  # the champion's inputs and outputs, held answers
+            self.kind.features, self.kind.outputs = list(scorer.features), list(scorer.outputs)
+            return self.kind
         if self.kind == "narrow":  # takes three of the champion's inputs and one of its own
             features = [*scorer.features[:3], "challenger_only"]
             return ConstantScorer(features, list(scorer.outputs), values=[123.0])
@@ -169,13 +197,15 @@ def _serving(
     home: Path,
     tmp_path: Path,
     mode: str,
-    challenger: str = "constant",
+    challenger: str | Slow = "constant",
+    clock: Any = None,
     **settings: Any,
 ) -> tuple[Any, Path]:
     """A service on :class:`TwoVersions` with clv in ``mode``, and its prediction log."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     db = tmp_path / "monitoring.sqlite"
     client = client_factory(
-        {"source_factory": lambda: TwoVersions(home, challenger)},
+        {"source_factory": lambda: TwoVersions(home, challenger), "clock": clock},
         monitoring_store_uri=f"sqlite:///{db}",
         rollout={"clv": mode},
         **settings,
@@ -237,6 +267,64 @@ def test_a_failing_shadow_challenger_fails_no_answer(
     assert 'shopml_rollout_answers_total{arm="shadow",outcome="failed",usecase="clv"} 4.0' in text
     client.__exit__(None, None, None)
     assert {r[3] for r in _logged(db)} == {"champion"}
+
+
+@pytest.mark.parametrize("challenger", ["broken", "slow"])
+def test_shadow_fails_and_slows_no_champion_answer(
+    client_factory: Any, served_home: Path, tmp_path: Path, challenger: str
+) -> None:
+    """Whatever the challenger does in shadow (raise, or take its time), the champion's answers
+    are those of the same service with rollout off: all 200, the same bodies; and an answer is
+    sent while its own shadow answer is still being computed."""
+    customers = _customers(served_home, 5)
+    requests = [
+        *({"customer_id": c} for c in customers),
+        {"instances": [{"customer_id": c} for c in customers[:3]]},
+        {"customer_id": customers[0], "explain": True},
+        {"features": {"recency_days": 3.0}},
+    ]
+
+    def answers(client: Any, bodies: list[dict[str, Any]]) -> list[Any]:
+        out = []
+        for body in bodies:
+            r = client.post("/v1/clv/predict", json=body)
+            assert r.status_code == 200, (body, r.text)
+            out.append({k: v for k, v in r.json().items() if k != "request_id"})
+        return out
+
+    def clock() -> float:
+        return 1_735_689_600.0  # one instant for both services: feature ages compare
+
+    off, off_db = _serving(client_factory, served_home, tmp_path / "off", "off", clock=clock)
+    expected = answers(off, requests)
+    off.__exit__(None, None, None)
+    slow = Slow([], []) if challenger == "slow" else None
+    client, db = _serving(
+        client_factory, served_home, tmp_path / "shadow", "shadow", slow or challenger, clock
+    )
+    if slow is None:
+        got = answers(client, requests)
+    else:
+        slow.armed.set()
+        # The answer's bytes reach the caller before its shadow answer is done: read as they
+        # are sent (the test client hands them over one ASGI message at a time).
+        with client.stream("POST", "/v1/clv/predict", json=requests[0]) as r:
+            assert r.status_code == 200
+            chunks = r.iter_raw()
+            sent = next(chunks)
+            assert not slow.finished.is_set()
+            assert slow.entered.wait(HOLD) and not slow.finished.is_set()  # held, meanwhile
+            slow.release.set()
+            first = json.loads(sent + b"".join(chunks))
+        got = [{k: v for k, v in first.items() if k != "request_id"}]
+        got += answers(client, requests[1:])
+    assert got == expected
+    client.__exit__(None, None, None)  # drains the shadow queue and the log
+    served, logged = _logged(off_db), _logged(db)
+    champion = [r for r in logged if r[3] == "champion"]
+    assert [r[1:] for r in champion] == [r[1:] for r in served]  # the same records, in order
+    shadow = [r for r in logged if r[3] == "shadow"]
+    assert len(shadow) == (0 if challenger == "broken" else len(served))
 
 
 def test_canary_is_sticky_by_customer_and_splits_a_batch(
