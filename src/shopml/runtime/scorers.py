@@ -22,9 +22,10 @@ CENT = 0.01  # the smallest price a pricing scorer suggests
 class Explanation:
     """How each input moved one output, for every row: ``base + contributions.sum(axis=1)`` is
     the output on the model's own scale (``units``: log-odds for a probability, the log for a
-    log-link regression, else the output's own units before clipping). ``inputs`` names the
-    columns of ``values`` and ``contributions`` (a model may explain features it derives
-    from the request's, such as a BG/NBD summary's expected purchases)."""
+    log-link regression, else the output's own units before clipping, a calibration offset in
+    the base). ``inputs`` names the columns of ``values`` and ``contributions`` (a model may
+    explain features it derives from the request's, such as a BG/NBD summary's expected
+    purchases)."""
 
     output: str
     units: str
@@ -186,9 +187,14 @@ class BoosterScorer(Scorer):
         return out[:, 0] if out.shape[1] == 1 else out
 
     def explain(self, x: np.ndarray) -> Explanation | None:
+        """The first booster's TreeSHAP; an output in its own units carries its calibration
+        offset in the base (``base + sum`` is the output before clipping)."""
         if not self.boosters:
             return None
-        return booster_explanation(self.boosters[0], x, self.features, self.outputs[0])
+        found = booster_explanation(self.boosters[0], x, self.features, self.outputs[0])
+        if self.offsets and found.units == self.outputs[0]:
+            found.base = found.base + float(self.offsets[0])
+        return found
 
 
 @dataclass

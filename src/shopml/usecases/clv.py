@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from shopml.runtime.scorers import BoosterScorer, Scorer
+from shopml.runtime.scorers import BoosterScorer, Explanation, Scorer, booster_explanation
 from shopml.usecases import _bgnbd, _boosting, _metrics, _plots
 from shopml.usecases._bgnbd import BgNbdSpendScorer
 from shopml.usecases.base import (
@@ -516,7 +516,9 @@ class HybridSpendScorer(Scorer):
     horizon_days: float = 90.0
     label_horizon_days: float = 90.0
 
-    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+    def _inputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The boosters' matrix, BG/NBD's expected spend over ``horizon_days`` and the
+        horizon ratio, for the scorer's input rows ``x``."""
         assert self.booster is not None and self.bgnbd is not None
         x = np.asarray(x, dtype="float64").reshape(-1, len(self.features))
         index = {f: i for i, f in enumerate(self.features)}
@@ -533,6 +535,11 @@ class HybridSpendScorer(Scorer):
                 ratio = np.where(
                     short > 0, spend / short, self.horizon_days / self.label_horizon_days
                 )
+        return xb, spend, ratio
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        assert self.booster is not None
+        xb, spend, ratio = self._inputs(x)
         log_offset = np.log(np.maximum(spend, OFFSET_FLOOR))
         out = []
         for booster, offset in zip(self.booster.boosters, self.offsets, strict=True):
@@ -545,6 +552,53 @@ class HybridSpendScorer(Scorer):
 
     def parts(self) -> list[Scorer]:
         return [self.booster] if self.booster is not None else []
+
+    def explain(self, x: np.ndarray) -> Explanation | None:
+        """The point prediction (``outputs[0]``), explained: :meth:`explain_output`."""
+        return self.explain_output(x, 0)
+
+    def explain_output(self, x: np.ndarray, i: int) -> Explanation:
+        """Output ``i`` as its booster's TreeSHAP contributions over the booster's inputs (the
+        customer's features and the BG/NBD features computed from the summary, ``bgnbd_*``,
+        with their values), plus what is applied outside the booster as named contributions:
+
+        - a booster started from BG/NBD's answer (the mean): ``bgnbd_expected_spend``, the log
+          of BG/NBD + Gamma-Gamma's expected spend (the prior the booster corrects);
+        - a booster learned on a shorter label horizon: ``bgnbd_horizon_ratio``, BG/NBD's
+          expected spend over the full horizon over that of the label's.
+
+        Units: ``log`` where the output is the exponential of the sum (a tweedie booster):
+        ``base + sum`` is the log of the output; otherwise the output's own units, and
+        ``base + sum`` is the output before it is floored at 0.
+        """
+        assert self.booster is not None
+        xb, spend, ratio = self._inputs(x)
+        booster = self.booster.boosters[i]
+        found = booster_explanation(booster, xb, self.booster.features, self.outputs[i])
+        log_units = bool(self.offsets[i]) or found.units == "log"
+        names, values, parts = [], [], []
+        if self.offsets[i]:
+            names.append(OFFSET)
+            values.append(spend)
+            parts.append(np.log(np.maximum(spend, OFFSET_FLOOR)))
+        elif self.label_horizon_days != self.horizon_days:
+            names.append("bgnbd_horizon_ratio")
+            values.append(ratio)
+            if log_units:
+                parts.append(np.log(ratio))
+            else:  # the output is the booster's times the ratio
+                raw = found.base + found.contributions.sum(axis=1)
+                parts.append(raw * (ratio - 1.0))
+        if not names:
+            return replace(found, units="log" if log_units else found.units)
+        return Explanation(
+            self.outputs[i],
+            "log" if log_units else found.units,
+            [*found.inputs, *names],
+            np.column_stack([found.values, *values]),
+            np.column_stack([found.contributions, *parts]),
+            found.base,
+        )
 
 
 def fit_hybrid(

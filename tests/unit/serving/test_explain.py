@@ -127,3 +127,32 @@ def test_the_batch_scorer_writes_the_top_contributions(
     )
     assert any("cannot be explained" in w for w in seg.warnings)
     assert not any(c.startswith("explain_") for c in pd.read_parquet(tmp_path / "seg.parquet"))
+
+
+def test_clv_explains_its_point_prediction_in_the_service_and_the_batch(
+    client: Any, served_home: Path, tmp_path: Path
+) -> None:
+    """The hybrid (boosters on BG/NBD) explains ``predicted_spend_90d`` by its booster's
+    contributions, BG/NBD's features among them: they add up to the answer (its own units, or
+    the log of it for a tweedie booster) wherever it is above its floor of 0."""
+    from shopml.serving.batch import score_batch
+
+    cid = a_customer(served_home)
+    r = client.post("/v1/clv/predict", json={"customer_id": cid, "explain": True})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    e, spend = answer["explanation"], answer["prediction"]["predicted_spend_90d"]
+    assert e["available"] and e["output"] == "predicted_spend_90d"
+    assert e["units"] in ("log", "predicted_spend_90d")
+    if e["units"] == "log":
+        assert e["total"] == pytest.approx(math.log(spend), abs=1e-6)
+    elif spend > 0:
+        assert e["total"] == pytest.approx(spend, abs=1e-6)
+    src = tmp_path / "customers.csv"
+    pd.DataFrame({"customer_id": [cid]}).to_csv(src, index=False)
+    out = tmp_path / "clv.parquet"
+    score_batch(serving_settings(served_home), "clv", str(out), input_path=str(src), explain=3)
+    row = pd.read_parquet(out).iloc[0]
+    assert row["explain_units"] == e["units"]
+    assert [row[f"explain_{i}_feature"] for i in (1, 2, 3)] == [t["feature"] for t in e["top"][:3]]
+    assert row["explain_1_contribution"] == pytest.approx(e["top"][0]["contribution"])
