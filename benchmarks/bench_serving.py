@@ -107,6 +107,23 @@ def _wait(url: str, proc: subprocess.Popen[Any], timeout: float = 180) -> None:
     raise TimeoutError(url)
 
 
+def start_server(
+    cmd: list[str],
+    env: dict[str, str],
+    work: Path,
+    name: str,
+    procs: list[tuple[subprocess.Popen[Any], Any]],
+) -> subprocess.Popen[Any]:
+    """Start a server in its own process group (so :func:`_stop` ends all its workers), its
+    output in ``work/<name>.log``; appended to ``procs`` with its log, to stop and close."""
+    log = (work / f"{name}.log").open("w")
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    procs.append((proc, log))
+    return proc
+
+
 def _stop(proc: subprocess.Popen[Any]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -359,16 +376,7 @@ def run(quick: bool = False) -> Result:
             full = [*cmd, "--port", str(port)] if name != "mlflow" else [*cmd, "-p", str(port)]
             if name in ("pandas", "lean", "noop"):
                 full = [*cmd, "--host", "127.0.0.1", "--port", str(port)]
-            log = (work / f"{name}.log").open("w")
-            proc = subprocess.Popen(
-                full,
-                env=env,
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            procs.append((proc, log))
+            proc = start_server(full, env, work, name, procs)
             _wait(f"http://127.0.0.1:{port}{ready}", proc)
             url = f"http://127.0.0.1:{port}{path}"
             b = mlflow_body if name == "mlflow" else body

@@ -44,6 +44,7 @@ from benchmarks.bench_serving import (
     _wait,
     _wrk,
     register_model,
+    start_server,
 )
 from benchmarks.common import Result
 
@@ -120,16 +121,13 @@ def run(quick: bool = False) -> Result:
             own = {**env, "SHOPML_MONITORING_STORE_URI": f"sqlite:///{work / f'{name}.sqlite'}"}
             if name == "shadow":
                 own["SHOPML_ROLLOUT"] = '{"returns": "shadow"}'
-            log = (work / f"{name}.log").open("w")
-            proc = subprocess.Popen(
+            proc = start_server(
                 [str(BIN / "shopml"), "serve", "--workers", "2", "--port", str(port)],
-                env=own,
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                own,
+                work,
+                name,
+                procs,
             )
-            procs.append((proc, log))
             base = f"http://127.0.0.1:{port}"
             _wait(f"{base}/ready", proc)
             urls[name] = f"{base}/v1/returns/predict"
