@@ -236,13 +236,89 @@ STEPS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 # -- the benchmark ---------------------------------------------------------------------------
+PLOT = ROOT / "docs" / "img" / "engines-cost.png"
+
+
+def _row(label: str, fig: dict[str, Any]) -> str:
+    prep, f, s = fig["prepare"], fig["features"], fig["score"]
+    loads = [
+        m[k] for w in (f, s) for m in w.values() for k in ("load_before", "load_after") if k in m
+    ]
+    load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+    return (
+        f"| {label} ({prep['orders']:,} orders, {prep['customers']:,} customers) "
+        f"| {f['duckdb']['seconds']:.1f} s / {f['duckdb']['peak_mb']:,} MB "
+        f"| {f['spark']['seconds']:.1f} s / {f['spark']['peak_mb']:,} MB "
+        f"| {f['spark']['seconds'] / f['duckdb']['seconds']:.1f}x "
+        f"| {s['duckdb']['seconds']:.1f} s / {s['duckdb']['peak_mb']:,} MB "
+        f"| {s['spark']['seconds']:.1f} s / {s['spark']['peak_mb']:,} MB "
+        f"| {s['spark']['seconds'] / s['duckdb']['seconds']:.1f}x "
+        f"| {prep['publish_s']:.0f} s "
+        f"| {f['duckdb']['driver_mb_per_million']:,} MB "
+        f"| {load} |"
+    )
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    """The results table (one row per shop size) and, when drawn, the cost-against-size plot."""
+    header = (
+        "| shop | features, DuckDB | features, Spark local[2] | Spark / DuckDB "
+        "| scoring, DuckDB | scoring, Spark local[2] | Spark / DuckDB | Spark start + lake publish "
+        "| features on the driver per 1M customers | load average (1 min) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    md = header + "\n".join(_row(label, fig) for label, fig in figures.items())
+    if PLOT.exists():
+        md += "\n\n![Seconds and peak memory against orders, both engines](../img/engines-cost.png)"
+    return md
+
+
+def plot(figures: dict[str, Any], path: Path = PLOT) -> Path:
+    """Seconds and peak memory against orders, per engine and task, on log-log axes."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(figures.values(), key=lambda f: f["prepare"]["orders"])
+    orders = [f["prepare"]["orders"] / 1e6 for f in sizes]
+    fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    for task, style in (("features", "-"), ("score", "--")):
+        for engine, colour in (("duckdb", "tab:orange"), ("spark", "tab:blue")):
+            label = f"{engine}, {'features' if task == 'features' else 'scoring'}"
+            secs = [f[task][engine]["seconds"] for f in sizes]
+            mem = [f[task][engine]["peak_mb"] / 1024 for f in sizes]
+            ax_s.plot(orders, secs, style, marker="o", color=colour, label=label)
+            ax_m.plot(orders, mem, style, marker="o", color=colour, label=label)
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    for ax, title in ((ax_s, "seconds"), (ax_m, "peak memory, GiB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(orders, [f"{o:.1f}" for o in orders])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_major_formatter(plain)
+        low, high = ax.get_ylim()  # minor labels only where the axis spans under a decade
+        ax.yaxis.set_minor_formatter(
+            plain if high / low < 10 else matplotlib.ticker.NullFormatter()
+        )
+        ax.set_xlabel("orders (millions)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_s.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def run(quick: bool = False, sizes: dict[str, int] | None = None) -> Result:
     # BENCH_ENGINES_SIZES="1M=180000,3M=540000": the sizes to run (label=customers).
     chosen = os.environ.get("BENCH_ENGINES_SIZES")
     if sizes is None and chosen:
         sizes = {k: int(v) for k, v in (p.split("=") for p in chosen.split(","))}
     sizes = sizes or (QUICK if quick else SIZES)
-    rows = []
     figures: dict[str, Any] = {}
     for label, customers in sizes.items():
         prep = measure("prepare", customers=customers)
@@ -252,26 +328,11 @@ def run(quick: bool = False, sizes: dict[str, int] | None = None) -> Result:
             _check_same(what, customers, per)
             fig[what] = per
         figures[label] = fig
-        f, s = fig["features"], fig["score"]
-        rows.append(
-            f"| {label} ({prep['orders']:,} orders, {prep['customers']:,} customers) "
-            f"| {f['duckdb']['seconds']:.1f} s / {f['duckdb']['peak_mb']:,} MB "
-            f"| {f['spark']['seconds']:.1f} s / {f['spark']['peak_mb']:,} MB "
-            f"| {f['spark']['seconds'] / f['duckdb']['seconds']:.1f}x "
-            f"| {s['duckdb']['seconds']:.1f} s / {s['duckdb']['peak_mb']:,} MB "
-            f"| {s['spark']['seconds']:.1f} s / {s['spark']['peak_mb']:,} MB "
-            f"| {s['spark']['seconds'] / s['duckdb']['seconds']:.1f}x "
-            f"| {prep['publish_s']:.0f} s "
-            f"| {f['duckdb']['driver_mb_per_million']:,} MB |"
-        )
-    header = (
-        "| shop | features, DuckDB | features, Spark local[2] | Spark / DuckDB "
-        "| scoring, DuckDB | scoring, Spark local[2] | Spark / DuckDB | Spark start + lake publish "
-        "| features on the driver per 1M customers |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    if not quick and len(figures) > 1:
+        plot(figures)
+    return Result(
+        "engines", "DuckDB vs Spark local: seconds and peak memory", markdown(figures), figures
     )
-    md = header + "\n".join(rows)
-    return Result("engines", "DuckDB vs Spark local: seconds and peak memory", md, figures)
 
 
 def _check_same(what: str, customers: int, per: dict[str, dict[str, Any]]) -> None:
@@ -298,6 +359,15 @@ def _check_same(what: str, customers: int, per: dict[str, dict[str, Any]]) -> No
 
 
 def _main() -> None:
+    if sys.argv[1:] == ["--plot"]:  # redraw the plot and the tables from the saved figures
+        from benchmarks.common import RESULTS, save
+
+        saved = json.loads((RESULTS / "engines.json").read_text())
+        plot(saved["figures"])
+        result = Result(saved["name"], saved["title"], markdown(saved["figures"]), saved["figures"])
+        result.measured_at, result.machine = saved["measured_at"], saved["machine"]
+        save(result)
+        return
     if len(sys.argv) >= 3 and sys.argv[1] == "--step":
         step = sys.argv[2]
         kwargs = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
