@@ -8,6 +8,7 @@ so the scoring service alone stays as slim as before.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,3 +35,19 @@ def create_app(settings: Settings | None = None, **kwargs: Any) -> FastAPI:
         auth = auth_from_settings(settings, kwargs.get("in_process", False))
         mount_ui(app, settings, auth, app.state.shopml, usecases)
     return app
+
+
+def serve_app() -> Any:
+    """The service for a ``shopml serve`` worker: :func:`create_app` (the control
+    tower too when ``SHOPML_SERVE_UI``), with the worker set to shut down if the supervising
+    ``shopml serve`` process dies."""
+    from shopml.lifeline import SUPERVISOR_ENV, exit_with_parent, log
+
+    supervisor = os.environ.get(SUPERVISOR_ENV, "")
+    if supervisor.isdigit():
+        if int(supervisor) != os.getppid():
+            # The supervisor died while this worker was still starting: nobody would stop it.
+            log.warning("supervisor %s is gone before this worker started: exiting", supervisor)
+            os._exit(0)
+        exit_with_parent(int(supervisor))
+    return create_app()

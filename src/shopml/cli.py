@@ -1406,7 +1406,7 @@ def serve(
 
     try:
         uvicorn.run(
-            "shopml.lifeline:serve_app" if workers > 1 else "shopml.api:create_app",
+            "shopml.api:serve_app" if workers > 1 else "shopml.api:create_app",
             factory=True,
             host=host,
             port=port,

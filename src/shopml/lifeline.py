@@ -169,22 +169,6 @@ def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> threading.Thread:
     return thread
 
 
-def serve_app() -> Any:
-    """The service for a ``shopml serve`` worker: :func:`shopml.api.create_app` (the control
-    tower too when ``SHOPML_SERVE_UI``), with the worker set to shut down if the supervising
-    ``shopml serve`` process dies."""
-    from shopml.api import create_app
-
-    supervisor = os.environ.get(SUPERVISOR_ENV, "")
-    if supervisor.isdigit():
-        if int(supervisor) != os.getppid():
-            # The supervisor died while this worker was still starting: nobody would stop it.
-            log.warning("supervisor %s is gone before this worker started: exiting", supervisor)
-            os._exit(0)
-        exit_with_parent(int(supervisor))
-    return create_app()
-
-
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (a zombie counts as alive)."""
     try:

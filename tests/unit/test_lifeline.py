@@ -11,7 +11,7 @@ from shopml.lifeline import SUPERVISOR_ENV
 
 
 def test_a_worker_whose_supervisor_is_gone_exits_before_serving() -> None:
-    code = "from shopml.lifeline import serve_app; serve_app(); print('served')"
+    code = "from shopml.api import serve_app; serve_app(); print('served')"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a process id that is nobody's parent now
     proc = subprocess.run(
