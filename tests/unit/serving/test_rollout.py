@@ -481,3 +481,17 @@ def test_each_arm_gets_the_features_it_takes(
     client.__exit__(None, None, None)
     arms = [r[3] for r in _logged(db)]
     assert arms == ["champion", "shadow"]
+
+
+def test_the_admin_bodies_take_exactly_the_runtime_modes() -> None:
+    """The route's two body shapes spell the modes out (the document lists them): together they
+    are the runtime's modes, and the shape with a share is the modes that have one."""
+    from typing import get_args
+
+    from shopml.runtime import rollout as modes
+    from shopml.serving.rollout import RolloutSplit, RolloutStill
+
+    still = set(get_args(RolloutStill.model_fields["mode"].annotation))
+    split = set(get_args(RolloutSplit.model_fields["mode"].annotation))
+    assert still | split == set(modes.MODES) and not still & split
+    assert split == set(modes.DEFAULT_SHARE)
