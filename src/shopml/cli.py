@@ -1402,7 +1402,7 @@ def serve(
     console.print(
         f"serving on http://{host}:{port} ({workers} worker(s)); docs at /docs", highlight=False
     )
-    from shopml.serving.http import MAX_HEAD_BYTES, SlowClientH11, log_config
+    from shopml.serving.http import MAX_HEAD_BYTES, PROTOCOL, log_config
 
     try:
         uvicorn.run(
@@ -1417,8 +1417,8 @@ def serve(
             timeout_graceful_shutdown=30,
             # Slow and greedy clients: deadlines for a request's head and body, a head size,
             # idle keep-alive and connections per worker (README "Hardening").
-            http=SlowClientH11,
-            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            http=PROTOCOL,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,  # h11 only (PROTOCOL caps both)
             timeout_keep_alive=settings.serve_keepalive_seconds,
             limit_concurrency=settings.serve_max_connections,
             # A worker loading its models on a busy host can hold the interpreter for more
@@ -1499,7 +1499,7 @@ def ui(
         )
     import uvicorn
 
-    from shopml.serving.http import MAX_HEAD_BYTES, SlowClientH11, log_config
+    from shopml.serving.http import MAX_HEAD_BYTES, PROTOCOL, log_config
 
     console.print(f"control tower on http://{host}:{port}/ui/", highlight=False)
     uvicorn.run(
@@ -1508,7 +1508,7 @@ def ui(
         port=port,
         log_level="info",
         log_config=log_config(),
-        http=SlowClientH11,
+        http=PROTOCOL,
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         timeout_keep_alive=settings.serve_keepalive_seconds,
         limit_concurrency=settings.serve_max_connections,

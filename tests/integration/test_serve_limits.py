@@ -123,6 +123,20 @@ def test_oversized_headers_are_refused(server: tuple[int, Path, int]) -> None:
         assert closed_by_server(sock)[:12] in (b"HTTP/1.1 431", b"HTTP/1.1 400", b"")
 
 
+def test_an_oversized_head_pipelined_behind_a_request_is_refused(
+    server: tuple[int, Path, int],
+) -> None:
+    """The cap also holds for a second request sent in the same packet as the first: the
+    connection is refused (400 or 431) and closed."""
+    with connect(server[0]) as sock:
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+        )
+        got = closed_by_server(sock)
+        assert b"HTTP/1.1 431" in got or b"HTTP/1.1 400" in got, got[:300]
+
+
 def test_access_log_redacts_query_strings(server: tuple[int, Path, int]) -> None:
     import urllib.request
 
