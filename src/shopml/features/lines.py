@@ -22,7 +22,18 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from shopml.features._snapshot import Snapshot, attach, days_between, ratio
+from shopml.features._snapshot import (
+    EXACT_PLACES,
+    SECONDS_PER_DAY,
+    Snapshot,
+    attach,
+    days_between,
+    epoch_seconds,
+    ratio,
+)
+
+# Measures summed in whole millionths (money); the others are whole numbers (counts, seconds).
+SCALED = {"value": 10**EXACT_PLACES}
 
 # Far enough ahead that the snapshot holds every fact: the window does the point-in-time part.
 _EVERYTHING = datetime(9999, 1, 1)
@@ -64,9 +75,15 @@ def _cumulative(
             "qid": t.qid if asking else ibis.null("string"),
         }
         for m, zero in measures.items():
-            cols[m] = (t[m] if m in t.columns else zero).cast(
-                "timestamp" if m in maxes else "float64"
-            )
+            value = t[m] if m in t.columns else zero
+            # Sums run over integers: exact, so the same whatever order the engine adds a
+            # key's rows in (rows at the same instant are peers of each other).
+            if m in maxes:
+                cols[m] = value.cast("timestamp")
+            elif m in SCALED:
+                cols[m] = (value.cast("float64") * SCALED[m]).round().cast("int64")
+            else:
+                cols[m] = value.cast("int64")
         return t.select(**cols)
 
     ask = lines.filter(lines[key].notnull(), lines[at].notnull()).select(
@@ -78,7 +95,7 @@ def _cumulative(
         u = u.union(p)
     w = ibis.cumulative_window(group_by=u.k, order_by=[u.t, u.ord])
     out = u.mutate(
-        **{f"cum_{m}": u[m].sum().over(w) for m in sums},
+        **{f"cum_{m}": u[m].sum().over(w).cast("float64") / SCALED.get(m, 1) for m in sums},
         **{f"max_{m}": u[m].max().over(w) for m in maxes},
     )
     out = out.filter(out.ord == 0)
@@ -128,7 +145,7 @@ def line_history_as_of(backend: Any, lines: ir.Table, at: str = "as_of") -> ir.T
         t=d.delivered_at,
         delivered=ibis.literal(1.0),
         late=(d.delivered_at > d.estimated_delivery_at).cast("float64"),
-        days=days_between(d.delivered_at, d.purchased_at),
+        seconds=epoch_seconds(d.delivered_at) - epoch_seconds(d.purchased_at),
     )
     o = snap.orders
     orders = o.select(
@@ -152,7 +169,7 @@ def line_history_as_of(backend: Any, lines: ir.Table, at: str = "as_of") -> ir.T
     seller = _cumulative(
         q, at, "seller_id", [by(sold, "seller_id", "sold"), by(first, "seller_id", "returned"),
                              deliveries],
-        ["sold", "returned", "delivered", "late", "days"],
+        ["sold", "returned", "delivered", "late", "seconds"],
     )  # fmt: skip
     customer = _cumulative(
         q, at, "customer_id", [orders, by(sold, "customer_id", "sold", "value"),
@@ -171,7 +188,7 @@ def line_history_as_of(backend: Any, lines: ir.Table, at: str = "as_of") -> ir.T
         "order_item_id",
         seller_return_rate=ratio(seller.cum_returned, seller.cum_sold),
         seller_late_rate=ratio(seller.cum_late, seller.cum_delivered),
-        seller_delivery_days_mean=ratio(seller.cum_days, seller.cum_delivered),
+        seller_delivery_days_mean=ratio(seller.cum_seconds, seller.cum_delivered) / SECONDS_PER_DAY,
     )
     cu = customer.select(
         "order_item_id",

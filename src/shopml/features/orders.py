@@ -15,7 +15,7 @@ import ibis
 import ibis.expr.types as ir
 
 from shopml.data.contracts import SIZE_TYPES
-from shopml.features._snapshot import Snapshot, attach, days_between, ratio
+from shopml.features._snapshot import Snapshot, attach, days_between, exact_sum, ratio
 from shopml.features.customers import customer_order_history
 from shopml.features.products import product_sales
 from shopml.features.sellers import seller_history
@@ -174,10 +174,10 @@ def order_features(
     own = li.group_by("order_id").aggregate(
         n_items=li.count(),
         total_quantity=li.quantity.sum(),
-        total_price=(li.unit_price * li.quantity).sum(),
-        total_freight=li.freight.sum(),
-        total_weight_g=(li.weight_g * li.quantity).sum(),
-        total_volume_cm3=(li.volume_cm3 * li.quantity).sum(),
+        total_price=exact_sum(li.unit_price * li.quantity),
+        total_freight=exact_sum(li.freight),
+        total_weight_g=exact_sum(li.weight_g * li.quantity),
+        total_volume_cm3=exact_sum(li.volume_cm3 * li.quantity),
         n_sellers=li.seller_id.nunique(),
         distance_km=li.distance_km.max(),
     )

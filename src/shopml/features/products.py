@@ -8,7 +8,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from shopml.features._snapshot import Snapshot, attach, ratio
+from shopml.features._snapshot import Snapshot, attach, exact_sum, ratio
 
 PRODUCT_COLUMNS: dict[str, str] = {
     "product_id": "key",
@@ -47,10 +47,10 @@ def product_sales(snap: Snapshot) -> ir.Table:
         units_sold=i.quantity.sum(),
         items_sold=i.count(),
         orders_total=i.order_id.nunique(),
-        revenue_total=i.line_value.sum(),
+        revenue_total=exact_sum(i.line_value),
         units_30d=i.quantity.sum(where=in_30d),
         orders_30d=i.order_id.nunique(where=in_30d),
-        revenue_90d=i.line_value.sum(where=in_90d),
+        revenue_90d=exact_sum(i.line_value, where=in_90d),
         units_90d=i.quantity.sum(where=in_90d),
     )
     r = snap.returns

@@ -7,7 +7,13 @@ from typing import Any
 
 import ibis.expr.types as ir
 
-from shopml.features._snapshot import Snapshot, attach, days_between, ratio
+from shopml.features._snapshot import (
+    Snapshot,
+    attach,
+    exact_sum,
+    mean_days_between,
+    ratio,
+)
 
 SELLER_COLUMNS: dict[str, str] = {
     "seller_id": "key",
@@ -40,7 +46,7 @@ def seller_history(snap: Snapshot) -> ir.Table:
         orders_total=i.order_id.nunique(),
         items_sold=i.count(),
         units_sold=i.quantity.sum(),
-        revenue_total=i.line_value.sum(),
+        revenue_total=exact_sum(i.line_value),
         distinct_products=i.product_id.nunique(),
         orders_30d=i.order_id.nunique(where=i.purchased_at >= snap.ago(30)),
         backlog_7d=i.order_id.nunique(where=i.purchased_at >= snap.ago(7)),
@@ -52,8 +58,8 @@ def seller_history(snap: Snapshot) -> ir.Table:
     late = d.delivered_at > d.estimated_delivery_at
     delivery = d.group_by("seller_id").aggregate(
         n_delivered=d.count(),
-        handling_days_mean=days_between(d.shipped_at, d.purchased_at).mean(),
-        delivery_days_mean=days_between(d.delivered_at, d.purchased_at).mean(),
+        handling_days_mean=mean_days_between(d.shipped_at, d.purchased_at),
+        delivery_days_mean=mean_days_between(d.delivered_at, d.purchased_at),
         late_rate=late.cast("float64").mean(),
     )
     r = snap.returns.filter(lambda t: t.seller_id.notnull())

@@ -54,6 +54,8 @@ MIN_GG_CUSTOMERS = 10
 # limit there.
 LOG_BOUND = 18.0
 _AT_BOUND = LOG_BOUND - 1e-3
+# A log-likelihood within this of the optimum's is as good (the fit's own tolerance).
+FLAT_LOG_LIKELIHOOD = 1e-6
 
 
 class FitFailed(RuntimeError):
@@ -180,13 +182,26 @@ def _maximise(
             best = res
     if best is None:
         raise FitFailed(f"{what}: the likelihood is not finite anywhere the optimiser looked")
+    x, fun = np.array(best.x, dtype="float64"), float(best.fun)
+    # Where the likelihood is flat toward a bound (it peaks at the limit), the optimiser stops
+    # wherever its steps became too small (scipy 1.17 left a at 1.6e-7, not at the bound): a
+    # parameter whose bound is at least as likely is taken to that bound, the limit.
+    for i in range(len(x)):
+        for side in (-LOG_BOUND, LOG_BOUND):
+            if abs(x[i] - side) < 1e-3:
+                continue
+            moved = x.copy()
+            moved[i] = side
+            at = objective(moved)
+            if at <= fun + FLAT_LOG_LIKELIHOOD:
+                x, fun = moved, min(fun, at)
     edges = []
-    for name, t in zip(names, best.x, strict=True):
+    for name, t in zip(names, x, strict=True):
         if t <= -_AT_BOUND:
             edges.append(f"{name} -> 0")
         elif t >= _AT_BOUND:
             edges.append(f"{name} -> inf")
-    return np.exp(best.x), -float(best.fun), edges
+    return np.exp(x), -fun, edges
 
 
 def fit_bgnbd(summary: pd.DataFrame) -> Fit:

@@ -353,18 +353,18 @@ def bgnbd_summary(backend: Any, cutoff: datetime) -> Any:
     """
     import ibis
 
-    from shopml.features._snapshot import Snapshot, days_between
+    from shopml.features._snapshot import Snapshot, days_between, exact_sum
 
     snap = Snapshot(backend, cutoff)
     items = snap.items
     daily = items.group_by("customer_id", day=items.purchased_at.truncate("D")).aggregate(
-        value=items.line_value.sum()
+        value=exact_sum(items.line_value)
     )
     per = daily.group_by("customer_id").aggregate(
         n_days=daily.count(),
         first_day=daily.day.min(),
         last_day=daily.day.max(),
-        total=daily.value.sum(),
+        total=exact_sum(daily.value),
         first_value=daily.value.argmin(daily.day),
     )
     end = ibis.literal(observation_end(snap.cutoff), type="timestamp")
@@ -383,15 +383,15 @@ def future_spend(backend: Any, cutoff: datetime, horizon_days: int) -> Any:
     cutoff (the label; the status is read after the window, when it is settled)."""
     import ibis
 
+    from shopml.features._snapshot import exact_sum
+
     c = ibis.literal(cutoff, type="timestamp")
     end = ibis.literal(cutoff + timedelta(days=horizon_days), type="timestamp")
     o = backend.table("orders")
     o = o.filter(o.purchased_at >= c, o.purchased_at < end, o.status != "canceled")
     i = backend.table("order_items")
     j = i.join(o.select("order_id", "customer_id"), "order_id")
-    return j.group_by("customer_id").aggregate(
-        **{LABEL: (j.unit_price * j.quantity).sum().cast("float64")}
-    )
+    return j.group_by("customer_id").aggregate(**{LABEL: exact_sum(j.unit_price * j.quantity)})
 
 
 def add_derived(df: pd.DataFrame, cutoff: datetime) -> None:
@@ -446,15 +446,19 @@ def spend_metrics(
 
 def transactions(wh: Warehouse, cutoff: datetime) -> pd.DataFrame:
     """Every order before ``cutoff`` as (``customer_id``, ``at``, ``value``): its goods value,
-    zero for a free order."""
-    from shopml.features._snapshot import as_cutoff
+    zero for a free order; summed exactly (whole millionths) and in a fixed order, so the
+    model fitted on them is the same whatever order the rows are stored in."""
+    from shopml.features._snapshot import EXACT_PLACES, as_cutoff
 
+    scale = 10**EXACT_PLACES
     return wh.sql(
-        """
-        SELECT o.customer_id, o.purchased_at AS at, sum(i.unit_price * i.quantity) AS value
+        f"""
+        SELECT o.customer_id, o.purchased_at AS at,
+               sum(round(i.unit_price * i.quantity * {scale})::BIGINT)::DOUBLE / {scale} AS value
         FROM orders o JOIN order_items i USING (order_id)
         WHERE o.purchased_at < ?
-        GROUP BY ALL
+        GROUP BY o.order_id, o.customer_id, o.purchased_at
+        ORDER BY o.customer_id, o.purchased_at, o.order_id
         """,
         [as_cutoff(cutoff)],
     )

@@ -72,13 +72,25 @@ BASELINE_FEATURES = ["recency_days", "frequency_orders", "avg_order_value"]
 
 def _large_order_history(backend: Any, cutoff: datetime, threshold: float) -> ir.Table:
     """Per customer with an order before ``cutoff``: :data:`HISTORY_COLUMNS`."""
-    from shopml.features._snapshot import Snapshot, ratio
+    import ibis
+
+    from shopml.features._snapshot import Snapshot, exact_sum, ratio
 
     snap = Snapshot(backend, cutoff)
     it = snap.items
     per_order = it.group_by(["order_id", "customer_id", "purchased_at"]).aggregate(
-        value=it.line_value.sum(), lines=it.count(), unit_price_sum=it.unit_price.sum()
+        value=exact_sum(it.line_value), lines=it.count(), unit_price_sum=exact_sum(it.unit_price)
     )
+    # The spread of order values from integer sums (cents): the same whatever order the engine
+    # adds the rows in (a float variance is not). Squared deviations are rounded to a cent².
+    cents = (per_order.value * 100).round().cast("int64")
+    per_order = per_order.mutate(cents=cents)
+    w = ibis.window(group_by=per_order.customer_id)
+    mean_cents = per_order.cents.sum().over(w).cast("float64") / per_order.cents.count().over(
+        w
+    ).cast("float64")
+    dev = per_order.cents.cast("float64") - mean_cents
+    per_order = per_order.mutate(dev2=(dev * dev).round().cast("int64"))
     large = per_order.value > threshold
     h = per_order.group_by("customer_id").aggregate(
         n_orders=per_order.count(),
@@ -86,9 +98,10 @@ def _large_order_history(backend: Any, cutoff: datetime, threshold: float) -> ir
         large_orders=per_order.count(where=large),
         large_orders_365d=per_order.count(where=large & (per_order.purchased_at >= snap.ago(365))),
         last_large_at=per_order.purchased_at.max(where=large),
-        order_value_sd=per_order.value.std(),
+        dev2=per_order.dev2.sum(),
+        n_valued=per_order.cents.count(),
         order_value_p75=per_order.value.quantile(0.75),
-        mean_unit_price=per_order.unit_price_sum.sum() / per_order.lines.sum(),
+        mean_unit_price=exact_sum(per_order.unit_price_sum) / per_order.lines.sum(),
     )
     return h.select(
         "customer_id",
@@ -96,7 +109,7 @@ def _large_order_history(backend: Any, cutoff: datetime, threshold: float) -> ir
         large_order_rate=ratio(h.large_orders, h.n_orders),
         large_orders_365d=h.large_orders_365d.cast("int64"),
         days_since_large_order=snap.days_before_cutoff(h.last_large_at),
-        order_value_sd=h.order_value_sd.cast("float64"),
+        order_value_sd=(ratio(h.dev2, h.n_valued - 1).sqrt() / 100).cast("float64"),
         order_value_p75=h.order_value_p75.cast("float64"),
         items_per_order=ratio(h.n_lines, h.n_orders),
         mean_unit_price=h.mean_unit_price.cast("float64"),
@@ -197,7 +210,7 @@ class HighValue(_boosting.BoostedParams, UseCase):
         import ibis
 
         from shopml.features import FEATURE_SETS, customer_features
-        from shopml.features._snapshot import attach
+        from shopml.features._snapshot import attach, exact_sum
 
         threshold, _ = self.resolve_threshold(wh)
         b = wh.ibis()
@@ -225,7 +238,7 @@ class HighValue(_boosting.BoostedParams, UseCase):
         # Same definition as the oracle: non-canceled orders purchased in (cutoff, end].
         future = o.filter(o.purchased_at > c, o.purchased_at <= end, o.status != "canceled")
         i = b.table("order_items").semi_join(future, "order_id")
-        values = i.group_by("order_id").aggregate(value=(i.unit_price * i.quantity).sum())
+        values = i.group_by("order_id").aggregate(value=exact_sum(i.unit_price * i.quantity))
         large = (
             values.filter(values.value > threshold)
             .join(future.select("order_id", "customer_id"), "order_id")
