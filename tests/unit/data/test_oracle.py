@@ -11,16 +11,27 @@ import pytest
 
 from shopml.data import oracle
 from shopml.data.dataset import Dataset
-from shopml.data.simulator import SimConfig, simulate
+from shopml.data.simulator import SimConfig, simulate, simulate_in_blocks
 from shopml.data.warehouse import Warehouse, WarehouseError
 
 CFG = SimConfig(customers=4000, days=365, seed=3)
 CUTOFF = pd.Timestamp("2023-08-01")
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dataset, Warehouse]]:
-    ds = simulate(CFG)
+@pytest.fixture(scope="module", params=["whole", "blocks"])
+def sim(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Dataset, Warehouse]]:
+    """The shop simulated whole, and in blocks of customers (a shop too large for memory):
+    the oracle holds for both."""
+    if request.param == "whole":
+        ds = simulate(CFG)
+    else:
+        batches: list[dict[str, pd.DataFrame]] = []
+        meta = simulate_in_blocks(CFG, batches.append, block_customers=1500)
+        names = {n for b in batches for n in b}
+        tables = {n: pd.concat([b[n] for b in batches if n in b], ignore_index=True) for n in names}
+        ds = Dataset(source="simulator", tables=tables, meta=meta)
     wh = Warehouse(tmp_path_factory.mktemp("oracle") / "w.duckdb")
     ds.load(wh)
     yield ds, wh

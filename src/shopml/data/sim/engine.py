@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,21 @@ def return_logit(
         + world.returner[cust]
         + np.where(after, shift[cat], 0.0)
     )
+
+
+@dataclass(frozen=True)
+class Block:
+    """Where a block of customers sits in a shop simulated block by block: the number of each
+    kind of id the blocks before it used, so its ids continue theirs (see
+    :func:`shopml.data.simulator.simulate_in_blocks`). The whole shop is one block at zero."""
+
+    index: int = 0
+    customers: int = 0
+    orders: int = 0
+    reviews: int = 0
+    returns: int = 0
+    events: int = 0
+    sessions: int = 0
 
 
 @dataclass
@@ -251,9 +267,32 @@ def simulate_tables(
     world: World, progress: Progress | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Run the simulation; returns every canonical and oracle table, plus summary meta."""
+    tables, meta, _ = simulate_block(world, progress)
+    return tables, meta
+
+
+def block_rng(seed: int, block: int | None) -> np.random.Generator:
+    """The events' random stream: the whole shop's, or one of a shop simulated in blocks."""
+    if block is None:
+        return _rng(seed, 100)
+    return np.random.default_rng(np.random.SeedSequence([seed, 7_919, 100, block]))
+
+
+def simulate_block(
+    world: World, progress: Progress | None = None, block: Block | None = None
+) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, Any]]:
+    """Simulate the customers of ``world`` (a whole shop, or a block of one from
+    :meth:`World.customer_block`); returns the tables, the summary meta and the counts the next
+    block and the shop-wide oracle need (ids used, order lines per taste cluster, returns).
+
+    Without ``block`` this is the whole shop with every table. With one, the events use the
+    block's own random stream, the ids continue the blocks before it, and the shop-wide tables
+    (sellers, products, campaigns, price history, oracle products) are left out: they are the
+    same for every block (:func:`shop_tables`, :func:`oracle_products`)."""
     cfg = world.config
     start, end = cfg.start, float(cfg.days)
-    rng = _rng(cfg.seed, 100)
+    rng = block_rng(cfg.seed, None if block is None else block.index)
+    at = block or Block()
 
     def report(stage: str, fraction: float) -> None:
         if progress is not None:
@@ -272,8 +311,8 @@ def simulate_tables(
     o_cust, o_t, o_disc, o_camp = o_cust[order], o_t[order], o_disc[order], o_camp[order]
     n_o = len(o_cust)
     o_day = np.floor(o_t).astype(np.int64)
-    order_ids = ids("O", np.arange(1, n_o + 1), 8)
-    cust_ids = ids("C", np.arange(1, cfg.customers + 1), 7)
+    order_ids = ids("O", np.arange(at.orders + 1, at.orders + n_o + 1), 8)
+    cust_ids = ids("C", np.arange(at.customers + 1, at.customers + cfg.customers + 1), 7)
 
     # -- baskets --------------------------------------------------------------------------
     report("baskets", 0.25)
@@ -455,31 +494,10 @@ def simulate_tables(
             **_geo_columns(world.cust_city, world.cust_lat, world.cust_lon, world.cust_zip),
         }
     )
-    tables["sellers"] = pd.DataFrame(
-        {
-            "seller_id": ids("S", np.arange(1, cfg.sellers + 1), 5),
-            **_geo_columns(world.seller_city, world.seller_lat, world.seller_lon, world.seller_zip),
-        }
-    )
-    prod_ids = ids("P", np.arange(1, cfg.products + 1), 6)
-    cat_names = np.array([c.name for c in CATEGORIES], dtype=object)
-    tables["products"] = pd.DataFrame(
-        {
-            "product_id": prod_ids,
-            "category": cat_names[world.prod_cat],
-            "name": np.strings.add(
-                np.strings.add(cat_names[world.prod_cat].astype(np.dtypes.StringDType()), " item "),
-                np.arange(1, cfg.products + 1).astype(np.dtypes.StringDType()),
-            ).astype(object),
-            "size_type": np.array([c.size_type for c in CATEGORIES], dtype=object)[world.prod_cat],
-            "list_price": world.ref_price,
-            "unit_cost": world.unit_cost,
-            "weight_g": world.weight_g,
-            "length_cm": world.dims[:, 0],
-            "height_cm": world.dims[:, 1],
-            "width_cm": world.dims[:, 2],
-        }
-    )
+    shop = shop_tables(world)
+    if block is None:
+        tables["sellers"], tables["products"] = shop["sellers"], shop["products"]
+    prod_ids = shop["products"]["product_id"].to_numpy()
     tables["orders"] = pd.DataFrame(
         {
             "order_id": order_ids,
@@ -493,7 +511,7 @@ def simulate_tables(
             "carrier": carrier_names[o_carrier],
         }
     )
-    seller_ids = tables["sellers"]["seller_id"].to_numpy()
+    seller_ids = shop["sellers"]["seller_id"].to_numpy()
     tables["order_items"] = pd.DataFrame(
         {
             "order_item_id": item_ids,
@@ -518,7 +536,7 @@ def simulate_tables(
     )
     tables["reviews"] = pd.DataFrame(
         {
-            "review_id": ids("R", np.arange(1, len(r_idx) + 1), 8),
+            "review_id": ids("R", np.arange(at.reviews + 1, at.reviews + len(r_idx) + 1), 8),
             "order_id": order_ids[r_idx],
             "score": score[r_idx],
             "created_at": to_timestamp(start, r_created[r_idx]),
@@ -533,7 +551,7 @@ def simulate_tables(
     )
     tables["returns"] = pd.DataFrame(
         {
-            "return_id": ids("RT", np.arange(1, len(ret_rows) + 1), 7),
+            "return_id": ids("RT", np.arange(at.returns + 1, at.returns + len(ret_rows) + 1), 7),
             "order_item_id": item_ids[ret_rows],
             "returned_at": to_timestamp(start, ret_at[ret_rows]),
             "quantity": ret_qty,
@@ -560,8 +578,8 @@ def simulate_tables(
         w_sess, w_cust, w_prod, w_type, w_t, w_order = web
         tables["web_events"] = pd.DataFrame(
             {
-                "event_id": ids("E", np.arange(1, len(w_t) + 1), 9),
-                "session_id": ids("W", w_sess + 1, 8),
+                "event_id": ids("E", np.arange(at.events + 1, at.events + len(w_t) + 1), 9),
+                "session_id": ids("W", w_sess + at.sessions + 1, 8),
                 "customer_id": np.where(w_cust >= 0, cust_ids[np.maximum(w_cust, 0)], None),
                 "product_id": prod_ids[w_prod],
                 "event_type": np.array(["view", "add_to_cart", "purchase"], dtype=object)[w_type],
@@ -569,18 +587,9 @@ def simulate_tables(
                 "order_id": np.where(w_order >= 0, order_ids[np.maximum(w_order, 0)], None),
             }
         )
-    n_camp = len(world.camp_day)
-    camp_ids = ids("CMP", np.arange(1, n_camp + 1), 3)
-    tables["campaigns"] = pd.DataFrame(
-        {
-            "campaign_id": camp_ids,
-            "name": np.array(world.camp_name, dtype=object),
-            "channel": np.array(CHANNELS, dtype=object)[world.camp_channel],
-            "sent_at": to_timestamp(start, world.camp_day),
-            "response_window_days": world.camp_window.astype(np.int64),
-            "discount_pct": world.camp_discount,
-        }
-    )
+    camp_ids = shop["campaigns"]["campaign_id"].to_numpy()
+    if block is None:
+        tables["campaigns"] = shop["campaigns"]
     resp = _responses(world, sends, o_cust, o_t, o_camp)
     tables["campaign_sends"] = pd.DataFrame(
         {
@@ -595,14 +604,8 @@ def simulate_tables(
             "response_order_id": np.where(resp >= 0, order_ids[np.maximum(resp, 0)], None),
         }
     )
-    tables["price_history"] = pd.DataFrame(
-        {
-            "product_id": prod_ids[world.ph_prod],
-            "valid_from": to_timestamp(start, world.ph_day.astype(float)),
-            "price": world.ph_price,
-            "is_test": world.ph_test.astype(bool),
-        }
-    )
+    if block is None:
+        tables["price_history"] = shop["price_history"]
 
     # -- oracle ----------------------------------------------------------------------------
     report("oracle", 0.92)
@@ -638,25 +641,99 @@ def simulate_tables(
             "p_response_control": np.clip(sends["pc"], 0, 1),
         }
     )
-    # Expected units per day at the reference price: each cluster's observed line rate spread
-    # over its products (at reference prices the choice within a cluster is phi itself).
-    lines_per_day = np.bincount(i_cluster, minlength=N_CLUSTERS) / cfg.days
-    base_demand = (lines_per_day @ world.phi) * world.expected_quantity()
-    tables["oracle_products"] = pd.DataFrame(
-        {
-            "product_id": prod_ids,
-            "base_demand": base_demand,
-            "ref_price": world.ref_price,
-            "elasticity": world.elasticity,
-        }
-    )
+    line_clusters = np.bincount(i_cluster, minlength=N_CLUSTERS)
+    if block is None:
+        tables["oracle_products"] = oracle_products(world, line_clusters)
     meta = {
         "orders": str(n_o),
         "order_items": str(len(i_order)),
         "realised_return_rate": f"{returned[~canceled[i_order]].mean():.4f}" if n_o else "0",
     }
+    counts = {
+        "customers": cfg.customers,
+        "orders": n_o,
+        "order_items": len(i_order),
+        "reviews": len(r_idx),
+        "returns": len(ret_rows),
+        "events": 0 if web is None else len(web[4]),
+        "sessions": 0 if web is None or not len(web[0]) else int(web[0].max()) + 1,
+        "line_clusters": line_clusters,
+        "kept_lines": int((~canceled[i_order]).sum()),
+        "returned_kept_lines": int(returned[~canceled[i_order]].sum()),
+    }
     report("done", 1.0)
-    return tables, meta
+    return tables, meta, counts
+
+
+def shop_tables(world: World) -> dict[str, pd.DataFrame]:
+    """The tables that do not depend on the customers: sellers, products, campaigns and the
+    price history (drawn with the world, so every block of a shop shares them)."""
+    cfg = world.config
+    start = cfg.start
+    tables: dict[str, pd.DataFrame] = {}
+    tables["sellers"] = pd.DataFrame(
+        {
+            "seller_id": ids("S", np.arange(1, cfg.sellers + 1), 5),
+            **_geo_columns(world.seller_city, world.seller_lat, world.seller_lon, world.seller_zip),
+        }
+    )
+    prod_ids = ids("P", np.arange(1, cfg.products + 1), 6)
+    cat_names = np.array([c.name for c in CATEGORIES], dtype=object)
+    tables["products"] = pd.DataFrame(
+        {
+            "product_id": prod_ids,
+            "category": cat_names[world.prod_cat],
+            "name": np.strings.add(
+                np.strings.add(cat_names[world.prod_cat].astype(np.dtypes.StringDType()), " item "),
+                np.arange(1, cfg.products + 1).astype(np.dtypes.StringDType()),
+            ).astype(object),
+            "size_type": np.array([c.size_type for c in CATEGORIES], dtype=object)[world.prod_cat],
+            "list_price": world.ref_price,
+            "unit_cost": world.unit_cost,
+            "weight_g": world.weight_g,
+            "length_cm": world.dims[:, 0],
+            "height_cm": world.dims[:, 1],
+            "width_cm": world.dims[:, 2],
+        }
+    )
+    n_camp = len(world.camp_day)
+    camp_ids = ids("CMP", np.arange(1, n_camp + 1), 3)
+    tables["campaigns"] = pd.DataFrame(
+        {
+            "campaign_id": camp_ids,
+            "name": np.array(world.camp_name, dtype=object),
+            "channel": np.array(CHANNELS, dtype=object)[world.camp_channel],
+            "sent_at": to_timestamp(start, world.camp_day),
+            "response_window_days": world.camp_window.astype(np.int64),
+            "discount_pct": world.camp_discount,
+        }
+    )
+    tables["price_history"] = pd.DataFrame(
+        {
+            "product_id": prod_ids[world.ph_prod],
+            "valid_from": to_timestamp(start, world.ph_day.astype(float)),
+            "price": world.ph_price,
+            "is_test": world.ph_test.astype(bool),
+        }
+    )
+    return tables
+
+
+def oracle_products(world: World, line_clusters: np.ndarray) -> pd.DataFrame:
+    """Each product's expected demand, from the order lines of every customer per taste cluster."""
+    cfg = world.config
+    # Expected units per day at the reference price: each cluster's observed line rate spread
+    # over its products (at reference prices the choice within a cluster is phi itself).
+    lines_per_day = line_clusters / cfg.days
+    base_demand = (lines_per_day @ world.phi) * world.expected_quantity()
+    return pd.DataFrame(
+        {
+            "product_id": ids("P", np.arange(1, cfg.products + 1), 6),
+            "base_demand": base_demand,
+            "ref_price": world.ref_price,
+            "elasticity": world.elasticity,
+        }
+    )
 
 
 def order_value_moments(world: World, day: int) -> tuple[np.ndarray, np.ndarray]:
@@ -835,4 +912,14 @@ def expected_arrivals(world: World) -> float:
     return float(np.sum(1 + np.minimum(world.lam * span, 1 / world.dropout)))
 
 
-__all__ = ["expected_arrivals", "ids", "order_value_moments", "simulate_tables", "to_timestamp"]
+__all__ = [
+    "Block",
+    "expected_arrivals",
+    "ids",
+    "oracle_products",
+    "order_value_moments",
+    "shop_tables",
+    "simulate_block",
+    "simulate_tables",
+    "to_timestamp",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,24 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+# The World's arrays with one entry per customer (a block of customers slices these).
+CUSTOMER_FIELDS = (
+    "cust_created",
+    "cust_city",
+    "cust_lat",
+    "cust_lon",
+    "cust_zip",
+    "lam",
+    "dropout",
+    "items_mean",
+    "returner",
+    "discount_sens",
+    "engagement",
+    "value_z",
+    "theta",
+)
+
+
 @dataclass
 class World:
     """The latent world. Times are float days since ``config.start`` (midnight)."""
@@ -342,6 +360,18 @@ class World:
     camp_discount: np.ndarray
     camp_channel: np.ndarray
     camp_name: list[str] = field(default_factory=list)
+
+    def customer_block(self, lo: int, hi: int) -> World:
+        """The same world for customers ``lo`` to ``hi - 1`` only (views, no copies): the shop,
+        its catalogue, prices and campaigns unchanged, so a block's events follow the same
+        model as the whole shop's."""
+        cfg = replace(
+            self.config,
+            customers=hi - lo,
+            n_products=self.config.products,
+            n_sellers=self.config.sellers,
+        )
+        return replace(self, config=cfg, **{f: getattr(self, f)[lo:hi] for f in CUSTOMER_FIELDS})
 
     # -- time ----------------------------------------------------------------------------------
     def op_time(self, t: np.ndarray | float) -> np.ndarray:
