@@ -25,7 +25,7 @@ import pandas as pd
 
 from benchmarks.common import ROOT, Result, best_of, best_of_each
 from shopml.data.contracts import get_contract
-from shopml.data.simulator import SimConfig, simulate
+from shopml.data.simulator import SimConfig, simulate, simulate_in_blocks
 from shopml.data.warehouse import Warehouse, insert_rows
 from shopml.features import customer_features, to_frame
 
@@ -40,23 +40,47 @@ def load(path: Path, tables: dict[str, pd.DataFrame]) -> Warehouse:
     """Bulk-load the tables as the warehouse stores them, with their canonical DDL and id keys
     (the simulator's rows keep their contracts; checking them is not what is timed)."""
     wh = Warehouse(path)
-    for name, df in tables.items():
-        contract = get_contract(name)
-        wh.con.execute(contract.ddl())
-        wh.con.register("_staged", df[contract.column_names])
-        insert_rows(wh.con, name, "_staged")
-        wh.con.unregister("_staged")
+    append(wh, tables)
     return wh
 
 
-def sim_warehouse(customers: int) -> Path:
-    """A warehouse file holding the simulated shop of ``customers`` (built on first use)."""
-    path = WORK / f"sim-{customers}-{SEED}-keys.duckdb"  # "-keys": stores the id keys
+def append(wh: Warehouse, tables: dict[str, pd.DataFrame]) -> None:
+    """Bulk-append the tables (creating each on its first rows), as :func:`load` does."""
+    for name, df in tables.items():
+        contract = get_contract(name)
+        if not wh.exists(name):
+            wh.con.execute(contract.ddl())
+        wh.con.register("_staged", df[contract.column_names])
+        insert_rows(wh.con, name, "_staged")
+        wh.con.unregister("_staged")
+
+
+def sim_path(customers: int, block_customers: int | None = None) -> Path:
+    """Where :func:`sim_warehouse` keeps the shop (the block size is part of its content)."""
+    blocks = block_customers is not None and block_customers < customers
+    tag = f"-b{block_customers}" if blocks else ""
+    return WORK / f"sim-{customers}-{SEED}{tag}-keys.duckdb"  # "-keys": stores the id keys
+
+
+def sim_warehouse(customers: int, block_customers: int | None = None) -> Path:
+    """A warehouse file holding the simulated shop of ``customers`` (built on first use).
+
+    With ``block_customers`` smaller than the shop, it is simulated a block of customers at a
+    time (:func:`shopml.data.simulator.simulate_in_blocks`), each block appended to the file as
+    it is made, so the memory it takes does not grow with the shop."""
+    blocks = block_customers is not None and block_customers < customers
+    path = sim_path(customers, block_customers)
     if not path.exists():
-        ds = simulate(SimConfig(customers=customers, days=730, seed=SEED))
+        config = SimConfig(customers=customers, days=730, seed=SEED)
         tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        load(tmp, ds.tables).close()
+        if blocks:
+            with Warehouse(tmp) as wh:
+                simulate_in_blocks(
+                    config, lambda t: append(wh, t), block_customers=int(block_customers or 0)
+                )
+        else:
+            load(tmp, simulate(config).tables).close()
         tmp.rename(path)
     return path
 
