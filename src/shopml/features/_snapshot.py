@@ -70,6 +70,16 @@ def days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
 EXACT_PLACES = 6
 
 
+def units(x: ir.NumericValue, places: int = EXACT_PLACES) -> ir.IntegerValue:
+    """``x`` in whole ``10**-places`` (millionths by default) as a 64-bit integer."""
+    return (x.cast("float64") * 10**places).round().cast("int64")
+
+
+def from_units(total: ir.NumericValue, places: int = EXACT_PLACES) -> ir.FloatingValue:
+    """A sum of :func:`units` back as a float."""
+    return total.cast("float64") / 10**places
+
+
 def exact_sum(
     x: ir.NumericValue, where: ir.BooleanValue | None = None, places: int = EXACT_PLACES
 ) -> ir.FloatingScalar:
@@ -77,10 +87,9 @@ def exact_sum(
     bit whatever order the engine adds the rows in. A float sum is not: DuckDB's threads
     merge their partial sums in a different order from one run to the next, and the last bit
     of a customer's spend then changed, and with it the model trained on it. Exact up to
-    9.2e12 (int64 millionths); null over no row, like ``sum``."""
-    scale = 10**places
-    units = (x.cast("float64") * scale).round().cast("int64")
-    return units.sum(where=where).cast("float64") / scale
+    9.2e12 (int64 millionths); null over no row, like ``sum``. A sum of sums keeps the inner
+    ones in :func:`units` (``units(x).sum()``) and sums those: one rounding per row."""
+    return from_units(units(x, places).sum(where=where), places)
 
 
 def mean_days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingScalar:

@@ -8,7 +8,14 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from shopml.features._snapshot import Snapshot, attach, days_between, exact_sum, ratio
+from shopml.features._snapshot import (
+    Snapshot,
+    attach,
+    days_between,
+    from_units,
+    ratio,
+    units,
+)
 
 # Output columns, in order, with what each means. A customer with no order before the cutoff
 # gets 0 for counts and sums and null for anything undefined without an order (recency, means,
@@ -72,17 +79,17 @@ def customer_order_history(snap: Snapshot) -> ir.Table:
     i = snap.items
     per_order = i.group_by("customer_id", "order_id").aggregate(
         purchased_at=i.purchased_at.max(),
-        value=exact_sum(i.line_value),
+        value=units(i.line_value).sum(),  # whole millionths: exact sums below
         n_lines=i.count(),
         n_units=i.quantity.sum(),
     )
     v = per_order
     spend = {
-        f"spend_{d}d": exact_sum(v.value, where=v.purchased_at >= snap.ago(d)) for d in WINDOWS
+        f"spend_{d}d": from_units(v.value.sum(where=v.purchased_at >= snap.ago(d))) for d in WINDOWS
     }
     lines = v.group_by("customer_id").aggregate(
-        monetary_total=exact_sum(v.value),
-        max_value=v.value.max(),
+        monetary_total=from_units(v.value.sum()),
+        max_value=from_units(v.value.max()),
         orders_with_lines=v.count(),
         **spend,
         items_total=v.n_lines.sum(),
@@ -91,12 +98,12 @@ def customer_order_history(snap: Snapshot) -> ir.Table:
     # A line returned twice counts once in returned_items: per line first, then per customer.
     r = snap.returns
     per_line = r.group_by("customer_id", "order_item_id").aggregate(
-        n=r.count(), refund=exact_sum(r.refund_amount)
+        n=r.count(), refund=units(r.refund_amount).sum()
     )
     rets = per_line.group_by("customer_id").aggregate(
         n_returns=per_line.n.sum(),
         returned_items=per_line.count(),
-        refund_total=exact_sum(per_line.refund),
+        refund_total=from_units(per_line.refund.sum()),
     )
     t = attach(orders, [lines, rets], "customer_id")
     # An order without lines is worth 0: it bounds the largest order's value from below.

@@ -353,18 +353,18 @@ def bgnbd_summary(backend: Any, cutoff: datetime) -> Any:
     """
     import ibis
 
-    from shopml.features._snapshot import Snapshot, days_between, exact_sum
+    from shopml.features._snapshot import Snapshot, days_between, from_units, units
 
     snap = Snapshot(backend, cutoff)
     items = snap.items
     daily = items.group_by("customer_id", day=items.purchased_at.truncate("D")).aggregate(
-        value=exact_sum(items.line_value)
+        value=units(items.line_value).sum()  # whole millionths: exact sums
     )
     per = daily.group_by("customer_id").aggregate(
         n_days=daily.count(),
         first_day=daily.day.min(),
         last_day=daily.day.max(),
-        total=exact_sum(daily.value),
+        total=daily.value.sum(),
         first_value=daily.value.argmin(daily.day),
     )
     end = ibis.literal(observation_end(snap.cutoff), type="timestamp")
@@ -374,7 +374,7 @@ def bgnbd_summary(backend: Any, cutoff: datetime) -> Any:
         bg_frequency=repeat,
         bg_recency=days_between(per.last_day, per.first_day).round(),
         bg_T=days_between(end, per.first_day).round(),
-        bg_monetary=(per.total - per.first_value) / repeat.nullif(0.0),
+        bg_monetary=from_units(per.total - per.first_value) / repeat.nullif(0.0),
     )
 
 

@@ -74,17 +74,23 @@ def _large_order_history(backend: Any, cutoff: datetime, threshold: float) -> ir
     """Per customer with an order before ``cutoff``: :data:`HISTORY_COLUMNS`."""
     import ibis
 
-    from shopml.features._snapshot import Snapshot, exact_sum, ratio
+    from shopml.features._snapshot import EXACT_PLACES, Snapshot, from_units, ratio, units
 
     snap = Snapshot(backend, cutoff)
     it = snap.items
+    # Sums in whole millionths (integers): the same whatever order the engine adds rows in.
     per_order = it.group_by(["order_id", "customer_id", "purchased_at"]).aggregate(
-        value=exact_sum(it.line_value), lines=it.count(), unit_price_sum=exact_sum(it.unit_price)
+        value_units=units(it.line_value).sum(),
+        lines=it.count(),
+        price_units=units(it.unit_price).sum(),
     )
-    # The spread of order values from integer sums (cents): the same whatever order the engine
-    # adds the rows in (a float variance is not). Squared deviations are rounded to a cent².
-    cents = (per_order.value * 100).round().cast("int64")
-    per_order = per_order.mutate(cents=cents)
+    # The spread of order values from integer sums (cents), for the same reason (a float
+    # variance is not). Squared deviations are rounded to a cent².
+    to_cents = 10 ** (EXACT_PLACES - 2)
+    per_order = per_order.mutate(
+        value=from_units(per_order.value_units),
+        cents=(per_order.value_units.cast("float64") / to_cents).round().cast("int64"),
+    )
     w = ibis.window(group_by=per_order.customer_id)
     mean_cents = per_order.cents.sum().over(w).cast("float64") / per_order.cents.count().over(
         w
@@ -101,7 +107,7 @@ def _large_order_history(backend: Any, cutoff: datetime, threshold: float) -> ir
         dev2=per_order.dev2.sum(),
         n_valued=per_order.cents.count(),
         order_value_p75=per_order.value.quantile(0.75),
-        mean_unit_price=exact_sum(per_order.unit_price_sum) / per_order.lines.sum(),
+        mean_unit_price=from_units(per_order.price_units.sum()) / per_order.lines.sum(),
     )
     return h.select(
         "customer_id",
