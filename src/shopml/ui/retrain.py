@@ -3,9 +3,10 @@
 Runs the monitor's retrain (:mod:`shopml.flows.retraining`: the ``retrain`` flow in this
 process, or the ``retrain/shopml`` deployment when ``SHOPML_MONITOR_RETRAIN=deployment``) and
 records its outcome (the gate's verdict, the new version) in the job's state file, which the
-tower reads. A version the retrain registered carries who asked for it (a ``shopml.requested``
-tag, :func:`shopml.lifecycle.registry.record_request`) beside the gate's own record, as a
-promotion in the tower carries its override.
+tower reads, and in the monitor's decisions (action ``retrain``: the monitor's cooldown then
+counts it, as it counts its own). A version the retrain registered carries who asked for it
+(a ``shopml.requested`` tag, :func:`shopml.lifecycle.registry.record_request`) beside the
+gate's own record, as a promotion in the tower carries its override.
 """
 
 from __future__ import annotations
@@ -21,19 +22,55 @@ from shopml.lifecycle.registry import REGISTERED
 from shopml.ui.actions import UI_RETRAIN_REASON, _state_path, write_state
 
 
+def _requested_by(state: dict[str, Any]) -> str:
+    who = state.get("who")
+    return f"control tower, key {who}" if who else "python -m shopml.ui.retrain, by hand"
+
+
 def _record(settings: Any, usecase: str, version: str, state: dict[str, Any]) -> str:
     """Tag the new version with who asked for it; what was recorded, or why it was not."""
     from shopml.lifecycle.registry import record_request
     from shopml.lifecycle.tracking import configure
 
-    who = state.get("who")
-    by = f"control tower, key {who}" if who else "python -m shopml.ui.retrain, by hand"
+    by = _requested_by(state)
     try:
         record_request(configure(settings), usecase, version, by, UI_RETRAIN_REASON)
     except Exception as exc:  # the retrain stands; the page says the record is missing
         print(f"v{version} not tagged with its request: {exc}", file=sys.stderr)
         return f"not recorded: {type(exc).__name__}: {exc}"
     return by
+
+
+def _decide(settings: Any, usecase: str, outcome: dict[str, Any], by: str) -> str | None:
+    """Record the retrain in the monitor's decisions, as the monitor records its own: the
+    history ``shopml monitor`` and the tower show, and the one its cooldown reads (a retrain
+    asked for by hand starts the cooldown as one the monitor started would). Returns why it
+    could not be recorded, or None."""
+    from shopml.monitoring.store import open_store
+
+    status = str(outcome.get("status") or "unknown")
+    version = outcome.get("version")
+    told = f"manual retrain: {status}" + (f" v{version}" if version else "")
+    if outcome.get("reason"):
+        told += f" ({outcome['reason']})"
+    now = datetime.now(UTC)
+    try:
+        with open_store(settings) as store:
+            store.write_decision(
+                f"manual-{now:%Y%m%dT%H%M%S}-{os.getpid()}",
+                usecase,
+                str(version) if version else None,
+                now,
+                False,  # not triggered by a check: asked for
+                "retrain",
+                told,
+                [f"{UI_RETRAIN_REASON} ({by})"],
+                {"retrain": outcome, "requested_by": by},
+            )
+    except Exception as exc:  # the retrain stands; the job's state says what is missing
+        print(f"retrain of {usecase} not recorded in the decisions: {exc}", file=sys.stderr)
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retrain of {args.usecase} failed: {outcome['reason']}", file=sys.stderr)
     if outcome.get("status") in REGISTERED and outcome.get("version"):
         outcome["requested"] = _record(settings, args.usecase, str(outcome["version"]), state)
+    missing = _decide(settings, args.usecase, outcome, _requested_by(state))
+    if missing:
+        outcome["decision_not_recorded"] = missing
     state["outcome"] = outcome
     state["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_state(path, state)

@@ -443,3 +443,26 @@ def test_a_retrain_records_who_asked_on_the_version(toy_home: Settings, tmp_path
     # A registry that cannot take the tag: the retrain stands, the job says what is missing.
     missing = _record(Settings(home=tmp_path), "toy", "9", {"who": None})
     assert missing.startswith("not recorded: ")
+
+
+def test_a_retrain_asked_for_is_a_decision_the_cooldown_counts(tmp_path: Path) -> None:
+    from shopml.monitoring.policy import Findings, Policy, decide
+    from shopml.ui.retrain import _decide
+
+    settings = Settings(home=tmp_path)
+    outcome = {"status": "promoted", "version": "4"}
+    assert _decide(settings, "toy", outcome, "control tower, key abc123") is None
+    with MonitoringStore(None, settings.home) as store:
+        history = store.decisions("toy")
+    assert list(history["action"]) == ["retrain"]
+    row = history.iloc[-1]
+    assert row["model_version"] == "4" and "manual retrain: promoted v4" in row["outcome"]
+    assert "key abc123" in row["reasons"][0]
+    # The monitor, finding drift an hour later, waits for the cooldown instead of retraining.
+    later = row["ts"].to_pydatetime() + timedelta(hours=1)
+    policy = Policy(min_rows=10, min_labelled=10, confirmations=1, drift_needs_impact=False)
+    worse = Findings(rows=100, labelled=50, metric="mae", live=5.0, reference=2.0,
+                     degradation=1.5, expects_labels=True)  # fmt: skip
+    assert decide(policy, worse, history.iloc[0:0], later, True).action == "retrain"
+    d = decide(policy, worse, history, later, True)
+    assert d.action == "alert" and "retrained recently" in d.outcome
