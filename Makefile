@@ -66,7 +66,7 @@ run: $(STAMP) ## Run the main job on the embedded default (simulated shop, local
 # The suite runs on TEST_WORKERS pytest-xdist workers (a file's tests stay on one worker, so
 # its module fixtures are built once); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
-PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: $(STAMP) $(PROM_TOOLS) $(TOOLS)/bin/checkov $(BIN)/chromium ## Run the whole test suite (slow and integration tests included)
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) --durations=40

@@ -85,9 +85,16 @@ def shopml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop Prefect's ephemeral API server while pytest's output is still open: its exit hook
     would otherwise log "Stopping temporary server" to a closed stream (a logging traceback
-    after the summary)."""
+    after the summary). On the xdist controller, keep each file's seconds for the next run's
+    order (below)."""
     import sys
 
+    opt = session.config.option  # a run filtered by -k or -m does not say how long files take
+    whole_files = not getattr(opt, "keyword", "") and not getattr(opt, "markexpr", "")
+    controller = not os.environ.get("PYTEST_XDIST_WORKER")
+    cache = getattr(session.config, "cache", None)
+    if _seconds and whole_files and controller and cache:
+        cache.set(_FILE_SECONDS, {**cache.get(_FILE_SECONDS, {}), **_seconds})
     if "prefect.server.api.server" not in sys.modules:
         return
     from prefect.logging.handlers import APILogWorker
@@ -99,3 +106,45 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False}):
         for server in list(SubprocessASGIServer._instances.values()):
             server.stop()
+
+
+# The order the test files are handed to pytest-xdist's workers (`make test` runs with
+# `--dist loadfile --no-loadscope-reorder`; xdist's own reordering, by number of tests per file,
+# would hand out the long end-to-end files, one or two tests each, last, and the run would end
+# on one of them with the other worker idle). Longest first: by the seconds each file took in
+# the last run that ran it (kept in pytest's cache), else files marked slow before the others.
+_FILE_SECONDS = "shopml/file-seconds"
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the order changes nothing (every worker must order alike)
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    known: dict[str, float] = cache.get(_FILE_SECONDS, {}) if cache else {}
+    slow = {_file_of(i.nodeid) for i in items if i.get_closest_marker("slow")}
+    first = {}  # file -> its place in the collection order
+    for item in items:
+        first.setdefault(_file_of(item.nodeid), len(first))
+
+    def rank(file: str) -> tuple[int, float, int]:
+        if file in known:
+            return (1, -known[file], first[file])
+        return (0 if file in slow else 2, 0.0, first[file])  # a new slow file: first
+
+    order = {file: rank(file) for file in first}
+    items.sort(key=lambda item: order[_file_of(item.nodeid)])  # stable within a file
+
+
+_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Each file's seconds (setup, call and teardown of its tests); on the xdist controller the
+    workers' reports arrive here too."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        file = _file_of(report.nodeid)
+        _seconds[file] = _seconds.get(file, 0.0) + report.duration

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -27,15 +29,71 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build_served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """:func:`served_home`, built once per test session whichever folder asks first."""
+    """:func:`served_home`, built once per test session whichever folder asks first.
+
+    Under pytest-xdist it is built once per run, not once per worker: the first worker to ask
+    builds it in the run's shared temporary folder (the others wait on a lock), and each worker
+    serves a copy of its own (tests promote and roll back versions in it)."""
     if not _BUILT:
-        _BUILT.append(_build(tmp_path_factory))
+        if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("SHOPML_TEST_SERVED_HOME"):
+            shared = _built_once_per_run(tmp_path_factory.getbasetemp().parent)
+            _BUILT.append(copy_home(shared, tmp_path_factory.mktemp("served")))
+        else:
+            _BUILT.append(_build(tmp_path_factory.mktemp("served")))
     return _BUILT[0]
 
 
-def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import os
+def _built_once_per_run(run_tmp: Path) -> Path:
+    """The served home in ``run_tmp`` (the folder every worker's temporary folder is in), built
+    there by whichever worker gets the lock first."""
+    import fcntl
 
+    home = run_tmp / "served-home"
+    with (run_tmp / "served-home.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (home / _DONE).exists():
+                shutil.rmtree(home, ignore_errors=True)  # a worker that died half-way
+                _build(home)
+                (home / _DONE).touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return home
+
+
+_DONE = ".built"
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """A copy of a served home at ``target`` that refers only to itself: MLflow keeps absolute
+    artifact locations (in its database and in each model's MLmodel file), rewritten here."""
+    import sqlite3
+
+    old, new = str(source.resolve()), str(target.resolve())
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_DONE))
+    for mlmodel in target.rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(old, new))
+    con = sqlite3.connect(target / "mlflow.db")
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                    con.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?)'
+                        f' WHERE instr("{column[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+        con.commit()
+        con.execute("VACUUM")  # no old text left in free pages either
+    finally:
+        con.close()
+    left = [str(p) for p in target.rglob("*") if p.is_file() and old.encode() in p.read_bytes()]
+    assert not left, f"the copied served home still refers to {old}: {left}"
+    return target
+
+
+def _build(home: Path) -> Path:
     from shopml.data.simulator import SimConfig, simulate
     from shopml.data.warehouse import Warehouse
     from shopml.features import build_features
@@ -46,7 +104,7 @@ def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reuse = os.environ.get("SHOPML_TEST_SERVED_HOME")  # a developer's cache between runs
     if reuse and (Path(reuse) / "online.sqlite").exists():
         return Path(reuse)
-    home = Path(reuse) if reuse else tmp_path_factory.mktemp("served")
+    home = Path(reuse) if reuse else home
     home.mkdir(parents=True, exist_ok=True)
     settings = Settings(home=home)
     wh = Warehouse(home / "warehouse.duckdb")
