@@ -164,10 +164,19 @@ def build_splits(uc: UseCase, wh: Warehouse, plan: SplitPlan) -> Splits:
 
 @dataclass
 class Tuning:
-    """The chosen hyper-parameters and the trial history (empty when nothing was tuned)."""
+    """The chosen hyper-parameters and the trial history (empty when nothing was tuned);
+    ``completed`` trials of those asked for (fewer when the time limit stopped the search)."""
 
     params: dict[str, Any]
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    completed: int = 0
+    asked: int = 0
+
+    @property
+    def cut_short(self) -> bool:
+        """The time limit stopped the search before its trials: the model then depends on
+        the machine's speed and load, and another run may choose other parameters."""
+        return self.completed < self.asked
 
 
 def tune(
@@ -205,7 +214,8 @@ def tune(
     study.optimize(
         objective,
         n_trials=config.trials,
-        timeout=config.timeout_s,
+        # 0: no time limit, the trials alone bound the search (reproducible on any machine).
+        timeout=config.timeout_s or None,
         catch=(ValueError, FloatingPointError),
     )
     history = study.trials_dataframe()
@@ -213,7 +223,8 @@ def tune(
         best = {**uc.default_params(), **study.best_params}
     except ValueError:  # every trial failed
         best = uc.default_params()
-    return Tuning(best, history)
+    finished = sum(t.state.is_finished() for t in study.trials)  # not the enqueued, unrun
+    return Tuning(best, history, completed=finished, asked=config.trials)
 
 
 def _previous(uc: UseCase, previous: Scorer | None) -> dict[str, Any]:
@@ -724,6 +735,9 @@ def log_run(
     dataset_version = wh.dataset_version(list(uc.required_tables))
     source = f"{wh.path}#{','.join(uc.required_tables)}"
     log_evaluation(uc, splits, evaluation, boot, tuning.params, config)
+    mlflow.log_param("tuning.trials_completed", tuning.completed)
+    if tuning.cut_short:
+        mlflow.set_tag("shopml.tuning_cut_short", f"{tuning.completed} of {tuning.asked} trials")
     mlflow.log_metric("sanity_latency_ms", sanity.latency_ms)
     if sanity.wall_ms is not None:
         mlflow.log_metric("sanity_latency_wall_ms", sanity.wall_ms)
@@ -945,9 +959,16 @@ def _train(
     challenger = incumbent(client, uc, registry.CHALLENGER)
     previous = champion.scorer if champion is not None and uc.uses_previous else None
     lap("data")
-    say(f"{uc.name}: tuning ({config.trials} trials, {config.timeout_s:.0f} s)")
+    limit = f"{config.timeout_s:g} s" if config.timeout_s else "no time limit"
+    say(f"{uc.name}: tuning ({config.trials} trials, {limit})")
     learner = uc.with_horizon(plan.train_horizon_days)
     tuning = tune(learner, wh, splits.train, splits.valid, config, previous)
+    if tuning.cut_short:
+        say(
+            f"{uc.name}: tuning stopped at its {config.timeout_s:g} s limit after "
+            f"{tuning.completed} of {tuning.asked} trials: another run (or machine) may choose "
+            "other parameters; a timeout of 0 tunes by trials alone (reproducible)"
+        )
     lap("tune")
     say(f"{uc.name}: fitting and evaluating")
     scorer = fit_model(uc, wh, splits, tuning.params, config.seed, previous)

@@ -30,3 +30,25 @@ def test_tuning_tries_every_starting_design_first_and_keeps_the_best() -> None:
     got = tune(uc, None, train, valid, TrainConfig(trials=2, timeout_s=30))  # type: ignore[arg-type]
     assert got.history["params_strength"].tolist() == [0.1, 1.0]
     assert got.params == {"strength": 1.0}  # the signal, not the noise, wins on validation
+
+
+class SlowFits(TwoStarts):
+    """Each fit takes 0.3 s (a busy machine's trial)."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        import time
+
+        time.sleep(0.3)
+        return super().fit(*args, **kwargs)
+
+
+def test_a_time_limit_that_cuts_the_search_says_so_and_0_means_no_limit() -> None:
+    uc = SlowFits()
+    train = uc.dataset(None, datetime(2024, 9, 1))  # type: ignore[arg-type]
+    valid = uc.dataset(None, datetime(2024, 10, 1))  # type: ignore[arg-type]
+    cut = tune(uc, None, train, valid, TrainConfig(trials=4, timeout_s=0.1))  # type: ignore[arg-type]
+    assert cut.completed == 1 and cut.asked == 4 and cut.cut_short
+    whole = tune(uc, None, train, valid, TrainConfig(trials=4, timeout_s=0))  # type: ignore[arg-type]
+    assert whole.completed == 4 and not whole.cut_short
+    again = tune(uc, None, train, valid, TrainConfig(trials=4, timeout_s=0))  # type: ignore[arg-type]
+    assert again.params == whole.params  # trials alone: the same choice every time
