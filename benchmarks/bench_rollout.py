@@ -6,9 +6,11 @@ Each seed is its own 1,500-customer shop (the seeds run in parallel processes);
 ``high-value`` (labels 30 days after a prediction) is trained as of 2024-04-17 and the period
 after it replayed day by day through the service in-process (up to 300 customers a day,
 features rebuilt weekly), the monitor judging the arms every 7 days with the sequential rule
-(alpha 5% for each of promotion and rollback over any number of looks). The peer is the rule a
-team would use without one: a fixed 95% interval of the difference at every look ("naive"),
-read off the same looks.
+(alpha 5% for each of promotion and rollback over any number of looks) on the per-row Brier
+score, clustered by customer; a world ends when its rollout does. The peer is the rule a team
+would use without one: a fixed 95% interval of the same gain at every look ("naive"), read
+off the same looks. Beside each outcome: the true gap between the two models on the
+training's test window (every customer scored by both).
 """
 
 from __future__ import annotations

@@ -2,23 +2,30 @@
 
 While a use case is in shadow, canary or A/B (:mod:`shopml.runtime.rollout`), every check
 (:func:`judge_arms`) reads the answers both arms gave since the challenger first answered,
-keeps those whose labels are final, and scores each arm with the use case's own metrics on
-the answers that were logged (not a re-scoring):
+keeps those whose labels are final, and scores each arm on the answers that were logged (not a
+re-scoring). The gate's metric is reported per arm with its 95% bootstrap interval
+(:func:`shopml.lifecycle.intervals.bootstrap`; paired in shadow). The verdict is taken on the
+use case's **per-row loss** (:meth:`UseCase.row_loss`; binary: the Brier score), whose mean is
+far less noisy than a ranking metric on the same labels:
 
-- *shadow*: both models answered the same requests, so the comparison is **paired** (the
-  same rows, resampled together: :func:`shopml.lifecycle.intervals.bootstrap`);
-- *canary* / *A/B*: each entity saw one arm; the arms are resampled independently and the
-  difference's distribution is that of the two independent bootstrap estimates.
+- *shadow*: both models answered the same requests: the mean per-row difference
+  (:func:`paired_gain`);
+- *canary* / *A/B*: each entity saw one arm: the difference of the two means
+  (:func:`independent_gain`);
+
+with standard errors **clustered by entity** (a customer answered week after week, with
+overlapping label windows, is one unit, not one per answer). Use cases without a per-row loss
+are judged on the gate's metric with the bootstrap's standard error.
 
 **The sequential rule.** The monitor looks again and again as labels arrive, and a 95%
 interval checked at every look would promote a challenger that is no better far more often
-than 5% of the time. Each look ``k`` (counted per challenger version in the decision record)
-spends ``alpha * 6 / (pi^2 k^2)`` of a total error budget ``alpha`` (these sum to ``alpha``
-over any number of looks, so by the union bound the chance that *any* look wrongly promotes,
-or wrongly rolls back, is at most ``alpha`` each): the difference's interval at look ``k`` is
-``estimate +- z(1 - alpha_k) * se`` (``se``: the bootstrap standard error), one-sided. It
-is conservative; it asks for no planned sample size and stays valid however long a rollout
-runs.
+than 5% of the time. Each look ``k`` (counted per challenger version in the decision record;
+taken once each arm has :data:`MIN_UNITS` entities) spends ``alpha * 6 / (pi^2 k^2)`` of a
+total error budget ``alpha`` (these sum to ``alpha`` over any number of looks, so by the
+union bound the chance that *any* look wrongly promotes, or wrongly rolls back, is at most
+``alpha`` each): the gain's interval at look ``k`` is ``gain +- z(1 - alpha_k) * se``,
+one-sided. It is conservative; it asks for no planned sample size and stays valid however
+long a rollout runs.
 
 - the whole sequential interval of the gain is above the gate's margin, and the gate
   (:func:`shopml.lifecycle.gate.decide`, fed the live evidence) promotes: the challenger
