@@ -64,6 +64,7 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        services.tie_to_this_process(proc)
         api = f"http://127.0.0.1:{port}/api"
         try:
             services.wait_http(f"{api}/health", timeout=180, proc=proc)
@@ -130,6 +131,7 @@ def test_deploy_worker_and_landing_trigger(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    services.tie_to_this_process(worker)
     try:
         landing = shopml_home / "landing" / "cdnow"
         landing.mkdir(parents=True)

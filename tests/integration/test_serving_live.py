@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.services import free_port, wait_http
+from tests.support.services import free_port, tie_to_this_process, wait_http
 from tests.unit.serving.conftest import a_customer, build_served_home, registry_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -79,6 +79,7 @@ def serve(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    tie_to_this_process(proc)
     url = f"http://127.0.0.1:{port}"
     try:
         # Every worker loads the models before it accepts: wait for all of them.

@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,6 +129,7 @@ class Processes:
             start_new_session=True,
         )
         log.close()
+        tie_to_this_process(proc)
         self.procs[name] = proc
         return proc
 
@@ -198,6 +200,47 @@ class Processes:
         for p in self.procs.values():
             p.poll()  # reap a finished leader: a zombie still counts for killpg
         return [n for n, p in self.procs.items() if group_alive(p.pid)]
+
+
+# A watchdog per process group: if the test process dies without its teardown (killed, or a
+# Ctrl-C that stops an xdist worker), the group it started would keep running, orphaned. The
+# watchdog ends with the group, or stops the group (TERM, then KILL) when its parent is gone.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+def alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+while alive(group):
+    if os.getppid() != parent:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 10
+            while alive(group) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        break
+    time.sleep(1)
+"""
+
+
+def tie_to_this_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop ``proc``'s process group (started with ``start_new_session=True``) if this process
+    dies before stopping it: a watchdog outside the group watches both."""
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(proc.pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def group_alive(pgid: int) -> bool:
