@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -82,6 +83,7 @@ def measure(step: str, **kwargs: Any) -> dict[str, Any]:
         "SHOPML_SPARK_CONF": os.environ.get("SHOPML_SPARK_CONF", json.dumps(SPARK_CONF)),
     }
     load_before = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy it was
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     peak = [0]
     done = threading.Event()
@@ -99,6 +101,12 @@ def measure(step: str, **kwargs: Any) -> dict[str, Any]:
         raise RuntimeError(f"{step} failed:\n{err.decode()[-3000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["peak_mb"] = round(peak[0] / 2**20)
+    # CPU seconds of the step (and of the children it waited for): on a busy machine the wall
+    # clock says as much about the others' jobs as about this one.
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu_s"] = round(
+        cpu.ru_utime + cpu.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime, 1
+    )
     result["load_before"], result["load_after"] = load_before, round(os.getloadavg()[0], 1)
     # Each figure as it comes: a long run that fails late still leaves what it measured.
     print(f"  {step} {json.dumps(kwargs)}: {json.dumps(result)}", file=sys.stderr, flush=True)
@@ -271,8 +279,9 @@ def _row(label: str, fig: dict[str, Any]) -> str:
     ]
     load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
     sim = fig.get("simulate") or {}
+    cpu = f" ({sim['cpu_s']:.0f} s CPU)" if "cpu_s" in sim else ""
     simulated = (
-        f"{sim['seconds']:.0f} s / {sim['peak_mb']:,} MB"
+        f"{sim['seconds']:.0f} s{cpu} / {sim['peak_mb']:,} MB"
         if "seconds" in sim
         else ("cached" if sim else "not recorded")
     )

@@ -69,7 +69,7 @@ def simulate_in_blocks(
     returns the shop's meta, as :func:`simulate` records it.
 
     Memory is bounded by one block's tables (about 25 MB per 1,000 customers of a two-year
-    shop, two thirds of it browsing events) plus the world (under 200 bytes per customer).
+    shop, two thirds of it browsing events) plus the world (about 200 bytes per customer).
     ``write`` is called first with the tables every block shares (sellers, products,
     campaigns, price history), then once per block with its customers' tables, in the order
     of their foreign keys, and last with ``oracle_products`` (which counts every block's lines).
