@@ -45,8 +45,9 @@ QUICK = {"0.1M": 18_000}
 # file as it is made, so the simulation's memory stays flat as the shop grows (a shop simulated
 # whole took 12.8 GB at 3M orders, ~43 GB projected at 10M).
 BLOCK_CUSTOMERS = 50_000
-# Spark's local driver is the only executor: its default 1 GB heap is too small to hand ~2M
-# customers' features to pandas, so every size runs with this (SHOPML_SPARK_CONF).
+# Spark's local driver is the only executor: at 10M orders it collects ~1.5M customers' features
+# (~500 MB) for pandas, too close to what a default 1 GB heap leaves, so every size runs with this
+# (SHOPML_SPARK_CONF overrides it).
 SPARK_CONF = {"spark.driver.memory": "4g"}
 
 
