@@ -11,6 +11,7 @@ that the process answering is the one it started (Linux's /proc) and retries on 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -208,15 +209,7 @@ class Processes:
 _WATCHDOG = """
 import os, signal, sys, time
 parent, group = int(sys.argv[1]), int(sys.argv[2])
-def alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-while alive(group):
+while group_alive(group):
     if os.getppid() != parent:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -224,7 +217,7 @@ while alive(group):
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + 10
-            while alive(group) and time.monotonic() < deadline:
+            while group_alive(group) and time.monotonic() < deadline:
                 time.sleep(0.2)
         break
     time.sleep(1)
@@ -234,8 +227,10 @@ while alive(group):
 def tie_to_this_process(proc: subprocess.Popen[Any]) -> None:
     """Stop ``proc``'s process group (started with ``start_new_session=True``) if this process
     dies before stopping it: a watchdog outside the group watches both."""
+    # The script gets group_alive's own source: one definition of "the group is alive".
+    script = f"import os\n{inspect.getsource(group_alive)}\n{_WATCHDOG}"
     subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(proc.pid)],
+        [sys.executable, "-c", script, str(os.getpid()), str(proc.pid)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
