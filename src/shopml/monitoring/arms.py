@@ -2,30 +2,23 @@
 
 While a use case is in shadow, canary or A/B (:mod:`shopml.runtime.rollout`), every check
 (:func:`judge_arms`) reads the answers both arms gave since the challenger first answered,
-keeps those whose labels are final, and scores each arm on the answers that were logged (not a
-re-scoring). The gate's metric is reported per arm with its 95% bootstrap interval
-(:func:`shopml.lifecycle.intervals.bootstrap`; paired in shadow). The verdict is taken on the
-use case's **per-row loss** (:meth:`UseCase.row_loss`; binary: the Brier score), whose mean is
-far less noisy than a ranking metric on the same labels:
+keeps those whose labels are final, and scores each arm with the use case's own metrics on
+the answers that were logged (not a re-scoring):
 
-- *shadow*: both models answered the same requests: the mean per-row difference
-  (:func:`paired_gain`);
-- *canary* / *A/B*: each entity saw one arm: the difference of the two means
-  (:func:`independent_gain`);
-
-with standard errors **clustered by entity** (a customer answered week after week, with
-overlapping label windows, is one unit, not one per answer). Use cases without a per-row loss
-are judged on the gate's metric with the bootstrap's standard error.
+- *shadow*: both models answered the same requests, so the comparison is **paired** (the
+  same rows, resampled together: :func:`shopml.lifecycle.intervals.bootstrap`);
+- *canary* / *A/B*: each entity saw one arm; the arms are resampled independently and the
+  difference's distribution is that of the two independent bootstrap estimates.
 
 **The sequential rule.** The monitor looks again and again as labels arrive, and a 95%
 interval checked at every look would promote a challenger that is no better far more often
-than 5% of the time. Each look ``k`` (counted per challenger version in the decision record;
-taken once each arm has :data:`MIN_UNITS` entities) spends ``alpha * 6 / (pi^2 k^2)`` of a
-total error budget ``alpha`` (these sum to ``alpha`` over any number of looks, so by the
-union bound the chance that *any* look wrongly promotes, or wrongly rolls back, is at most
-``alpha`` each): the gain's interval at look ``k`` is ``gain +- z(1 - alpha_k) * se``,
-one-sided. It is conservative; it asks for no planned sample size and stays valid however
-long a rollout runs.
+than 5% of the time. Each look ``k`` (counted per challenger version in the decision record)
+spends ``alpha * 6 / (pi^2 k^2)`` of a total error budget ``alpha`` (these sum to ``alpha``
+over any number of looks, so by the union bound the chance that *any* look wrongly promotes,
+or wrongly rolls back, is at most ``alpha`` each): the difference's interval at look ``k`` is
+``estimate +- z(1 - alpha_k) * se`` (``se``: the bootstrap standard error), one-sided. It
+is conservative; it asks for no planned sample size and stays valid however long a rollout
+runs.
 
 - the whole sequential interval of the gain is above the gate's margin, and the gate
   (:func:`shopml.lifecycle.gate.decide`, fed the live evidence) promotes: the challenger
@@ -76,89 +69,6 @@ def spent(look: int, alpha: float = ALPHA) -> float:
     return alpha * 6.0 / (math.pi**2 * max(look, 1) ** 2)
 
 
-@dataclass(frozen=True)
-class Gain:
-    """How much lower the challenger's mean per-row loss is than the champion's (positive:
-    the challenger is better), with the standard error of that difference clustered by
-    entity: an entity's rows (the same customer answered week after week) are one unit."""
-
-    loss: str
-    estimate: float
-    se: float
-    champion: float  # mean loss of each arm
-    challenger: float
-    units: int  # entities (both arms together when they are independent)
-    smallest: int  # entities of the smaller arm (paired: all of them)
-    rows: int
-
-    def interval(self, z: float) -> tuple[float, float]:
-        return self.estimate - z * self.se, self.estimate + z * self.se
-
-    def to_dict(self, z95: float = 1.959963984540054) -> dict[str, Any]:
-        low, high = self.interval(z95)
-        return {**asdict(self), "low95": low, "high95": high}
-
-
-def _clustered(x: np.ndarray, units: np.ndarray | None) -> tuple[float, float, int]:
-    """The mean of ``x``, its variance and the number of independent units: rows grouped
-    into ``units`` (codes 0..k-1; None: every row its own) get the sandwich (cluster-robust)
-    variance of a mean, ``k/(k-1) * sum over units of (the unit's summed residuals)^2 / n^2``."""
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(x.mean())
-    resid = x - mean
-    sums = resid if units is None else np.bincount(units, weights=resid)
-    k = len(sums)
-    if k < 2:
-        return mean, math.nan, k
-    return mean, float(k / (k - 1) * np.sum(sums**2) / n**2), k
-
-
-def _codes(units: Any, keep: np.ndarray) -> np.ndarray | None:
-    """Contiguous codes of the kept rows' units (None: every row its own unit)."""
-    if units is None:
-        return None
-    units = np.asarray(units)
-    if len(units) != len(keep):
-        raise ValueError(f"{len(units)} entity ids for {len(keep)} rows")
-    codes, _ = pd.factorize(pd.Series(units[keep]), use_na_sentinel=False)
-    return np.asarray(codes)
-
-
-def paired_gain(loss: str, champion: np.ndarray, challenger: np.ndarray, units: Any = None) -> Gain:
-    """Both models answered the same rows (shadow): the mean of the per-row differences
-    ``champion - challenger``, clustered by ``units`` (rows without both losses are left
-    out)."""
-    a = np.asarray(champion, dtype="float64")
-    b = np.asarray(challenger, dtype="float64")
-    if len(a) != len(b):
-        raise ValueError(f"paired losses of different lengths: {len(a)} and {len(b)}")
-    ok = np.isfinite(a) & np.isfinite(b)
-    est, var, k = _clustered(a[ok] - b[ok], _codes(units, ok))
-    mean_a = float(a[ok].mean()) if ok.any() else math.nan
-    mean_b = float(b[ok].mean()) if ok.any() else math.nan
-    return Gain(loss, est, math.sqrt(var), mean_a, mean_b, k, k, int(ok.sum()))
-
-
-def independent_gain(
-    loss: str,
-    champion: np.ndarray,
-    challenger: np.ndarray,
-    champion_units: Any = None,
-    challenger_units: Any = None,
-) -> Gain:
-    """Each entity saw one arm (canary, A/B): the difference of the two arms' mean losses,
-    its variance the sum of the two clustered variances."""
-    arms = []
-    for values, units in ((champion, champion_units), (challenger, challenger_units)):
-        x = np.asarray(values, dtype="float64")
-        ok = np.isfinite(x)
-        arms.append((*_clustered(x[ok], _codes(units, ok)), int(ok.sum())))
-    (ma, va, ka, na), (mb, vb, kb, nb) = arms
-    return Gain(loss, ma - mb, math.sqrt(va + vb), ma, mb, ka + kb, min(ka, kb), na + nb)
-
-
 @dataclass
 class ArmsResult:
     """One judgement of a use case's rollout."""
@@ -178,8 +88,6 @@ class ArmsResult:
     look: int = 0
     alpha_spent: float | None = None
     sequential: dict[str, float] | None = None  # the gain's interval at this look
-    judged_on: str | None = None  # the per-row loss the verdict is taken on (or the metric)
-    gain: dict[str, Any] | None = None  # the loss gain (challenger better: > 0), 95%
     gate: dict[str, Any] | None = None
     reasons: list[str] = field(default_factory=list)
     alert: dict[str, Any] | None = None
@@ -411,80 +319,35 @@ def _judged(detail: Any) -> bool:
     return isinstance(detail, dict) and detail.get("sequential") is not None
 
 
-MIN_UNITS = 100  # entities per arm before a loss gain is judged (its normal approximation)
-
-
-def _loss_gain(uc: UseCase, arms: tuple[_Arm, _Arm], paired: bool) -> Gain | None:
-    """The per-row loss gain of the challenger (None: the use case has no per-row loss)."""
-    from shopml.lifecycle.intervals import units_of
-
-    champion, challenger = arms
-    a = uc.row_loss(champion.data, champion.predictions)
-    b = uc.row_loss(challenger.data, challenger.predictions)
-    if a is None or b is None:
-        return None
-    if paired:
-        return paired_gain(a[0], a[1], b[1], units_of(uc, champion.data))
-    return independent_gain(
-        a[0], a[1], b[1], units_of(uc, champion.data), units_of(uc, challenger.data)
-    )
-
-
 def _verdict(
     uc: UseCase, arms: tuple[_Arm, _Arm], result: ArmsResult, comparison: _Comparison
 ) -> tuple[str, list[str]]:
-    """The sequential interval of the gain, the gate on the live evidence, the verdict.
-
-    The gain is that of the use case's per-row loss (:meth:`UseCase.row_loss`: paired per
-    entity in shadow, two independent clustered means otherwise) when it has one, else that
-    of the gate's metric (its bootstrap standard error)."""
-    import dataclasses
-
+    """The sequential interval of the gain, the gate on the live evidence, the verdict."""
     from shopml.lifecycle.gate import PROMOTED as GATE_PROMOTED
     from shopml.lifecycle.gate import Evidence, SanityReport, decide
 
+    metric = result.metric
+    assert metric is not None
+    sign = 1.0 if result.higher_is_better else -1.0
+    ok = comparison.draws[np.isfinite(comparison.draws)]
+    estimate = comparison.difference.estimate
     alpha_k = spent(result.look)
     result.alpha_spent = alpha_k
-    z = NormalDist().inv_cdf(1 - alpha_k)
     n = result.labelled[CHALLENGER] if result.paired else sum(result.labelled.values())
-    nan = Interval(math.nan, math.nan, math.nan, 0, 0)
-    policy = uc.gate
-    candidate, champions = dict(comparison.challenger), dict(comparison.champion)
-    loss = _loss_gain(uc, arms, result.paired)
-    if loss is not None:
-        result.judged_on = loss.loss
-        result.gain = loss.to_dict()
-        if loss.smallest < MIN_UNITS or not (math.isfinite(loss.estimate) and loss.se > 0):
-            result.sequential = None
-            return CONTINUE, [
-                f"{loss.loss} is compared once each arm has {MIN_UNITS} labelled entities "
-                f"(now {loss.smallest:,})"
-            ]
-        metric, sign, se = loss.loss, -1.0, loss.se
-        estimate = loss.challenger - loss.champion  # in the loss's own direction
-        # The gate judges the loss as its decisive metric, with the use case's floors.
-        policy = dataclasses.replace(policy, metric=metric, higher_is_better=False)
-        champions[metric] = Interval(loss.champion, math.nan, math.nan, loss.units, loss.rows)
-        candidate[metric] = Interval(loss.challenger, math.nan, math.nan, loss.units, loss.rows)
-        champion_iv, challenger_iv = champions[metric], candidate[metric]
-    else:
-        metric = result.metric
-        assert metric is not None
-        result.judged_on = metric
-        sign = 1.0 if result.higher_is_better else -1.0
-        ok = comparison.draws[np.isfinite(comparison.draws)]
-        estimate = comparison.difference.estimate
-        if len(ok) < 10 or estimate is None or not math.isfinite(estimate):
-            result.sequential = None
-            return CONTINUE, [
-                f"{metric} cannot be compared on {n} labelled answers yet (too few of each outcome)"
-            ]
-        se = float(np.std(ok, ddof=1))
-        champion_iv = comparison.champion.get(metric, nan)
-        challenger_iv = comparison.challenger.get(metric, nan)
+    if len(ok) < 10 or estimate is None or not math.isfinite(estimate):
+        result.sequential = None
+        return CONTINUE, [
+            f"{metric} cannot be compared on {n} labelled answers yet (too few of each outcome)"
+        ]
+    se = float(np.std(ok, ddof=1))
+    z = NormalDist().inv_cdf(1 - alpha_k)
     gain = sign * float(estimate)
     low, high = gain - z * se, gain + z * se
     result.sequential = {"gain": gain, "low": low, "high": high, "z": z, "se": se}
+    nan = Interval(math.nan, math.nan, math.nan, 0, 0)
+    champion_iv = comparison.champion.get(metric, nan)
+    challenger_iv = comparison.challenger.get(metric, nan)
+    policy = uc.gate
     margin = policy.min_improvement * max(abs(champion_iv.estimate), 1e-12)
     # The gate, fed the live evidence: its floors and sanity checks on the challenger's
     # answers, its margin judged on the sequential interval (not the 95% one).
@@ -507,23 +370,20 @@ def _verdict(
         len(values), int((~np.isfinite(values)).any(axis=1).sum()), int(outside.sum()), 0.0
     )
     evidence = Evidence(
-        candidate,
+        comparison.challenger,
         result.labelled.get(CHALLENGER, 0),
         "labelled answers",
-        champion=champions,
+        champion=comparison.champion,
         difference=diff_iv,
     )
     gate = decide(policy, evidence, sanity, champion_version=result.champion)
     result.gate = {"verdict": gate.verdict, "reasons": gate.reasons}
-    shown = result.metric
     head = (
-        f"live {shown}: challenger v{result.challenger} "
-        f"{_fmt(comparison.challenger.get(shown or '', nan))} vs champion v{result.champion} "
-        f"{_fmt(comparison.champion.get(shown or '', nan))} on {n:,} labelled answers "
-        f"({'paired, shadow' if result.paired else 'independent arms'}); judged on "
-        f"{metric} ({_fmt(challenger_iv)} vs {_fmt(champion_iv)}"
-        f"{', per entity' if loss is not None else ''}): gain {gain:+.4g}, look "
-        f"{result.look}'s interval [{low:+.4g}, {high:+.4g}] (alpha {alpha_k:.2g} of {ALPHA:g})"
+        f"live {metric}: challenger v{result.challenger} {_fmt(challenger_iv)} vs champion "
+        f"v{result.champion} {_fmt(champion_iv)} on {n:,} labelled answers "
+        f"({'paired, shadow' if result.paired else 'independent arms'}); gain "
+        f"{gain:+.4g}, look {result.look}'s interval [{low:+.4g}, {high:+.4g}] "
+        f"(alpha {alpha_k:.2g} of {ALPHA:g})"
     )
     broken = [c.reason for c in gate.checks if c.outcome == "fail" and c.rule != "champion"]
     if broken:
@@ -609,6 +469,6 @@ def _record(store: MonitoringStore, result: ArmsResult, rows: list[MetricRow]) -
             k: v
             for k, v in result.to_dict().items()
             if k in ("mode", "champion", "paired", "labelled", "intervals", "difference")
-            or k in ("look", "alpha_spent", "sequential", "judged_on", "gain", "gate", "alert")
+            or k in ("look", "alpha_spent", "sequential", "gate", "alert")
         },
     )

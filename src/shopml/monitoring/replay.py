@@ -236,7 +236,6 @@ def replay(
     settings: Settings | None = None,
     progress: Callable[[str, float], None] | None = None,
     seed: int = 0,
-    stop_after_rollout: bool = False,
 ) -> ReplayResult:
     """Replay ``days`` days from ``start`` as traffic, monitoring every ``monitor_every`` days.
 
@@ -244,8 +243,7 @@ def replay(
     arrivals); ``act`` lets the monitor alert, and retrain through ``retrain`` when given (the
     caller's way to retrain). ``feature_refresh_days`` is how often the features are rebuilt
     (1: every day, as a daily feature pipeline; 7: weekly, much faster, the features a few
-    days staler). ``stop_after_rollout``: end the replay at the check that promotes or rolls
-    back a rollout's challenger (an experiment on the rollout has its answer then).
+    days staler).
     """
     from shopml.data.warehouse import Warehouse
     from shopml.lifecycle.registry import CHAMPION, alias_version
@@ -331,8 +329,6 @@ def replay(
                         cache=cache,
                     )
                     result.checks += [_brief(c) for c in checks]
-                    if stop_after_rollout and any(_rollout_ended(c) for c in checks):
-                        break
                     if any(_promoted(c) or _rollout_ended(c) for c in checks):
                         traffic.reload()
         result.seconds = time.perf_counter() - started

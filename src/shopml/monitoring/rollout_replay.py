@@ -46,9 +46,6 @@ class WorldOutcome:
     labelled: dict[str, int] = field(default_factory=dict)  # at the decisive (or last) look
     difference: dict[str, Any] | None = None  # challenger - champion, 95%, at that look
     intervals: dict[str, Any] = field(default_factory=dict)
-    judged_on: str | None = None  # the per-row loss the verdict was taken on
-    gain: dict[str, Any] | None = None  # its gain (challenger better: > 0), 95%, at that look
-    sequential: dict[str, Any] | None = None  # the look's sequential interval of the gain
     metric: str | None = None
     requests: int = 0
     errors: int = 0
@@ -115,17 +112,10 @@ def prepare(
         splits = build_splits(uc, wh, plan)
         weak = _weakened(uc.baseline(wh, splits.train, plan.test_cutoff))
         example = splits.test.frame[weak.features].head(3)
-        weak_metrics = uc.evaluate(weak, splits.test)
         figures = {
             "good": trained.metrics.get(uc.gate.metric, float("nan")),
-            "weak": weak_metrics.get(uc.gate.metric, float("nan")),
+            "weak": uc.evaluate(weak, splits.test).get(uc.gate.metric, float("nan")),
         }
-        # The per-row loss the live verdict is taken on, on the same test window.
-        loss = uc.row_loss(splits.test, uc.predict(weak, splits.test))
-        if loss is not None:
-            figures["loss"] = loss[0]  # type: ignore[assignment]
-            figures["good_loss"] = trained.metrics.get(loss[0], float("nan"))
-            figures["weak_loss"] = weak_metrics.get(loss[0], float("nan"))
     client = configure(settings)
     good = str(trained.version)
     source = client.get_model_version(model_name(usecase), good)
@@ -178,7 +168,6 @@ def play_world(
         act=True,
         settings=own,
         seed=seed,
-        stop_after_rollout=True,
     )
     looks = [c.get("rollout") or {} for c in result.checks]
     judged = [r for r in looks if r.get("sequential") is not None]
@@ -190,16 +179,11 @@ def play_world(
         day = (datetime.fromisoformat(acted["now"]) - began_at).days
     naive, naive_day = "no action", None
     for look in judged:
-        # The same statistic the sequential rule judged (the loss gain, or the metric's).
-        g = look.get("gain") or {}
         d = look.get("difference") or {}
-        if g.get("low95") is not None and g.get("high95") is not None:
-            low, high = g["low95"], g["high95"]
-        elif d.get("low") is not None and d.get("high") is not None:
-            sign = 1.0 if look.get("higher_is_better", True) else -1.0
-            low, high = sorted((sign * d["low"], sign * d["high"]))
-        else:
+        if d.get("low") is None or d.get("high") is None:
             continue
+        sign = 1.0 if look.get("higher_is_better", True) else -1.0
+        low, high = sorted((sign * d["low"], sign * d["high"]))
         if low > 0 or high < 0:
             naive = "promoted" if low > 0 else "rolled back"
             naive_day = (datetime.fromisoformat(look["now"]) - began_at).days
@@ -216,9 +200,6 @@ def play_world(
         dict(last.get("labelled") or {}),
         last.get("difference"),
         dict(last.get("intervals") or {}),
-        last.get("judged_on"),
-        last.get("gain"),
-        last.get("sequential"),
         last.get("metric"),
         sum(result.requests.values()),
         sum(result.errors.values()),
@@ -256,7 +237,7 @@ def run_rollout_experiment(
         for world in worlds or list(WORLDS):
             say(f"seed {seed}: {world}")
             outcomes.append(
-                found := play_world(
+                play_world(
                     settings,
                     usecase,
                     world,
@@ -267,11 +248,6 @@ def run_rollout_experiment(
                     monitor_every=monitor_every,
                     max_per_day=max_per_day,
                 )
-            )
-            say(
-                f"seed {seed}: {world}: {found.outcome} (expected {found.expected}) on day "
-                f"{found.day}, {found.looks} looks, gain {found.gain}, "
-                f"sequential {found.sequential}, {found.seconds:.0f} s"
             )
     return outcomes, figures
 

@@ -475,23 +475,6 @@ class UseCase(ABC):
         """Metrics of a scorer on a labelled dataset: :meth:`score` of :meth:`predict`."""
         return self.score(data, self.predict(scorer, data))
 
-    def row_loss(
-        self, data: LabelledData, predictions: Predictions
-    ) -> tuple[str, np.ndarray] | None:
-        """Each row's loss under a proper scoring rule (lower is better), with the name
-        :meth:`score` gives its mean; None when answers have no per-row score.
-
-        A live rollout is judged on it (:mod:`shopml.monitoring.arms`): a mean of per-row
-        losses, compared entity by entity, has a far smaller standard error than a ranking
-        metric such as AUC on the same labels. Binary use cases: the Brier score of the
-        probability (bounded, so its mean is close to normal on a few hundred entities).
-        A row without a finite answer or label gets NaN."""
-        if self.kind != "binary" or not data.labels:
-            return None
-        y = data.y.to_numpy(dtype="float64")
-        p = predictions.column(0)
-        return "brier", (p - y) ** 2
-
     def oracle_metrics(self, wh: Warehouse, data: LabelledData) -> dict[str, float] | None:
         """The same metrics scored with the simulator's truth, when the data has an oracle."""
         return None

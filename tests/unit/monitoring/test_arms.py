@@ -139,9 +139,6 @@ def test_a_better_shadow_challenger_is_promoted_on_paired_answers(world: Any) ->
     assert result.look == 1 and result.alpha_spent == pytest.approx(spent(1))
     seq = result.sequential
     assert seq["low"] > 0 and result.difference["low"] > 0
-    # Judged on the per-row Brier score, paired per customer (60 customers a day, once each).
-    assert result.judged_on == "brier" and result.gain["estimate"] == pytest.approx(seq["gain"])
-    assert result.gain["champion"] > result.gain["challenger"] and result.gain["units"] == 1200
     assert "better than the champion" in result.reasons[0]
     summary = describe(w.client, USECASE)
     assert summary.champion.version == w.challenger and summary.challenger is None
