@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("shopml.ui")
 UI_REASON = "manual promotion in the control tower"
 UI_RETRAIN_REASON = "manual retrain in the control tower"
+# The run id of a retrain asked for by hand, in the monitor's decisions: it counts for the
+# cooldown, but it is not a check (the overview's status is the last check's).
+MANUAL_RUN_PREFIX = "manual-"
 
 
 class ActionError(ValueError):

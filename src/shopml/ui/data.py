@@ -24,6 +24,7 @@ from shopml.lifecycle.registry import VersionSummary
 from shopml.lifecycle.tracking import FLOW_RUN_TAG, configure, experiment_name, model_name
 from shopml.monitoring.reports import drift_report_path
 from shopml.monitoring.store import MonitoringStore, MonitoringStoreError, open_store
+from shopml.ui.actions import MANUAL_RUN_PREFIX
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -364,6 +365,9 @@ class Reader:
         history = history if history is not None else registry.history(self.client, uc.name, 1)
         metric = uc.gate.metric
         decisions = self._decisions(uc.name)
+        if len(decisions):  # the status is the last check's, not a retrain asked for by hand
+            manual = decisions["run_id"].astype(str).str.startswith(MANUAL_RUN_PREFIX)
+            decisions = decisions[~manual]
         latest = None if decisions.empty else decisions.iloc[-1]
         status, reasons = status_of(latest)
         if summary.champion is None:

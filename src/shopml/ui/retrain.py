@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shopml.lifecycle.registry import REGISTERED
-from shopml.ui.actions import UI_RETRAIN_REASON, _state_path, write_state
+from shopml.ui.actions import MANUAL_RUN_PREFIX, UI_RETRAIN_REASON, _state_path, write_state
 
 
 def _requested_by(state: dict[str, Any]) -> str:
@@ -57,7 +57,7 @@ def _decide(settings: Any, usecase: str, outcome: dict[str, Any], by: str) -> st
     try:
         with open_store(settings) as store:
             store.write_decision(
-                f"manual-{now:%Y%m%dT%H%M%S}-{os.getpid()}",
+                f"{MANUAL_RUN_PREFIX}{now:%Y%m%dT%H%M%S}-{os.getpid()}",
                 usecase,
                 str(version) if version else None,
                 now,
