@@ -330,9 +330,14 @@ class Reader:
             return pd.DataFrame(columns=["ts", "triggered", "action", "reasons", "detail"])
 
     def _decisions(self, usecase: str) -> pd.DataFrame:
-        """The monitor's checks (the rollout's judgements of its arms are kept apart)."""
+        """The monitor's checks: the rollout's judgements of its arms are kept apart, and so
+        are retrains asked for by hand (recorded for the cooldown; the job's own state shows
+        them on the page)."""
         frame = self._all_decisions(usecase)
-        return frame[frame["action"] != ROLLOUT_ACTION] if len(frame) else frame
+        if not len(frame):
+            return frame
+        manual = frame["run_id"].astype(str).str.startswith(MANUAL_RUN_PREFIX)
+        return frame[(frame["action"] != ROLLOUT_ACTION) & ~manual]
 
     def rollout(self, uc: UseCase) -> RolloutState | None:
         """The rollout recorded on the registered model, else the configured one, else off;
@@ -365,9 +370,6 @@ class Reader:
         history = history if history is not None else registry.history(self.client, uc.name, 1)
         metric = uc.gate.metric
         decisions = self._decisions(uc.name)
-        if len(decisions):  # the status is the last check's, not a retrain asked for by hand
-            manual = decisions["run_id"].astype(str).str.startswith(MANUAL_RUN_PREFIX)
-            decisions = decisions[~manual]
         latest = None if decisions.empty else decisions.iloc[-1]
         status, reasons = status_of(latest)
         if summary.champion is None:
