@@ -83,9 +83,13 @@ def tower(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session (skipped, saying why, where there is none)."""
+    """One headless Chromium for this module (skipped, saying why, where there is none).
+
+    Module-scoped on purpose: Playwright's sync API keeps its event loop marked running on this
+    thread while the browser is open, so a session-wide browser made every later test in the
+    worker look "async" (``asyncio.run`` refused, Prefect returned coroutines)."""
     from shopml.ui.screenshots import ScreenshotError, browser
 
     try:

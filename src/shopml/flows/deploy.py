@@ -105,6 +105,9 @@ def build_deployments(
         "work_pool_name": settings.work_pool,
         "tags": ["shopml"],
         "entrypoint_type": EntrypointType.MODULE_PATH,
+        # This is sync code: never let Prefect guess from the thread's state (a running event
+        # loop left by a caller turns to_deployment into a coroutine).
+        "_sync": True,
     }
     budget = {"trials": trials, "timeout_s": timeout_s}
     only: dict[str, Any] = {"usecases": list(usecases)} if usecases else {}
