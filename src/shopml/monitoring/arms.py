@@ -18,7 +18,11 @@ over any number of looks, so by the union bound the chance that *any* look wrong
 or wrongly rolls back, is at most ``alpha`` each): the difference's interval at look ``k`` is
 ``estimate +- z(1 - alpha_k) * se`` (``se``: the bootstrap standard error), one-sided. It
 is conservative; it asks for no planned sample size and stays valid however long a rollout
-runs.
+runs. Because every look costs alpha, looks are spaced by information, not by the calendar:
+a check is a new look only once the labelled units (customers, orders) have doubled
+(:data:`GROWTH`) since the last one; the checks in between record their figures and say when
+the next look comes. Over a rollout whose labels grow from ``n`` to ``N`` units that is about
+``log2(N / n)`` looks instead of one per check.
 
 - the whole sequential interval of the gain is above the gate's margin, and the gate
   (:func:`shopml.lifecycle.gate.decide`, fed the live evidence) promotes: the challenger
@@ -59,6 +63,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("shopml.monitoring")
 
 ALPHA = 0.05  # the error budget of a whole rollout, for each of promotion and rollback
+# A new look (one that spends alpha) is taken once the labelled units have grown this much
+# since the last one; checks in between report the figures and wait.
+GROWTH = 2.0
 ACTION = "rollout"
 LOOKBACK_DAYS = 365  # how far back a rollout's answers are read
 PROMOTED, ROLLED_BACK, CONTINUE = "promoted", "rolled back", "continue"
@@ -149,7 +156,21 @@ def judge_arms(
         _record(store, result, [])
         return result
     comparison = _compare(uc, arms, result, draws, settings.seed)
-    result.look = 1 + _earlier_looks(store, uc.name, result.challenger)
+    looked, last_units = _earlier_looks(store, uc.name, result.challenger)
+    units = comparison.difference.n
+    if looked and units < GROWTH * last_units:
+        # Not a look: alpha is spent per look, so looks are spaced by information (the
+        # labelled units doubling), not by the calendar.
+        result.look = looked
+        result.status = CONTINUE
+        result.reasons = [
+            f"waiting for labels: {units:,} labelled units against {last_units:,} at look "
+            f"{looked}; the next look at {math.ceil(GROWTH * last_units):,} "
+            f"(difference so far {_fmt(_as_interval(result.difference))})"
+        ]
+        _record(store, result, _rows(result))
+        return result
+    result.look = 1 + looked
     verdict, reasons = _verdict(uc, arms, result, comparison)
     result.reasons = reasons
     result.status = verdict if act or verdict == CONTINUE else "dry run"
@@ -299,24 +320,42 @@ def _draws(frame: pd.DataFrame, metric: str) -> np.ndarray:
     return frame[metric].to_numpy(dtype="float64")
 
 
-def _earlier_looks(store: MonitoringStore, usecase: str, challenger: str | None) -> int:
-    """Judgements of this challenger already made (each one a look that spent its alpha)."""
+def _earlier_looks(
+    store: MonitoringStore, usecase: str, challenger: str | None
+) -> tuple[int, int]:
+    """Looks at this challenger already taken (each spent its alpha), and the labelled units
+    the last one had."""
     history = store.decisions(usecase)
     if not len(history):
-        return 0
+        return 0, 0
     mine = history[(history["action"] == ACTION) & (history["model_version"] == challenger)]
-    return int(sum(1 for d in mine["detail"] if _judged(d)))
+    looks = [d for d in (_detail(x) for x in mine["detail"]) if d.get("sequential") is not None]
+    if not looks:
+        return 0, 0
+    last = looks[-1].get("difference") or {}
+    return len(looks), int(last.get("n") or 0)
 
 
-def _judged(detail: Any) -> bool:
+def _detail(detail: Any) -> dict[str, Any]:
     import json
 
     if isinstance(detail, str):
         try:
             detail = json.loads(detail)
         except ValueError:
-            return False
-    return isinstance(detail, dict) and detail.get("sequential") is not None
+            return {}
+    return detail if isinstance(detail, dict) else {}
+
+
+def _as_interval(d: dict[str, Any] | None) -> Interval:
+    d = d or {}
+    return Interval(
+        float(d.get("estimate", math.nan)),
+        float(d.get("low", math.nan)),
+        float(d.get("high", math.nan)),
+        int(d.get("n", 0)),
+        int(d.get("rows", 0)),
+    )
 
 
 def _verdict(

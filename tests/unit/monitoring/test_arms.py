@@ -169,13 +169,23 @@ def test_a_worse_canary_is_rolled_back(world: Any) -> None:
 
 def test_two_equal_models_in_ab_take_no_action_look_after_look(world: Any) -> None:
     w = world("ab")
-    looks = []
+    checks = []
     for week in range(6):
         w.traffic(range(7 * week, 7 * week + 7), 80, (1.0, 1.0), "ab", seed=10 + week)
-        looks.append(w.judge(7 * week + 38))
-    assert [r.status for r in looks] == ["continue"] * 6, [r.reasons for r in looks]
-    assert [r.look for r in looks] == [1, 2, 3, 4, 5, 6]
-    assert all(r.sequential["low"] < 0 < r.sequential["high"] for r in looks)
-    assert "not yet decided" in looks[-1].reasons[0]
-    # The intervals widen with the looks' shrinking alpha: the sixth asks z above 3.
-    assert looks[-1].sequential["z"] > 3 > looks[0].sequential["z"]
+        checks.append(w.judge(7 * week + 38))
+    assert [r.status for r in checks] == ["continue"] * 6, [r.reasons for r in checks]
+    # A check is a look (spending alpha) only once the labelled units have doubled since the
+    # last look: 560 units, 1,120, then 2,240 (1,680 waited); 2,800 and 3,360 wait for 4,480.
+    units = [r.difference["n"] for r in checks]
+    assert units == [560, 1120, 1680, 2240, 2800, 3360]
+    assert [r.look for r in checks] == [1, 2, 2, 3, 3, 3]
+    looked = [r for r in checks if r.sequential is not None]
+    assert len(looked) == 3 and all(r.sequential["low"] < 0 < r.sequential["high"] for r in looked)
+    assert "not yet decided" in looked[-1].reasons[0]
+    assert looked[2].sequential["z"] > looked[1].sequential["z"] > looked[0].sequential["z"]
+    waiting = checks[-1]
+    assert waiting.sequential is None and waiting.alpha_spent is None
+    assert "the next look at 4,480" in waiting.reasons[0], waiting.reasons
+    # Waiting checks are recorded (with their figures) but do not count as looks.
+    decisions = w.store.decisions(USECASE)
+    assert list(decisions[decisions["action"] == "rollout"]["outcome"]) == ["continue"] * 6
