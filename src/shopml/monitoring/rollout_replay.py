@@ -3,7 +3,8 @@ worse one, and leave an unchanged world alone?
 
 One simulated shop per seed; the use case's model (``good``: the lifecycle's own, trained as of
 the replay's start) and a weak one (``weak``: its main baseline fitted on the same training rows,
-cut down to its strongest input when it is linear) are both registered.
+cut down to one input when it is linear, a real gap behind the good one: :data:`WEAK_GAP`) are
+both registered.
 Each *world* puts one of them as champion and one as challenger, sets a rollout
 mode, and replays the period day by day through the service in-process (the rollout's routing,
 shadow answers and arms logged as in production), the monitor judging the arms every
@@ -55,6 +56,9 @@ class WorldOutcome:
     naive_day: int | None = None
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # The deciding (or last) look's sequential interval of the gain: z * se is the smallest
+    # gap that look could have decided, the experiment's power in the metric's units.
+    sequential: dict[str, float] | None = None
 
     @property
     def correct(self) -> bool:
@@ -64,14 +68,16 @@ class WorldOutcome:
         return {**asdict(self), "correct": self.correct}
 
 
-def _weakened(baseline: Any) -> Any:
-    """The baseline cut down to its strongest input when it is linear (a one-feature model:
-    clearly worse than the use case's model, as a careless challenger would be)."""
+# How much worse the weak model is made on the test window, relative to the good model's
+# decisive metric: the effect the experiment is sized to detect (a challenger a few percent
+# worse needs a bigger shop or a longer rollout: see the benchmark's power note).
+WEAK_GAP = 0.12
+
+
+def _one_input(baseline: Any, i: int) -> Any:
+    """The linear baseline cut down to its input ``i``."""
     from shopml.runtime.scorers import LinearScorer
 
-    if not isinstance(baseline, LinearScorer) or len(baseline.coef) < 2:
-        return baseline
-    i = max(range(len(baseline.coef)), key=lambda j: abs(baseline.coef[j]))
     return LinearScorer(
         features=[baseline.features[i]],
         outputs=list(baseline.outputs),
@@ -84,6 +90,32 @@ def _weakened(baseline: Any) -> Any:
         link=baseline.link,
         clip=baseline.clip,
     )
+
+
+def _weakened(uc: Any, baseline: Any, test: Any, good: float, gap: float = WEAK_GAP) -> Any:
+    """A careless challenger with a real gap: the linear baseline cut down to one input, the
+    best such one-input model whose test metric is at least ``gap`` (relative) worse than the
+    good model's ``good``; the worst of them when none is that far behind. A baseline that is
+    not linear is taken as it is."""
+    from shopml.runtime.scorers import LinearScorer
+
+    if not isinstance(baseline, LinearScorer) or len(baseline.coef) < 2:
+        return baseline
+    metric, up = uc.gate.metric, uc.gate.higher_is_better
+    sign = 1.0 if up else -1.0
+    target = sign * good - gap * abs(good)  # in "higher is better" units
+    scored = []
+    for i in range(len(baseline.coef)):
+        if not baseline.coef[i]:
+            continue
+        one = _one_input(baseline, i)
+        value = uc.evaluate(one, test).get(metric, float("nan"))
+        if value == value:  # not NaN
+            scored.append((sign * value, i, one))
+    if not scored:
+        return baseline
+    far = [s for s in scored if s[0] <= target]
+    return max(far, key=lambda s: s[0])[2] if far else min(scored, key=lambda s: s[0])[2]
 
 
 def prepare(
@@ -110,10 +142,12 @@ def prepare(
             raise RuntimeError(f"the {usecase} model was not trained: {trained.reason}")
         plan = uc.split(wh, end=as_of)
         splits = build_splits(uc, wh, plan)
-        weak = _weakened(uc.baseline(wh, splits.train, plan.test_cutoff))
+        reached = trained.metrics.get(uc.gate.metric, float("nan"))
+        baseline = uc.baseline(wh, splits.train, plan.test_cutoff)
+        weak = _weakened(uc, baseline, splits.test, reached)
         example = splits.test.frame[weak.features].head(3)
         figures = {
-            "good": trained.metrics.get(uc.gate.metric, float("nan")),
+            "good": reached,
             "weak": uc.evaluate(weak, splits.test).get(uc.gate.metric, float("nan")),
         }
     client = configure(settings)
@@ -178,7 +212,8 @@ def play_world(
     if acted is not None:
         day = (datetime.fromisoformat(acted["now"]) - began_at).days
     naive, naive_day = "no action", None
-    for look in judged:
+    # The naive rule looks at every check (weekly), as a team reading the dashboard would.
+    for look in looks:
         d = look.get("difference") or {}
         if d.get("low") is None or d.get("high") is None:
             continue
@@ -207,6 +242,7 @@ def play_world(
         naive_day,
         list(last.get("reasons") or []),
         time.perf_counter() - began,
+        last.get("sequential"),
     )
 
 
