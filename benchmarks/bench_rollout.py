@@ -61,15 +61,24 @@ def run(quick: bool = False) -> Result:
 
     seeds = SEEDS[:1] if quick else SEEDS
     days = 49 if quick else 77
-    outcomes: list[Any] = []
+    outcomes: list[dict[str, Any]] = []
     figures: dict[int, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp,
         ProcessPoolExecutor(len(seeds)) as pool,
     ):
         for found, figs in pool.map(_one_seed, seeds, [days] * len(seeds), [tmp] * len(seeds)):
-            outcomes += found
+            outcomes += [o.to_dict() for o in found]
             figures.update(figs)
+    return render({"outcomes": outcomes, "test_figures": figures, "days": days, "seeds": seeds})
+
+
+def render(data: dict[str, Any], measured_at: str | None = None) -> Result:
+    """The tables (the full one and the README's summary) from the figures a run saved, so
+    ``python -m benchmarks.bench_rollout --render`` redraws them from the results file."""
+    outcomes = data["outcomes"]
+    figures = {int(k): v for k, v in data["test_figures"].items()}
+    days, seeds = data["days"], data["seeds"]
     rows = [
         "| seed | world | mode | expected | outcome | day | looks | labelled (champion / "
         "challenger) | live AUC champion | live AUC challenger | difference, 95% | decidable gap "
@@ -78,19 +87,20 @@ def run(quick: bool = False) -> Result:
         "| --- |",
     ]
     for o in outcomes:
-        lab = o.labelled
+        lab = o["labelled"]
+        right = o["outcome"] == o["expected"]
+        naive_day = f" ({o['naive_day']})" if o["naive_day"] is not None else ""
         rows.append(
-            f"| {o.seed} | {o.world} | {o.mode} | {o.expected} | "
-            f"{'**' + o.outcome + '**' if o.correct else o.outcome + ' (wrong)'} | "
-            f"{o.day if o.day is not None else '—'} | {o.looks} | "
+            f"| {o['seed']} | {o['world']} | {o['mode']} | {o['expected']} | "
+            f"{'**' + o['outcome'] + '**' if right else o['outcome'] + ' (wrong)'} | "
+            f"{o['day'] if o['day'] is not None else '—'} | {o['looks']} | "
             f"{lab.get('champion', 0):,} / {lab.get('challenger', 0):,} | "
-            f"{_fmt(o.intervals.get('champion'))} | {_fmt(o.intervals.get('challenger'))} | "
-            f"{_fmt(o.difference)} | {_gap(o.sequential)} | {o.requests:,} ({o.errors:,}) | "
-            f"{o.naive}"
-            f"{f' ({o.naive_day})' if o.naive_day is not None else ''} |"
+            f"{_fmt(o['intervals'].get('champion'))} | {_fmt(o['intervals'].get('challenger'))} | "
+            f"{_fmt(o['difference'])} | {_gap(o.get('sequential'))} | "
+            f"{o['requests']:,} ({o['errors']:,}) | {o['naive']}{naive_day} |"
         )
-    correct = sum(o.correct for o in outcomes)
-    naive_right = sum(o.naive == o.expected for o in outcomes)
+    correct = sum(o["outcome"] == o["expected"] for o in outcomes)
+    naive_right = sum(o["naive"] == o["expected"] for o in outcomes)
     tests = [
         f"| seed {s} | {f['good']:.3f} | {f['weak']:.3f} |" for s, f in sorted(figures.items())
     ]
@@ -111,18 +121,62 @@ def run(quick: bool = False) -> Result:
             *tests,
         ]
     )
-    return Result(
+    result = Result(
         "rollout",
         "Rollouts: promoted, rolled back or left alone, over several seeds",
         markdown,
-        {
-            "outcomes": [o.to_dict() for o in outcomes],
-            "test_figures": figures,
-            "days": days,
-            "seeds": seeds,
-        },
+        data,
+        summary=summary(outcomes, figures, days, data.get("customers", CUSTOMERS)),
     )
+    if measured_at:
+        result.measured_at = measured_at
+    return result
+
+
+def summary(
+    outcomes: list[dict[str, Any]], figures: dict[int, Any], days: int, customers: int
+) -> str:
+    """The README's table: per world, what the sequential rule and the naive one did."""
+
+    def span(role: str) -> str:
+        values = sorted(f[role] for f in figures.values())
+        return f"{values[0]:.2f}-{values[-1]:.2f}" if values else "?"
+
+    worlds: dict[str, list[dict[str, Any]]] = {}
+    for o in outcomes:
+        worlds.setdefault(o["world"], []).append(o)
+    lines = [
+        f"`{USECASE}` on {customers:,}-customer simulated shops, {days} days replayed per "
+        "seed, the monitor checking weekly; labels arrive 30 days after a prediction. Test-window "
+        f"AUC of the trained model {span('good')}, of the weak one {span('weak')}.",
+        "",
+        "| world | rollout | expected | sequential rule (day acted, per seed) | naive 95% "
+        "interval at every check |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for world, found in worlds.items():
+
+        def said(kind: str, day: str, os_: list[dict[str, Any]] = found) -> str:
+            right = sum(o[kind] == o["expected"] for o in os_)
+            each = ", ".join(
+                f"{o[kind]}" + (f" ({o[day]})" if o[day] is not None else "") for o in os_
+            )
+            return f"{right} of {len(os_)}: {each}"
+
+        lines.append(
+            f"| {world} | {found[0]['mode']} | {found[0]['expected']} | "
+            f"{said('outcome', 'day')} | {said('naive', 'naive_day')} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    print(run(quick="--quick" in sys.argv).markdown)
+    if "--render" in sys.argv:  # redraw from benchmarks/results/rollout.json
+        import json
+
+        from benchmarks.common import RESULTS, save
+
+        saved = json.loads((RESULTS / "rollout.json").read_text())
+        save(render(saved["figures"], saved["measured_at"]))
+    else:
+        print(run(quick="--quick" in sys.argv).markdown)

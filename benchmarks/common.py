@@ -40,6 +40,9 @@ class Result:
     title: str
     markdown: str
     figures: dict[str, Any] = field(default_factory=dict)
+    # A short form for the README (block ``<!-- bench:<name>:summary -->``), when the full
+    # table lives in the docs.
+    summary: str = ""
     measured_at: str = field(
         default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
@@ -92,6 +95,10 @@ def save(result: Result) -> None:
     )
     (RESULTS / f"{result.name}.md").write_text(block + "\n")
     update_readme(result.name, block)
+    if result.summary:
+        again = f"`python -m benchmarks {result.name}` reproduces it"
+        short = f"{result.summary.strip()}\n\n_Measured {result.measured_at}; {again}._"
+        update_readme(f"{result.name}:summary", short)
 
 
 def update_readme(name: str, block: str, readme: Path | None = None) -> bool:
