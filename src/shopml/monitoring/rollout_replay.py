@@ -19,6 +19,7 @@ shadow answers and arms logged as in production), the monitor judging the arms e
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -110,7 +111,7 @@ def _weakened(uc: Any, baseline: Any, test: Any, good: float, gap: float = WEAK_
             continue
         one = _one_input(baseline, i)
         value = uc.evaluate(one, test).get(metric, float("nan"))
-        if value == value:  # not NaN
+        if math.isfinite(value):
             scored.append((sign * value, i, one))
     if not scored:
         return baseline
