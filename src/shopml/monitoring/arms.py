@@ -320,9 +320,7 @@ def _draws(frame: pd.DataFrame, metric: str) -> np.ndarray:
     return frame[metric].to_numpy(dtype="float64")
 
 
-def _earlier_looks(
-    store: MonitoringStore, usecase: str, challenger: str | None
-) -> tuple[int, int]:
+def _earlier_looks(store: MonitoringStore, usecase: str, challenger: str | None) -> tuple[int, int]:
     """Looks at this challenger already taken (each spent its alpha), and the labelled units
     the last one had."""
     history = store.decisions(usecase)
