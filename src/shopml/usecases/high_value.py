@@ -28,6 +28,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import LinearScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
+from shopml.usecases._scaling import fill_and_scale
 from shopml.usecases.base import (
     BaselineUnavailable,
     GatePolicy,
@@ -315,13 +316,8 @@ class HighValue(_boosting.BoostedParams, UseCase):
             clip=(0.0, 1.0),
             meta={"name": "logistic RFM"},
         )
-        x = scorer.to_matrix(train.frame)
-        fill = np.nanmedian(x, axis=0)
-        fill = np.where(np.isfinite(fill), fill, 0.0)
-        x = np.where(np.isnan(x), fill, x)
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        model = LogisticRegression(max_iter=1000).fit((x - mean) / scale, train.y.to_numpy())
+        z, fill, mean, scale = fill_and_scale(scorer.to_matrix(train.frame))
+        model = LogisticRegression(max_iter=1000).fit(z, train.y.to_numpy())
         scorer.coef = [float(v) for v in model.coef_[0]]
         scorer.intercept = float(model.intercept_[0])
         scorer.mean, scorer.scale, scorer.fill = mean.tolist(), scale.tolist(), fill.tolist()

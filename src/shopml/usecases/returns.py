@@ -27,6 +27,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import ColumnScorer, LinearScorer, Scorer
 from shopml.usecases import _boosting, _metrics, _plots
+from shopml.usecases._scaling import fill_and_scale
 from shopml.usecases.base import (
     BaselineUnavailable,
     GatePolicy,
@@ -270,14 +271,8 @@ def logistic_baseline(train: LabelledData, output: str) -> Scorer:
         clip=(0.0, 1.0),
         meta={"name": "logistic regression on the model's features"},
     )
-    x = scorer.to_matrix(train.frame)
-    with np.errstate(all="ignore"):
-        fill = np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)
-    fill = np.where(np.isfinite(fill), fill, 0.0)
-    x = np.where(np.isfinite(x), x, fill)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    model = LogisticRegression(max_iter=2000).fit((x - mean) / scale, y)
+    z, fill, mean, scale = fill_and_scale(scorer.to_matrix(train.frame))
+    model = LogisticRegression(max_iter=2000).fit(z, y)
     scorer.coef = [float(v) for v in model.coef_[0]]
     scorer.intercept = float(model.intercept_[0])
     scorer.mean, scorer.scale, scorer.fill = mean.tolist(), scale.tolist(), fill.tolist()

@@ -41,6 +41,7 @@ import pandas as pd
 
 from shopml.runtime.scorers import Scorer, SegmentScorer
 from shopml.usecases import _live, _metrics, _plots
+from shopml.usecases._scaling import fill_and_scale
 from shopml.usecases.base import (
     GatePolicy,
     LabelledData,
@@ -80,15 +81,10 @@ def standardise(x: np.ndarray, log: list[bool]) -> tuple[np.ndarray, dict[str, l
     x = np.array(x, dtype="float64", copy=True)
     m = np.asarray(log, dtype=bool)
     x[:, m] = np.log1p(np.clip(x[:, m], 0, None))
-    med = np.nanmedian(x, axis=0)
-    med = np.where(np.isfinite(med), med, 0.0)
-    x = np.where(np.isnan(x), med, x)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
+    z, med, mean, scale = fill_and_scale(x, min_scale=1e-12)
     # The scorer fills missing values before its log: store the fill in raw units.
     fill = np.where(m, np.expm1(med), med)
-    return (x - mean) / scale, {
+    return z, {
         "mean": mean.tolist(),
         "scale": scale.tolist(),
         "fill": fill.tolist(),
