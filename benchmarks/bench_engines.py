@@ -321,6 +321,18 @@ def markdown(figures: dict[str, Any]) -> str:
             f"{', '.join(f'{b:,}' for b in sorted(blocks - {None}))} customers, "
             "each appended to the warehouse file as it is made."
         )
+    built = sorted(
+        {
+            f["simulate"]["measured_at"]
+            for f in figures.values()
+            if "measured_at" in f.get("simulate", {})
+        }
+    )
+    if built:
+        md += (
+            f" The ShopSim column is from the run that built the shops ({', '.join(built)}), "
+            "the other columns from this run, on the same cached shops."
+        )
     if confs:
         md += f" Spark settings (SHOPML_SPARK_CONF): `{', '.join(sorted(confs))}`."
     if PLOT.exists():
