@@ -365,10 +365,14 @@ def plot(figures: dict[str, Any], path: Path = PLOT) -> Path:
         ax.set_xticks(orders, [f"{o:.1f}" for o in orders])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.yaxis.set_major_formatter(plain)
-        low, high = ax.get_ylim()  # minor labels only where the axis spans under a decade
-        ax.yaxis.set_minor_formatter(
-            plain if high / low < 10 else matplotlib.ticker.NullFormatter()
-        )
+        low, high = ax.get_ylim()
+        if high / low < 10:  # under a decade: every minor tick labelled
+            ax.yaxis.set_minor_formatter(plain)
+        elif high / low < 100:  # up to two: 2 and 5 of each decade labelled
+            ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(10, subs=(2.0, 5.0)))
+            ax.yaxis.set_minor_formatter(plain)
+        else:
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("orders (millions)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
