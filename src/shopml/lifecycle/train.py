@@ -78,6 +78,19 @@ MIN_DRAWS = 50
 BASELINE_PREFIX = "baseline."
 
 
+def draws_for(cost_s: float, draws: int, budget_s: float) -> int:
+    """Resamples for a bootstrap whose one resample took ``cost_s``: ``draws`` when they fit
+    in ``budget_s``, else ``draws`` halved until they fit (never under MIN_DRAWS). Halving,
+    not ``budget / cost``, so that the count (and so every interval and the gate's verdict)
+    does not move with a few percent of timing noise between two runs of the same training:
+    it changes only when the cost crosses a factor of two."""
+    floor = min(MIN_DRAWS, draws)
+    n = draws
+    while n > floor and cost_s * n > budget_s:
+        n = max(floor, n // 2)
+    return n
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Tuning budget and switches. Trials stop at whichever limit comes first."""
@@ -351,10 +364,7 @@ class Evaluation:
                 uc.score(part, p.take(rows))
             except (ValueError, ZeroDivisionError, FloatingPointError, IndexError):
                 continue  # this resample's problem; the bootstrap leaves such draws out too
-        cost = time.perf_counter() - started
-        if cost * draws <= budget_s:
-            return draws
-        return max(min(MIN_DRAWS, draws), int(budget_s / cost))
+        return draws_for(time.perf_counter() - started, draws, budget_s)
 
     def bootstrap(self, uc: UseCase, draws: int = DRAWS, seed: int = 0) -> Bootstrap:
         """Paired resamples of every contender's metrics on the test rows."""
