@@ -14,7 +14,10 @@ shadow answers and arms logged as in production), the monitor judging the arms e
 - ``worse``: champion ``good``, challenger ``weak``, as a canary: expected *rolled back*;
 - ``unchanged``: champion ``good``, challenger another version of ``good``, in A/B (each arm
   sees different customers, so the arms' figures differ by chance only): expected *no
-  action* (anything else is a false promotion or rollback).
+  action* (anything else is a false promotion or rollback);
+- ``close``: champion ``close`` (the main baseline on all its inputs, a few percent behind),
+  challenger ``good``, in shadow: the rule's power on a small gap; *promoted* if the labels
+  suffice in time, else *no action*, and a rollback would be wrong.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ WORLDS: dict[str, tuple[str, str, str, float | None, str]] = {
     "better": ("weak", "good", "shadow", None, "promoted"),
     "worse": ("good", "weak", "canary", 0.25, "rolled back"),
     "unchanged": ("good", "twin", "ab", 0.5, "no action"),
+    "close": ("close", "good", "shadow", None, "promoted or no action"),
 }
 
 
@@ -63,7 +67,7 @@ class WorldOutcome:
 
     @property
     def correct(self) -> bool:
-        return self.outcome == self.expected
+        return right(self.outcome, self.expected)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "correct": self.correct}
@@ -73,6 +77,11 @@ class WorldOutcome:
 # decisive metric: the effect the experiment is sized to detect (a challenger a few percent
 # worse needs a bigger shop or a longer rollout: see the benchmark's power note).
 WEAK_GAP = 0.12
+
+
+def right(outcome: str, expected: str) -> bool:
+    """Whether ``outcome`` is one of ``expected`` ("promoted or no action": either)."""
+    return outcome in expected.split(" or ")
 
 
 def _one_input(baseline: Any, i: int) -> Any:
@@ -146,10 +155,15 @@ def prepare(
         reached = trained.metrics.get(uc.gate.metric, float("nan"))
         baseline = uc.baseline(wh, splits.train, plan.test_cutoff)
         weak = _weakened(uc, baseline, splits.test, reached)
-        example = splits.test.frame[weak.features].head(3)
+        close = baseline  # all its inputs: a small gap, which the replay may not decide
         figures = {
             "good": reached,
             "weak": uc.evaluate(weak, splits.test).get(uc.gate.metric, float("nan")),
+            "close": uc.evaluate(close, splits.test).get(uc.gate.metric, float("nan")),
+        }
+        examples = {
+            "weak": splits.test.frame[weak.features].head(3),
+            "close": splits.test.frame[close.features].head(3),
         }
     client = configure(settings)
     good = str(trained.version)
@@ -159,7 +173,8 @@ def prepare(
     )
     versions = {
         "good": good,
-        "weak": register_scorer(settings, usecase, weak, example),
+        "weak": register_scorer(settings, usecase, weak, examples["weak"]),
+        "close": register_scorer(settings, usecase, close, examples["close"]),
         "twin": str(twin.version),
     }
     return settings, versions, figures
@@ -289,4 +304,4 @@ def run_rollout_experiment(
     return outcomes, figures
 
 
-__all__ = ["WORLDS", "WorldOutcome", "play_world", "prepare", "run_rollout_experiment"]
+__all__ = ["WORLDS", "WorldOutcome", "play_world", "prepare", "right", "run_rollout_experiment"]

@@ -56,3 +56,13 @@ def test_lower_is_better_metrics_are_turned_around() -> None:
 def test_a_model_that_is_not_linear_is_taken_as_it_is() -> None:
     other = SimpleNamespace(features=["a", "b"])
     assert _weakened(_usecase({}), other, None, good=0.8) is other
+
+
+def test_an_outcome_is_right_when_it_is_one_of_the_expected() -> None:
+    from shopml.monitoring.rollout_replay import WORLDS, right
+
+    assert right("promoted", "promoted") and not right("no action", "promoted")
+    # The close world: undecided in time is not wrong; a rollback is.
+    expected = WORLDS["close"][-1]
+    assert right("promoted", expected) and right("no action", expected)
+    assert not right("rolled back", expected)
