@@ -76,7 +76,8 @@ def run(quick: bool = False) -> Result:
         for found, figs in pool.map(_one_seed, seeds, [days] * len(seeds), [tmp] * len(seeds)):
             outcomes += [o.to_dict() for o in found]
             figures.update(figs)
-    return render({"outcomes": outcomes, "test_figures": figures, "days": days, "seeds": seeds})
+    data = {"outcomes": outcomes, "test_figures": figures, "days": days, "seeds": seeds}
+    return render({**data, "customers": CUSTOMERS})
 
 
 def render(data: dict[str, Any], measured_at: str | None = None) -> Result:
@@ -141,6 +142,14 @@ def render(data: dict[str, Any], measured_at: str | None = None) -> Result:
     return result
 
 
+def _said(found: list[dict[str, Any]], kind: str, day: str) -> str:
+    """How many of ``found`` (one world's seeds) the rule ``kind`` got right, and each outcome
+    with its day."""
+    good = sum(right(o[kind], o["expected"]) for o in found)
+    each = ", ".join(o[kind] + (f" ({o[day]})" if o[day] is not None else "") for o in found)
+    return f"{good} of {len(found)}: {each}"
+
+
 def summary(
     outcomes: list[dict[str, Any]], figures: dict[int, Any], days: int, customers: int
 ) -> str:
@@ -169,17 +178,9 @@ def summary(
         "| --- | --- | --- | --- | --- |",
     ]
     for world, found in worlds.items():
-
-        def said(kind: str, day: str, os_: list[dict[str, Any]] = found) -> str:
-            good = sum(right(o[kind], o["expected"]) for o in os_)
-            each = ", ".join(
-                f"{o[kind]}" + (f" ({o[day]})" if o[day] is not None else "") for o in os_
-            )
-            return f"{good} of {len(os_)}: {each}"
-
         lines.append(
             f"| {world} | {found[0]['mode']} | {found[0]['expected']} | "
-            f"{said('outcome', 'day')} | {said('naive', 'naive_day')} |"
+            f"{_said(found, 'outcome', 'day')} | {_said(found, 'naive', 'naive_day')} |"
         )
     return "\n".join(lines)
 

@@ -320,7 +320,6 @@ def test_shopml_serve_takes_a_body_cap(
 
 def test_a_body_is_refused_as_soon_as_it_passes_the_cap() -> None:
     import asyncio
-    import concurrent.futures
 
     from shopml.serving.app import BodyTooLarge, _read_body
 
@@ -330,14 +329,8 @@ def test_a_body_is_refused_as_soon_as_it_passes_the_cap() -> None:
         received.append(1)
         return {"type": "http.request", "body": b"x" * 8192, "more_body": len(received) < 1000}
 
-    def run(coro: Any) -> Any:
-        # On a thread of its own: an earlier test in this worker may have left an event loop
-        # marked running on the main thread (asyncio.run then refuses to start).
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coro).result()
-
     with pytest.raises(BodyTooLarge):
-        run(_read_body(receive, CAP))
+        asyncio.run(_read_body(receive, CAP))
     assert len(received) == CAP // 8192 + 1  # never more than the cap and one chunk held
     received.clear()
-    assert len(run(_read_body(receive, 10 * 1024 * 1024))) == 1000 * 8192
+    assert len(asyncio.run(_read_body(receive, 10 * 1024 * 1024))) == 1000 * 8192

@@ -166,7 +166,7 @@ def judge_arms(
         result.reasons = [
             f"waiting for labels: {units:,} labelled units against {last_units:,} at look "
             f"{looked}; the next look at {math.ceil(GROWTH * last_units):,} "
-            f"(difference so far {_fmt(_as_interval(result.difference))})"
+            f"(difference so far {_fmt(comparison.difference)})"
         ]
         _record(store, result, _rows(result))
         return result
@@ -343,17 +343,6 @@ def _detail(detail: Any) -> dict[str, Any]:
         except ValueError:
             return {}
     return detail if isinstance(detail, dict) else {}
-
-
-def _as_interval(d: dict[str, Any] | None) -> Interval:
-    d = d or {}
-    return Interval(
-        float(d.get("estimate", math.nan)),
-        float(d.get("low", math.nan)),
-        float(d.get("high", math.nan)),
-        int(d.get("n", 0)),
-        int(d.get("rows", 0)),
-    )
 
 
 def _verdict(

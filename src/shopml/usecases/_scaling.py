@@ -9,11 +9,11 @@ def finite_medians(x: np.ndarray) -> np.ndarray:
     """Each column's median over its finite values; 0 for a column with none (all missing or
     infinite: a history with no such value at all), without numpy's all-NaN warning."""
     x = np.asarray(x, dtype="float64")
-    finite = np.where(np.isfinite(x), x, np.nan)
-    out = np.zeros(x.shape[1] if x.ndim == 2 else 0, dtype="float64")
-    some = np.isfinite(finite).any(axis=0) if x.ndim == 2 and len(x) else np.zeros_like(out, bool)
+    finite = np.isfinite(x)
+    out = np.zeros(x.shape[1], dtype="float64")
+    some = finite.any(axis=0)
     if some.any():
-        out[some] = np.nanmedian(finite[:, some], axis=0)
+        out[some] = np.nanmedian(np.where(finite, x, np.nan)[:, some], axis=0)
     return out
 
 
